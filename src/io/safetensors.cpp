@@ -1,0 +1,190 @@
+#include "io/safetensors.h"
+
+#include <bit>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace qft {
+namespace {
+
+static_assert(std::endian::native == std::endian::little, "safetensors is little-endian");
+
+constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+
+DType parse_dtype(const std::string& path, const std::string& tensor, const std::string& name) {
+  static const std::map<std::string, DType> names = {
+      {"F64", DType::F64}, {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16},
+      {"I64", DType::I64}, {"I32", DType::I32}, {"I16", DType::I16}, {"I8", DType::I8},
+      {"U8", DType::U8},   {"BOOL", DType::BOOL}};
+  const auto found = names.find(name);
+  if (found == names.end()) fail(path, ": tensor '", tensor, "': unsupported dtype '", name, "'");
+  return found->second;
+}
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  uint32_t exponent = (h >> 10) & 0x1f;
+  uint32_t mantissa = h & 0x3ffu;
+  uint32_t bits;
+  if (exponent == 0x1f) {
+    bits = sign | 0x7f800000u | (mantissa << 13);
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    bits = sign;
+  } else {  // subnormal: renormalise
+    exponent = 113;
+    while (!(mantissa & 0x400u)) {
+      mantissa <<= 1;
+      --exponent;
+    }
+    bits = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
+  }
+  return std::bit_cast<float>(bits);
+}
+
+}  // namespace
+
+const char* dtype_name(DType dtype) {
+  switch (dtype) {
+    case DType::F64: return "F64";
+    case DType::F32: return "F32";
+    case DType::F16: return "F16";
+    case DType::BF16: return "BF16";
+    case DType::I64: return "I64";
+    case DType::I32: return "I32";
+    case DType::I16: return "I16";
+    case DType::I8: return "I8";
+    case DType::U8: return "U8";
+    case DType::BOOL: return "BOOL";
+  }
+  return "?";
+}
+
+size_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::F64: case DType::I64: return 8;
+    case DType::F32: case DType::I32: return 4;
+    case DType::F16: case DType::BF16: case DType::I16: return 2;
+    case DType::I8: case DType::U8: case DType::BOOL: return 1;
+  }
+  return 0;
+}
+
+SafetensorsFile::SafetensorsFile(const std::string& path) : map_(path) {
+  if (map_.size() < 8) fail(path, ": truncated safetensors file (", map_.size(), " bytes)");
+  uint64_t header_bytes = 0;
+  std::memcpy(&header_bytes, map_.data(), 8);
+  if (header_bytes > kMaxHeaderBytes || header_bytes > map_.size() - 8) {
+    fail(path, ": header length ", header_bytes, " exceeds the file size ", map_.size());
+  }
+  const char* header_begin = reinterpret_cast<const char*>(map_.data() + 8);
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(header_begin, header_begin + header_bytes);
+  } catch (const nlohmann::json::exception& error) {
+    fail(path, ": malformed JSON header: ", error.what());
+  }
+  if (!header.is_object()) fail(path, ": header is not a JSON object");
+
+  const uint8_t* data_begin = map_.data() + 8 + header_bytes;
+  const size_t data_bytes = map_.size() - 8 - header_bytes;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") continue;
+    try {
+      TensorRecord record;
+      record.name = name;
+      record.file = &map_.path();
+      record.dtype = parse_dtype(path, name, entry.at("dtype").get<std::string>());
+      record.shape = entry.at("shape").get<std::vector<int64_t>>();
+      const auto offsets = entry.at("data_offsets").get<std::vector<uint64_t>>();
+      if (offsets.size() != 2 || offsets[0] > offsets[1]) {
+        fail(path, ": tensor '", name, "': invalid data_offsets");
+      }
+      uint64_t expected = dtype_size(record.dtype);
+      for (int64_t dim : record.shape) {
+        if (dim < 0 || (dim > 0 && expected > (1ull << 62) / static_cast<uint64_t>(dim))) {
+          fail(path, ": tensor '", name, "': invalid shape");
+        }
+        expected *= static_cast<uint64_t>(dim);
+      }
+      if (offsets[1] - offsets[0] != expected) {
+        fail(path, ": tensor '", name, "': data_offsets span ", offsets[1] - offsets[0],
+             " bytes but dtype and shape need ", expected);
+      }
+      if (offsets[1] > data_bytes) {
+        fail(path, ": tensor '", name, "': data ends at byte ", offsets[1],
+             " but the file holds only ", data_bytes, " data bytes (truncated file?)");
+      }
+      record.data = data_begin + offsets[0];
+      record.nbytes = expected;
+      tensors_.emplace(name, std::move(record));
+    } catch (const nlohmann::json::exception& error) {
+      fail(path, ": tensor '", name, "': malformed header entry: ", error.what());
+    }
+  }
+}
+
+const TensorRecord* SafetensorsFile::find(const std::string& name) const {
+  const auto found = tensors_.find(name);
+  return found == tensors_.end() ? nullptr : &found->second;
+}
+
+void convert_to_f32(float* out, const TensorRecord& record) {
+  const int64_t count = shape_numel(record.shape);
+  const uint8_t* in = record.data;
+  switch (record.dtype) {
+    case DType::F32:
+      std::memcpy(out, in, count * sizeof(float));
+      return;
+    case DType::F64:
+      for (int64_t i = 0; i < count; ++i) {
+        double value;
+        std::memcpy(&value, in + 8 * i, 8);
+        out[i] = static_cast<float>(value);
+      }
+      return;
+    case DType::F16:
+      for (int64_t i = 0; i < count; ++i) {
+        uint16_t half;
+        std::memcpy(&half, in + 2 * i, 2);
+        out[i] = half_to_float(half);
+      }
+      return;
+    case DType::BF16:
+      for (int64_t i = 0; i < count; ++i) {
+        uint16_t bf16;
+        std::memcpy(&bf16, in + 2 * i, 2);
+        out[i] = std::bit_cast<float>(static_cast<uint32_t>(bf16) << 16);
+      }
+      return;
+    default:
+      fail(*record.file, ": tensor '", record.name, "' has dtype ", dtype_name(record.dtype),
+           ", expected a floating-point type");
+  }
+}
+
+void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors) {
+  nlohmann::json header = nlohmann::json::object();
+  uint64_t offset = 0;
+  for (const TensorView& tensor : tensors) {
+    const uint64_t bytes = static_cast<uint64_t>(shape_numel(tensor.shape)) * sizeof(float);
+    header[tensor.name] = {{"dtype", "F32"}, {"shape", tensor.shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned
+  const uint64_t header_bytes = text.size();
+
+  AtomicFileWriter writer(path);
+  writer.write(&header_bytes, 8);
+  writer.write(text.data(), text.size());
+  for (const TensorView& tensor : tensors) {
+    writer.write(tensor.data, static_cast<size_t>(shape_numel(tensor.shape)) * sizeof(float));
+  }
+  writer.commit();
+}
+
+}  // namespace qft

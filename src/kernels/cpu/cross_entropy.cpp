@@ -1,0 +1,55 @@
+#include <cmath>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+namespace qft::kernels {
+namespace {
+
+// log Σ exp(row) with the maximum subtracted first.
+float log_sum_exp(const float* row, int V) {
+  float max = row[0];
+  for (int j = 1; j < V; ++j) max = row[j] > max ? row[j] : max;
+  float sum = 0.0f;
+  for (int j = 0; j < V; ++j) sum += std::exp(row[j] - max);
+  return max + std::log(sum);
+}
+
+// Row losses are summed in row order, so the total does not depend on threads.
+template <class RowLoss>
+double sum_row_losses(int R, RowLoss row_loss) {
+  std::vector<double> losses(R, 0.0);
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < R; ++r) losses[r] = row_loss(r);
+  double total = 0.0;
+  for (double loss : losses) total += loss;
+  return total;
+}
+
+}  // namespace
+
+double cross_entropy_forward_backward(float* logits, const int* targets, int R, int V,
+                                      float grad_scale) {
+  return sum_row_losses(R, [&](int r) -> double {
+    float* row = logits + static_cast<size_t>(r) * V;
+    if (targets[r] < 0) {
+      std::fill(row, row + V, 0.0f);
+      return 0.0;
+    }
+    const float lse = log_sum_exp(row, V);
+    const float loss = lse - row[targets[r]];
+    for (int j = 0; j < V; ++j) row[j] = std::exp(row[j] - lse) * grad_scale;
+    row[targets[r]] -= grad_scale;
+    return loss;
+  });
+}
+
+double cross_entropy_forward(const float* logits, const int* targets, int R, int V) {
+  return sum_row_losses(R, [&](int r) -> double {
+    const float* row = logits + static_cast<size_t>(r) * V;
+    if (targets[r] < 0) return 0.0;
+    return log_sum_exp(row, V) - row[targets[r]];
+  });
+}
+
+}  // namespace qft::kernels

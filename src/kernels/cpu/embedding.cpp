@@ -1,0 +1,24 @@
+#include <cstring>
+
+#include "kernels/kernels.h"
+
+namespace qft::kernels {
+
+void embedding_forward(float* out, const int* tokens, const float* table, int N, int C) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) {
+    std::memcpy(out + static_cast<size_t>(n) * C, table + static_cast<size_t>(tokens[n]) * C,
+                C * sizeof(float));
+  }
+}
+
+void embedding_backward(float* dtable, const float* dout, const int* tokens, int N, int C) {
+  // Serial over rows: a token may repeat, and the work is tiny next to the GEMMs.
+  for (int n = 0; n < N; ++n) {
+    float* row = dtable + static_cast<size_t>(tokens[n]) * C;
+    const float* grad = dout + static_cast<size_t>(n) * C;
+    for (int c = 0; c < C; ++c) row[c] += grad[c];
+  }
+}
+
+}  // namespace qft::kernels

@@ -1,0 +1,82 @@
+#pragma once
+// Layer kernels: free functions, outputs first, inputs after. Every backward
+// accumulates (+=) into parameter gradients and into dinp, so callers zero
+// them once and several consumers of one tensor can add their parts.
+// The CPU backend lives in kernels/cpu/; another backend implements the same
+// declarations and is chosen at compile time.
+#include <cstddef>
+#include <vector>
+
+namespace qft::kernels {
+
+// ---- linear: out (N, OC) = inp (N, IC) · weight (OC, IC)ᵀ + bias (OC)
+void linear_forward(float* out, const float* inp, const float* weight, const float* bias,
+                    int N, int IC, int OC);
+// dinp (N, IC) += dout · weight; dweight (OC, IC) += doutᵀ · inp; dbias (OC) += Σₙ dout.
+// dinp may be nullptr (no input gradient wanted); dbias may be nullptr (no bias).
+void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
+                     const float* weight, int N, int IC, int OC);
+
+// ---- residual: out (n) = a + b. Its backward passes the gradient through.
+void residual_forward(float* out, const float* a, const float* b, size_t n);
+
+// ---- token embedding: out (N, C) = table (V, C)[tokens (N)]
+void embedding_forward(float* out, const int* tokens, const float* table, int N, int C);
+void embedding_backward(float* dtable, const float* dout, const int* tokens, int N, int C);
+
+// ---- RMSNorm: out (N, C) = inp · rstd · weight (C), rstd (N) = 1/√(mean(inp²) + eps)
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
+                     float eps);
+void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
+                      const float* weight, const float* rstd, int N, int C);
+
+// ---- RoPE, HF rotate-half convention, applied in place to x (N, H, D).
+// cos, sin: (max_positions, D/2) tables; positions (N).
+void rope_forward(float* x, const int* positions, const float* cos, const float* sin, int N, int H,
+                  int D);
+void rope_backward(float* dx, const int* positions, const float* cos, const float* sin, int N,
+                   int H, int D);
+// Fills the (max_positions, D/2) tables for inverse frequencies theta^(-2i/D).
+void rope_tables(float* cos, float* sin, int max_positions, int D, float theta);
+
+// ---- SwiGLU: out (n) = silu(gate) · up
+void swiglu_forward(float* out, const float* gate, const float* up, size_t n);
+// dgate, dup (n) are written (not accumulated).
+void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up,
+                     size_t n);
+
+// ---- causal grouped-query attention over packed sequences.
+// Rows of q (N, H·D), k and v (N, KV·D) hold several sequences back to back.
+struct SequenceSpan {
+  int start;
+  int length;
+};
+struct AttentionShape {
+  int N;   // total rows
+  int H;   // query heads
+  int KV;  // key/value heads, H % KV == 0
+  int D;   // head dimension
+  int max_length;
+};
+// Floats of scratch that attention_forward/backward need.
+size_t attention_workspace_floats(const AttentionShape& shape);
+// out (N, H·D); lse (H, N): log-sum-exp of each query row's scaled scores,
+// kept so backward can rebuild the probabilities without storing them.
+void attention_forward(float* out, float* lse, float* workspace, const float* q, const float* k,
+                       const float* v, const std::vector<SequenceSpan>& sequences,
+                       const AttentionShape& shape);
+// dq (N, H·D), dk, dv (N, KV·D) are written (not accumulated).
+void attention_backward(float* dq, float* dk, float* dv, float* workspace, const float* dout,
+                        const float* out, const float* q, const float* k, const float* v,
+                        const float* lse, const std::vector<SequenceSpan>& sequences,
+                        const AttentionShape& shape);
+
+// ---- cross-entropy: turns logits (R, V) into dlogits in place.
+// Rows with target < 0 predict nothing: zero gradient and no loss.
+// dlogits = (softmax − onehot) · grad_scale. Returns the summed loss (double).
+double cross_entropy_forward_backward(float* logits, const int* targets, int R, int V,
+                                      float grad_scale);
+// Summed loss only, logits untouched.
+double cross_entropy_forward(const float* logits, const int* targets, int R, int V);
+
+}  // namespace qft::kernels

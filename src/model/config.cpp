@@ -1,0 +1,147 @@
+#include "model/config.h"
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace qft {
+namespace {
+
+struct ArchitectureName {
+  const char* hf_class;
+  const char* model_type;
+  Architecture architecture;
+};
+
+constexpr ArchitectureName kArchitectures[] = {
+    {"LlamaForCausalLM", "llama", Architecture::Llama},
+    {"MistralForCausalLM", "mistral", Architecture::Mistral},
+    {"Qwen2ForCausalLM", "qwen2", Architecture::Qwen2},
+};
+
+Architecture parse_architecture(const nlohmann::json& json, const std::string& source) {
+  std::string name;
+  if (json.contains("architectures") && json["architectures"].is_array() &&
+      !json["architectures"].empty()) {
+    name = json["architectures"][0].get<std::string>();
+  } else if (json.contains("model_type")) {
+    name = json["model_type"].get<std::string>();
+  } else {
+    fail(source, ": neither 'architectures' nor 'model_type' is set");
+  }
+  for (const ArchitectureName& known : kArchitectures) {
+    if (name == known.hf_class || name == known.model_type) return known.architecture;
+  }
+  fail(source, ": unsupported architecture '", name,
+       "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+}
+
+int positive_int(const nlohmann::json& json, const char* key, const std::string& source) {
+  if (!json.contains(key) || !json[key].is_number_integer()) {
+    fail(source, ": missing or non-integer '", key, "'");
+  }
+  const int64_t value = json[key].get<int64_t>();
+  if (value <= 0 || value > (1 << 30)) fail(source, ": '", key, "' must be positive, got ", value);
+  return static_cast<int>(value);
+}
+
+template <class T>
+T optional_value(const nlohmann::json& json, const char* key, T fallback) {
+  if (!json.contains(key) || json[key].is_null()) return fallback;
+  return json[key].get<T>();
+}
+
+}  // namespace
+
+const char* architecture_name(Architecture architecture) {
+  for (const ArchitectureName& known : kArchitectures) {
+    if (known.architecture == architecture) return known.hf_class;
+  }
+  return "?";
+}
+
+ModelConfig parse_model_config(const nlohmann::json& json, const std::string& source) {
+  if (!json.is_object()) fail(source, ": not a JSON object");
+  ModelConfig config;
+  try {
+    config.architecture = parse_architecture(json, source);
+    config.vocab_size = positive_int(json, "vocab_size", source);
+    config.hidden_size = positive_int(json, "hidden_size", source);
+    config.intermediate_size = positive_int(json, "intermediate_size", source);
+    config.num_layers = positive_int(json, "num_hidden_layers", source);
+    config.num_heads = positive_int(json, "num_attention_heads", source);
+    config.num_kv_heads = json.contains("num_key_value_heads") && !json["num_key_value_heads"].is_null()
+                              ? positive_int(json, "num_key_value_heads", source)
+                              : config.num_heads;
+    config.head_dim = json.contains("head_dim") && !json["head_dim"].is_null()
+                          ? positive_int(json, "head_dim", source)
+                          : config.hidden_size / config.num_heads;
+    config.max_position_embeddings = optional_value<int>(json, "max_position_embeddings", 2048);
+    config.rope_theta = optional_value<float>(json, "rope_theta", 10000.0f);
+    config.rms_norm_eps = optional_value<float>(json, "rms_norm_eps", 1e-6f);
+    config.tie_word_embeddings = optional_value<bool>(json, "tie_word_embeddings", false);
+    const bool attention_bias = optional_value<bool>(json, "attention_bias", false);
+    config.qkv_bias = config.architecture == Architecture::Qwen2 || attention_bias;
+    config.o_bias = config.architecture == Architecture::Llama && attention_bias;
+    config.mlp_bias = config.architecture == Architecture::Llama && optional_value<bool>(json, "mlp_bias", false);
+    const std::string activation = optional_value<std::string>(json, "hidden_act", "silu");
+    if (activation != "silu") fail(source, ": unsupported hidden_act '", activation, "' (only silu)");
+    if (json.contains("rope_scaling") && !json["rope_scaling"].is_null()) {
+      fail(source, ": rope_scaling is not supported yet");
+    }
+  } catch (const nlohmann::json::exception& error) {
+    fail(source, ": ", error.what());
+  }
+  if (config.num_heads % config.num_kv_heads != 0) {
+    fail(source, ": num_attention_heads (", config.num_heads,
+         ") is not a multiple of num_key_value_heads (", config.num_kv_heads, ")");
+  }
+  if (config.head_dim % 2 != 0) fail(source, ": head_dim must be even for RoPE");
+  if (!(config.rope_theta > 0) || !(config.rms_norm_eps > 0)) {
+    fail(source, ": rope_theta and rms_norm_eps must be positive");
+  }
+  return config;
+}
+
+ModelConfig load_model_config(const std::string& path) {
+  std::ifstream file(path);
+  if (!file) fail(path, ": cannot open");
+  nlohmann::json json;
+  try {
+    json = nlohmann::json::parse(file);
+  } catch (const nlohmann::json::exception& error) {
+    fail(path, ": malformed JSON: ", error.what());
+  }
+  return parse_model_config(json, path);
+}
+
+nlohmann::json model_config_to_json(const ModelConfig& config) {
+  nlohmann::json json;
+  for (const ArchitectureName& known : kArchitectures) {
+    if (known.architecture == config.architecture) {
+      json["architectures"] = {known.hf_class};
+      json["model_type"] = known.model_type;
+    }
+  }
+  json["vocab_size"] = config.vocab_size;
+  json["hidden_size"] = config.hidden_size;
+  json["intermediate_size"] = config.intermediate_size;
+  json["num_hidden_layers"] = config.num_layers;
+  json["num_attention_heads"] = config.num_heads;
+  json["num_key_value_heads"] = config.num_kv_heads;
+  json["head_dim"] = config.head_dim;
+  json["max_position_embeddings"] = config.max_position_embeddings;
+  json["rope_theta"] = config.rope_theta;
+  json["rms_norm_eps"] = config.rms_norm_eps;
+  json["tie_word_embeddings"] = config.tie_word_embeddings;
+  json["hidden_act"] = "silu";
+  if (config.architecture == Architecture::Llama) {
+    json["attention_bias"] = config.qkv_bias;
+    json["mlp_bias"] = config.mlp_bias;
+  }
+  json["torch_dtype"] = "float32";
+  return json;
+}
+
+}  // namespace qft

@@ -1,0 +1,95 @@
+#include "model/parameters.h"
+
+#include <cstring>
+
+#include "core/error.h"
+
+namespace qft {
+
+std::string layer_param_name(int layer, const std::string& suffix) {
+  return "model.layers." + std::to_string(layer) + "." + suffix;
+}
+
+std::vector<ParamSpec> parameter_specs(const ModelConfig& config) {
+  const int64_t C = config.hidden_size, I = config.intermediate_size;
+  const int64_t Q = config.q_dim(), KV = config.kv_dim(), V = config.vocab_size;
+  std::vector<ParamSpec> specs;
+  specs.push_back({"model.embed_tokens.weight", {V, C}, ParamRole::Embedding});
+  const auto linear = [&](int layer, const std::string& module, int64_t out, int64_t in, bool bias) {
+    specs.push_back({layer_param_name(layer, module + ".weight"), {out, in}, ParamRole::Linear});
+    if (bias) specs.push_back({layer_param_name(layer, module + ".bias"), {out}, ParamRole::Bias});
+  };
+  for (int layer = 0; layer < config.num_layers; ++layer) {
+    specs.push_back({layer_param_name(layer, "input_layernorm.weight"), {C}, ParamRole::Norm});
+    linear(layer, "self_attn.q_proj", Q, C, config.qkv_bias);
+    linear(layer, "self_attn.k_proj", KV, C, config.qkv_bias);
+    linear(layer, "self_attn.v_proj", KV, C, config.qkv_bias);
+    linear(layer, "self_attn.o_proj", C, Q, config.o_bias);
+    specs.push_back({layer_param_name(layer, "post_attention_layernorm.weight"), {C}, ParamRole::Norm});
+    linear(layer, "mlp.gate_proj", I, C, config.mlp_bias);
+    linear(layer, "mlp.up_proj", I, C, config.mlp_bias);
+    linear(layer, "mlp.down_proj", C, I, config.mlp_bias);
+  }
+  specs.push_back({"model.norm.weight", {C}, ParamRole::Norm});
+  if (!config.tie_word_embeddings) specs.push_back({"lm_head.weight", {V, C}, ParamRole::LmHead});
+  return specs;
+}
+
+namespace {
+
+std::vector<size_t> spec_offsets(const std::vector<ParamSpec>& specs) {
+  std::vector<size_t> offsets{0};
+  for (const ParamSpec& spec : specs) {
+    // Each parameter starts on a 64-byte boundary, for aligned vector loads.
+    const size_t padded = (static_cast<size_t>(shape_numel(spec.shape)) + 15) / 16 * 16;
+    offsets.push_back(offsets.back() + padded);
+  }
+  return offsets;
+}
+
+}  // namespace
+
+ParamSet::ParamSet(MemCategory category, std::vector<ParamSpec> specs)
+    : specs_(std::move(specs)), offsets_(spec_offsets(specs_)), storage_(category, offsets_.back()) {
+  for (size_t i = 0; i < specs_.size(); ++i) index_.emplace(specs_[i].name, i);
+}
+
+float* ParamSet::find(const std::string& name) {
+  const auto found = index_.find(name);
+  return found == index_.end() ? nullptr : data(found->second);
+}
+
+float* ParamSet::get(const std::string& name) {
+  float* pointer = find(name);
+  if (!pointer) fail("no parameter named '", name, "'");
+  return pointer;
+}
+
+void ParamSet::zero() { std::memset(storage_.data(), 0, storage_.size() * sizeof(float)); }
+
+ModelParams bind_model_params(const ModelConfig& config, ParamSet& params) {
+  const auto linear = [&](int layer, const std::string& module) {
+    return LinearParams{params.get(layer_param_name(layer, module + ".weight")),
+                        params.find(layer_param_name(layer, module + ".bias"))};
+  };
+  ModelParams model;
+  model.embed = params.get("model.embed_tokens.weight");
+  model.final_norm = params.get("model.norm.weight");
+  model.lm_head = config.tie_word_embeddings ? model.embed : params.get("lm_head.weight");
+  for (int layer = 0; layer < config.num_layers; ++layer) {
+    LayerParams p;
+    p.input_norm = params.get(layer_param_name(layer, "input_layernorm.weight"));
+    p.q = linear(layer, "self_attn.q_proj");
+    p.k = linear(layer, "self_attn.k_proj");
+    p.v = linear(layer, "self_attn.v_proj");
+    p.o = linear(layer, "self_attn.o_proj");
+    p.post_norm = params.get(layer_param_name(layer, "post_attention_layernorm.weight"));
+    p.gate = linear(layer, "mlp.gate_proj");
+    p.up = linear(layer, "mlp.up_proj");
+    p.down = linear(layer, "mlp.down_proj");
+    model.layers.push_back(p);
+  }
+  return model;
+}
+
+}  // namespace qft

@@ -1,0 +1,257 @@
+#include "model/transformer.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/carver.h"
+#include "core/error.h"
+
+namespace qft {
+namespace {
+
+// Bound on the logits chunk (rows × vocab) the head materialises at once.
+constexpr size_t kLogitsChunkFloats = size_t{1} << 24;
+
+void zero(float* values, size_t count) { std::memset(values, 0, count * sizeof(float)); }
+
+int logits_chunk_rows(const ModelConfig& config, int N) {
+  const int rows = static_cast<int>(kLogitsChunkFloats / config.vocab_size);
+  return std::clamp(rows, 1, std::max(N, 1));
+}
+
+}  // namespace
+
+// Gradient scratch of one layer, the forward temporary and the logits chunk.
+struct Transformer::Scratch {
+  float* tmp;      // (N, C) projection output before the residual add
+  float* dresid;   // (N, C)
+  float* dln;      // (N, C)
+  float* dattn;    // (N, H·D)
+  float* dq;       // (N, H·D)
+  float* dk;       // (N, KV·D)
+  float* dv;       // (N, KV·D)
+  float* dhidden;  // (N, I)
+  float* dgate;    // (N, I)
+  float* dup;      // (N, I)
+  float* logits;   // (R, V)
+};
+
+Transformer::Scratch Transformer::carve_scratch(Carver& carver, int N) const {
+  const ModelConfig& c = config_;
+  const size_t n = static_cast<size_t>(N);
+  Scratch s;
+  s.tmp = carver.take(n * c.hidden_size);
+  s.dresid = carver.take(n * c.hidden_size);
+  s.dln = carver.take(n * c.hidden_size);
+  s.dattn = carver.take(n * c.q_dim());
+  s.dq = carver.take(n * c.q_dim());
+  s.dk = carver.take(n * c.kv_dim());
+  s.dv = carver.take(n * c.kv_dim());
+  s.dhidden = carver.take(n * c.intermediate_size);
+  s.dgate = carver.take(n * c.intermediate_size);
+  s.dup = carver.take(n * c.intermediate_size);
+  s.logits = carver.take(static_cast<size_t>(logits_chunk_rows(c, N)) * c.vocab_size);
+  return s;
+}
+
+Transformer::LayerActivations Transformer::carve_layer(Carver& carver, int N) const {
+  const ModelConfig& c = config_;
+  const size_t n = static_cast<size_t>(N);
+  LayerActivations a;
+  a.ln1 = carver.take(n * c.hidden_size);
+  a.rstd1 = carver.take(n);
+  a.q = carver.take(n * c.q_dim());
+  a.k = carver.take(n * c.kv_dim());
+  a.v = carver.take(n * c.kv_dim());
+  a.attn = carver.take(n * c.q_dim());
+  a.lse = carver.take(n * c.num_heads);
+  a.mid = carver.take(n * c.hidden_size);
+  a.ln2 = carver.take(n * c.hidden_size);
+  a.rstd2 = carver.take(n);
+  a.gate = carver.take(n * c.intermediate_size);
+  a.up = carver.take(n * c.intermediate_size);
+  a.hidden = carver.take(n * c.intermediate_size);
+  return a;
+}
+
+Transformer::Transformer(const ModelConfig& config, ParamSet& weights, ParamSet* grads,
+                         TransformerOptions options)
+    : config_(config), options_(options), weights_(bind_model_params(config, weights)) {
+  if (grads) grads_ = bind_model_params(config, *grads);
+}
+
+Transformer::~Transformer() = default;
+
+void Transformer::prepare(const Batch& batch, bool training) {
+  if (batch.predicted == 0) fail("the batch predicts no tokens: each sequence needs at least 2");
+  if (training && !grads_.embed) fail("this model was built without gradients");
+  const ModelConfig& c = config_;
+  const int N = batch.size();
+  batch_ = &batch;
+
+  if (batch.max_length > rope_positions_) {
+    rope_positions_ = std::max(batch.max_length, c.max_position_embeddings);
+    const size_t table = static_cast<size_t>(rope_positions_) * c.head_dim / 2;
+    rope_cos_ = Buffer<float>(MemCategory::Workspace, table);
+    rope_sin_ = Buffer<float>(MemCategory::Workspace, table);
+    kernels::rope_tables(rope_cos_.data(), rope_sin_.data(), rope_positions_, c.head_dim, c.rope_theta);
+  }
+
+  const size_t n = static_cast<size_t>(N);
+  ensure_capacity(residuals_, MemCategory::Activations, (c.num_layers + 1) * n * c.hidden_size);
+  ensure_capacity(final_norm_out_, MemCategory::Activations, n * c.hidden_size);
+  ensure_capacity(final_rstd_, MemCategory::Activations, n);
+
+  const int stored_layers = training && !options_.checkpointing ? c.num_layers : 1;
+  Carver layer_size(nullptr);
+  carve_layer(layer_size, N);
+  ensure_capacity(layer_storage_, MemCategory::Activations, stored_layers * layer_size.used());
+  layers_.clear();
+  for (int layer = 0; layer < stored_layers; ++layer) {
+    Carver carver(layer_storage_.data() + layer * layer_size.used());
+    layers_.push_back(carve_layer(carver, N));
+  }
+
+  Carver scratch_size(nullptr);
+  carve_scratch(scratch_size, N);
+  ensure_capacity(scratch_buffer_, MemCategory::Workspace, scratch_size.used());
+  Carver scratch_carver(scratch_buffer_.data());
+  scratch_ = std::make_unique<Scratch>(carve_scratch(scratch_carver, N));
+
+  ensure_capacity(attention_workspace_, MemCategory::Workspace,
+                  kernels::attention_workspace_floats(
+                      {N, c.num_heads, c.num_kv_heads, c.head_dim, batch.max_length}));
+}
+
+float* Transformer::residual(int layer) {
+  return residuals_.data() + static_cast<size_t>(layer) * batch_->size() * config_.hidden_size;
+}
+
+Transformer::LayerActivations& Transformer::activations_for(int layer) {
+  return layers_.size() == 1 ? layers_[0] : layers_[layer];
+}
+
+kernels::AttentionShape Transformer::attention_shape() const {
+  return {batch_->size(), config_.num_heads, config_.num_kv_heads, config_.head_dim, batch_->max_length};
+}
+
+void Transformer::layer_forward(int layer, LayerActivations& a, const float* x_in, float* x_out) {
+  const ModelConfig& c = config_;
+  const LayerParams& w = weights_.layers[layer];
+  const Batch& batch = *batch_;
+  const int N = batch.size(), C = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
+  float* tmp = scratch_->tmp;  // (N, C)
+
+  kernels::rmsnorm_forward(a.ln1, a.rstd1, x_in, w.input_norm, N, C, c.rms_norm_eps);
+  kernels::linear_forward(a.q, a.ln1, w.q.weight, w.q.bias, N, C, Q);
+  kernels::linear_forward(a.k, a.ln1, w.k.weight, w.k.bias, N, C, KV);
+  kernels::linear_forward(a.v, a.ln1, w.v.weight, w.v.bias, N, C, KV);
+  kernels::rope_forward(a.q, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
+  kernels::rope_forward(a.k, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
+  kernels::attention_forward(a.attn, a.lse, attention_workspace_.data(), a.q, a.k, a.v,
+                             batch.sequences, attention_shape());
+  kernels::linear_forward(tmp, a.attn, w.o.weight, w.o.bias, N, Q, C);
+  kernels::residual_forward(a.mid, x_in, tmp, static_cast<size_t>(N) * C);
+
+  kernels::rmsnorm_forward(a.ln2, a.rstd2, a.mid, w.post_norm, N, C, c.rms_norm_eps);
+  kernels::linear_forward(a.gate, a.ln2, w.gate.weight, w.gate.bias, N, C, I);
+  kernels::linear_forward(a.up, a.ln2, w.up.weight, w.up.bias, N, C, I);
+  kernels::swiglu_forward(a.hidden, a.gate, a.up, static_cast<size_t>(N) * I);
+  kernels::linear_forward(tmp, a.hidden, w.down.weight, w.down.bias, N, I, C);
+  kernels::residual_forward(x_out, a.mid, tmp, static_cast<size_t>(N) * C);
+}
+
+void Transformer::layer_backward(int layer, const LayerActivations& a, const float* x_in, float* dresid) {
+  const ModelConfig& c = config_;
+  const LayerParams& w = weights_.layers[layer];
+  const LayerParams& g = grads_.layers[layer];
+  const Batch& batch = *batch_;
+  const Scratch& s = *scratch_;
+  const int N = batch.size(), C = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
+  const size_t n = static_cast<size_t>(N);
+
+  // MLP block: dresid holds the gradient of x_out = mid + down(hidden).
+  zero(s.dhidden, n * I);
+  kernels::linear_backward(s.dhidden, g.down.weight, g.down.bias, dresid, a.hidden, w.down.weight, N, I, C);
+  kernels::swiglu_backward(s.dgate, s.dup, s.dhidden, a.gate, a.up, n * I);
+  zero(s.dln, n * C);
+  kernels::linear_backward(s.dln, g.gate.weight, g.gate.bias, s.dgate, a.ln2, w.gate.weight, N, C, I);
+  kernels::linear_backward(s.dln, g.up.weight, g.up.bias, s.dup, a.ln2, w.up.weight, N, C, I);
+  kernels::rmsnorm_backward(dresid, g.post_norm, s.dln, a.mid, w.post_norm, a.rstd2, N, C);
+
+  // Attention block: dresid now holds the gradient of mid = x_in + o(attn).
+  zero(s.dattn, n * Q);
+  kernels::linear_backward(s.dattn, g.o.weight, g.o.bias, dresid, a.attn, w.o.weight, N, Q, C);
+  kernels::attention_backward(s.dq, s.dk, s.dv, attention_workspace_.data(), s.dattn, a.attn, a.q,
+                              a.k, a.v, a.lse, batch.sequences, attention_shape());
+  kernels::rope_backward(s.dq, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
+  kernels::rope_backward(s.dk, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
+  zero(s.dln, n * C);
+  kernels::linear_backward(s.dln, g.q.weight, g.q.bias, s.dq, a.ln1, w.q.weight, N, C, Q);
+  kernels::linear_backward(s.dln, g.k.weight, g.k.bias, s.dk, a.ln1, w.k.weight, N, C, KV);
+  kernels::linear_backward(s.dln, g.v.weight, g.v.bias, s.dv, a.ln1, w.v.weight, N, C, KV);
+  kernels::rmsnorm_backward(dresid, g.input_norm, s.dln, x_in, w.input_norm, a.rstd1, N, C);
+}
+
+double Transformer::head_forward_backward(bool training, int64_t denominator) {
+  const ModelConfig& c = config_;
+  const Batch& batch = *batch_;
+  const Scratch& s = *scratch_;
+  const int N = batch.size(), C = c.hidden_size, V = c.vocab_size;
+  const float* x_final = residual(c.num_layers);  // (N, C)
+  float* normed = final_norm_out_.data();         // (N, C)
+  kernels::rmsnorm_forward(normed, final_rstd_.data(), x_final, weights_.final_norm, N, C, c.rms_norm_eps);
+
+  const float grad_scale = static_cast<float>(1.0 / static_cast<double>(denominator));
+  const int chunk = logits_chunk_rows(c, N);
+  if (training) zero(s.dln, static_cast<size_t>(N) * C);
+  double loss_sum = 0.0;
+  for (int r0 = 0; r0 < N; r0 += chunk) {
+    const int rows = std::min(chunk, N - r0);
+    const float* rows_in = normed + static_cast<size_t>(r0) * C;  // (rows, C)
+    kernels::linear_forward(s.logits, rows_in, weights_.lm_head, nullptr, rows, C, V);
+    if (training) {
+      loss_sum += kernels::cross_entropy_forward_backward(s.logits, batch.targets.data() + r0, rows, V, grad_scale);
+      kernels::linear_backward(s.dln + static_cast<size_t>(r0) * C, grads_.lm_head, nullptr, s.logits,
+                               rows_in, weights_.lm_head, rows, C, V);
+    } else {
+      loss_sum += kernels::cross_entropy_forward(s.logits, batch.targets.data() + r0, rows, V);
+    }
+  }
+  if (training) {
+    zero(s.dresid, static_cast<size_t>(N) * C);
+    kernels::rmsnorm_backward(s.dresid, grads_.final_norm, s.dln, x_final, weights_.final_norm,
+                              final_rstd_.data(), N, C);
+  }
+  return loss_sum / static_cast<double>(denominator);
+}
+
+void Transformer::forward(bool training) {
+  const Batch& batch = *batch_;
+  kernels::embedding_forward(residual(0), batch.tokens.data(), weights_.embed, batch.size(), config_.hidden_size);
+  for (int layer = 0; layer < config_.num_layers; ++layer) {
+    layer_forward(layer, activations_for(layer), residual(layer), residual(layer + 1));
+  }
+}
+
+double Transformer::forward_backward(const Batch& batch, int64_t denominator) {
+  prepare(batch, true);
+  forward(true);
+  const double loss = head_forward_backward(true, denominator > 0 ? denominator : batch.predicted);
+  float* dresid = scratch_->dresid;  // (N, C)
+  for (int layer = config_.num_layers - 1; layer >= 0; --layer) {
+    LayerActivations& acts = activations_for(layer);
+    if (options_.checkpointing) layer_forward(layer, acts, residual(layer), scratch_->tmp);
+    layer_backward(layer, acts, residual(layer), dresid);
+  }
+  kernels::embedding_backward(grads_.embed, dresid, batch.tokens.data(), batch.size(), config_.hidden_size);
+  return loss;
+}
+
+double Transformer::loss(const Batch& batch) {
+  prepare(batch, false);
+  forward(false);
+  return head_forward_backward(false, batch.predicted);
+}
+
+}  // namespace qft

@@ -1,0 +1,87 @@
+#pragma once
+// Forward and backward of a LLaMA-family decoder over a packed batch, one
+// hand-written pass per layer, with optional per-layer recomputation.
+#include <memory>
+#include <vector>
+
+#include "core/carver.h"
+#include "core/memory.h"
+#include "data/batch.h"
+#include "model/config.h"
+#include "model/parameters.h"
+
+namespace qft {
+
+struct TransformerOptions {
+  // Keep only each layer's input and recompute the rest during backward.
+  bool checkpointing = false;
+};
+
+class Transformer {
+ public:
+  // `grads` may be null for a forward-only model.
+  Transformer(const ModelConfig& config, ParamSet& weights, ParamSet* grads,
+              TransformerOptions options = {});
+  ~Transformer();
+
+  // Summed next-token loss over the batch's predicted positions divided by
+  // `denominator` (default: their count); the gradient of that value is added
+  // into the gradient set, so several batches can share one mean.
+  double forward_backward(const Batch& batch, int64_t denominator = 0);
+  // The same mean loss, without gradients or stored activations.
+  double loss(const Batch& batch);
+
+  const ModelConfig& config() const { return config_; }
+
+ private:
+  // One layer's saved activations, views into the activation buffer.
+  struct LayerActivations {
+    float* ln1;     // (N, C)
+    float* rstd1;   // (N)
+    float* q;       // (N, H·D) after RoPE
+    float* k;       // (N, KV·D) after RoPE
+    float* v;       // (N, KV·D)
+    float* attn;    // (N, H·D)
+    float* lse;     // (H, N)
+    float* mid;     // (N, C) residual stream after attention
+    float* ln2;     // (N, C)
+    float* rstd2;   // (N)
+    float* gate;    // (N, I)
+    float* up;      // (N, I)
+    float* hidden;  // (N, I) silu(gate)·up
+  };
+  struct Scratch;
+
+  LayerActivations carve_layer(Carver& carver, int N) const;
+  Scratch carve_scratch(Carver& carver, int N) const;
+  void prepare(const Batch& batch, bool training);
+  float* residual(int layer);  // (N, C) input of `layer`; layer L feeds the final norm
+  LayerActivations& activations_for(int layer);
+  kernels::AttentionShape attention_shape() const;
+
+  void forward(bool training);
+  void layer_forward(int layer, LayerActivations& acts, const float* x_in, float* x_out);
+  // dresid (N, C): gradient of the layer's output in, of its input out.
+  void layer_backward(int layer, const LayerActivations& acts, const float* x_in, float* dresid);
+  // Final norm, LM head and loss in row chunks; when training, also their
+  // backward, leaving the gradient of the last residual in the scratch.
+  double head_forward_backward(bool training, int64_t denominator);
+
+  ModelConfig config_;
+  TransformerOptions options_;
+  ModelParams weights_;
+  ModelParams grads_;  // empty for a forward-only model
+
+  const Batch* batch_ = nullptr;
+  int rope_positions_ = 0;
+  Buffer<float> rope_cos_, rope_sin_;  // (positions, D/2)
+  Buffer<float> residuals_;            // (L+1, N, C)
+  Buffer<float> layer_storage_;        // L layers of activations, or 1 to recompute into
+  std::vector<LayerActivations> layers_;
+  Buffer<float> final_norm_out_, final_rstd_;  // (N, C), (N)
+  Buffer<float> scratch_buffer_;
+  std::unique_ptr<Scratch> scratch_;
+  Buffer<float> attention_workspace_;
+};
+
+}  // namespace qft

@@ -1,0 +1,21 @@
+#include "optim/optimizer.h"
+
+#include "core/error.h"
+#include "optim/fp32_optimizers.h"
+
+namespace qft {
+
+OptimizerSettings default_optimizer_settings(const std::string& name) {
+  OptimizerSettings settings;
+  settings.name = name;
+  if (name == "adamw") settings.beta2 = 0.999f;
+  return settings;
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const OptimizerSettings& settings, size_t numel) {
+  if (settings.name == "adamw") return std::make_unique<AdamW>(settings, numel);
+  if (settings.name == "lion") return std::make_unique<Lion>(settings, numel);
+  fail("unknown optimizer '", settings.name, "' (expected adamw or lion)");
+}
+
+}  // namespace qft

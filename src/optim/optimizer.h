@@ -1,0 +1,33 @@
+#pragma once
+// FP32 optimizers over a whole parameter set, with decoupled weight decay
+// applied uniformly to every parameter.
+#include <memory>
+#include <string>
+
+#include "core/memory.h"
+#include "model/parameters.h"
+
+namespace qft {
+
+struct OptimizerSettings {
+  std::string name = "lion";  // adamw | lion
+  float beta1 = 0.9f;
+  float beta2 = 0.99f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+};
+
+// Fills the defaults of `name`: AdamW (0.9, 0.999), Lion (0.9, 0.99).
+OptimizerSettings default_optimizer_settings(const std::string& name);
+
+class Optimizer {
+ public:
+  virtual ~Optimizer() = default;
+  // One update of `weights` from `grads` at learning rate `lr`.
+  virtual void step(ParamSet& weights, const ParamSet& grads, float lr) = 0;
+};
+
+// Throws on an unknown name.
+std::unique_ptr<Optimizer> make_optimizer(const OptimizerSettings& settings, size_t numel);
+
+}  // namespace qft

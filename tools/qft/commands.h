@@ -1,0 +1,9 @@
+#pragma once
+// Each subcommand takes the arguments after its name; returns the exit code.
+
+namespace qft::cli {
+
+int run_grad(int argc, char** argv);
+int run_train(int argc, char** argv);
+
+}  // namespace qft::cli

@@ -1,0 +1,18 @@
+#pragma once
+// Helpers shared by the subcommands.
+#include <string>
+
+#include "args.h"
+#include "model/weights.h"
+
+namespace qft::cli {
+
+// Applies --threads (default: every core) to OpenMP and OpenBLAS.
+void apply_threads(const Args& args);
+OptionSpec threads_option();
+
+// --model DIR, or --config FILE --init random --seed N.
+LoadedModel load_model_from_args(const Args& args);
+std::vector<OptionSpec> model_options();
+
+}  // namespace qft::cli

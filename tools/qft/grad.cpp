@@ -1,0 +1,71 @@
+// qft grad: loss and FP32 gradients of every parameter on a token file.
+#include <cstdio>
+
+#include "commands.h"
+#include "common.h"
+#include "core/error.h"
+#include "io/safetensors.h"
+#include "model/transformer.h"
+
+namespace qft::cli {
+namespace {
+
+// Sequences are packed into batches of about this many tokens; the gradient
+// is still that of the mean over the whole file.
+constexpr size_t kTokensPerBatch = 8192;
+
+std::vector<std::vector<TokenSequence>> group_sequences(const std::vector<TokenSequence>& sequences) {
+  std::vector<std::vector<TokenSequence>> groups(1);
+  size_t tokens = 0;
+  for (const TokenSequence& sequence : sequences) {
+    if (tokens > 0 && tokens + sequence.size() > kTokensPerBatch) {
+      groups.emplace_back();
+      tokens = 0;
+    }
+    groups.back().push_back(sequence);
+    tokens += sequence.size();
+  }
+  return groups;
+}
+
+}  // namespace
+
+int run_grad(int argc, char** argv) {
+  Args args("grad",
+            "Computes the mean next-token cross-entropy over every predicted position of every line\n"
+            "of --tokens (each line is its own sequence; positions start at 0) and writes the FP32\n"
+            "gradient of every parameter, under its HF name, to --out. Prints one JSON line:\n"
+            "{\"loss\": L, \"tokens\": number of predicted positions}.",
+            {{"model", "DIR", "HF model directory (config.json + safetensors)", ""},
+             {"tokens", "FILE", "one sequence per line, whitespace-separated token ids", ""},
+             {"out", "FILE", "gradients as a .safetensors file (written atomically)", ""},
+             {"checkpointing", "", "recompute each layer's activations during backward", ""},
+             threads_option()});
+  if (!args.parse(argc, argv)) return 0;
+  args.require({"model", "tokens", "out"});
+  apply_threads(args);
+
+  LoadedModel model = load_hf_model(args.get("model"));
+  const auto sequences = read_token_file(args.get("tokens"), model.config.vocab_size);
+  int64_t predicted = 0;
+  for (const TokenSequence& sequence : sequences) predicted += std::max<int64_t>(sequence.size() - 1, 0);
+  if (predicted == 0) fail(args.get("tokens"), ": no line has two tokens, so nothing is predicted");
+
+  ParamSet grads(MemCategory::Gradients, model.weights->specs());
+  Transformer transformer(model.config, *model.weights, &grads, {.checkpointing = args.flag("checkpointing")});
+  double loss = 0.0;
+  for (const auto& group : group_sequences(sequences)) {
+    const Batch batch = make_batch(group);
+    if (batch.predicted > 0) loss += transformer.forward_backward(batch, predicted);
+  }
+
+  std::vector<TensorView> views;
+  for (size_t i = 0; i < grads.specs().size(); ++i) {
+    views.push_back({grads.specs()[i].name, grads.specs()[i].shape, grads.data(i)});
+  }
+  write_safetensors(args.get("out"), views);
+  std::printf("{\"loss\": %.9g, \"tokens\": %lld}\n", loss, static_cast<long long>(predicted));
+  return 0;
+}
+
+}  // namespace qft::cli

@@ -1,0 +1,49 @@
+// qft: full-parameter fine-tuning of LLaMA-family models.
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "commands.h"
+#include "core/error.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  const char* summary;
+  int (*run)(int, char**);
+};
+
+constexpr Command kCommands[] = {
+    {"grad", "loss and FP32 gradients of a model on token sequences", qft::cli::run_grad},
+    {"train", "train a model on token sequences (FP32 AdamW or Lion)", qft::cli::run_train},
+};
+
+void print_usage(std::FILE* stream) {
+  std::fputs("usage: qft COMMAND [options]   (qft COMMAND --help for its options)\n\ncommands:\n", stream);
+  for (const Command& command : kCommands) std::fprintf(stream, "  %-8s %s\n", command.name, command.summary);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    print_usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  for (const Command& command : kCommands) {
+    if (argv[1] != std::string(command.name)) continue;
+    try {
+      return command.run(argc - 2, argv + 2);
+    } catch (const qft::Error& error) {
+      std::fprintf(stderr, "qft %s: error: %s\n", command.name, error.what());
+      return 1;
+    } catch (const std::exception& error) {
+      std::fprintf(stderr, "qft %s: internal error: %s\n", command.name, error.what());
+      return 1;
+    }
+  }
+  std::fprintf(stderr, "qft: unknown command '%s'\n", argv[1]);
+  print_usage(stderr);
+  return 2;
+}
