@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Training throughput on SmolLM2-135M's shape: qft (FP32 Lion and FP32 AdamW)
+# next to PyTorch + transformers (FP32 AdamW), same machine, same run.
+# Sequence length 512, batch 1, random init, THREADS threads (default 2).
+# Prints one JSON line per program: median tokens/s over the timed steps and
+# the process peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+THREADS=${THREADS:-2}
+WARMUP=${WARMUP:-2}
+STEPS=${STEPS:-6}
+BUILD=${BUILD:-build}
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+python3 -c "
+import random; random.seed(0)
+for _ in range($WARMUP + $STEPS): print(' '.join(str(random.randrange(49152)) for _ in range(512)))
+" > "$WORK/tokens.txt"
+
+for optimizer in lion adamw; do
+  OMP_NUM_THREADS=$THREADS "$BUILD/qft" train --config bench/smollm2-135m-config.json --init random \
+    --tokens "$WORK/tokens.txt" --batch 1 --steps $((WARMUP + STEPS)) --lr 1e-4 \
+    --optimizer "$optimizer" --threads "$THREADS" --json > "$WORK/qft-$optimizer.jsonl"
+  python3 - "$WORK/qft-$optimizer.jsonl" "$optimizer" "$WARMUP" <<'PY'
+import json, statistics, sys
+records = [json.loads(line) for line in open(sys.argv[1])]
+steps = [r for r in records if "step" in r][int(sys.argv[3]):]
+final = records[-1]["memory"]
+print(json.dumps({"bench": "qft_train", "optimizer": sys.argv[2], "steps": len(steps),
+                  "tokens_per_s": round(statistics.median(r["tokens_per_second"] for r in steps), 1),
+                  "median_step_s": round(statistics.median(r["seconds"] for r in steps), 3),
+                  "peak_rss_gib": round(final["peak_rss_bytes"] / 2**30, 3),
+                  "peak_bytes": final["peak_bytes"]}))
+PY
+done
+
+bash scripts/setup-python-env.sh "$BUILD/pyenv"
+"$BUILD/pyenv/bin/python" bench/torch_train_bench.py --threads "$THREADS" --warmup "$WARMUP" --steps "$STEPS"

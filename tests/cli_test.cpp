@@ -1,0 +1,182 @@
+// The qft binary as a user runs it: outputs, exit codes and error messages.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "io/safetensors.h"
+#include "test_util.h"
+
+namespace qft {
+namespace {
+
+namespace fs = std::filesystem;
+using test::reference_case;
+using test::run_command;
+using test::TempDir;
+
+const std::string kQft = QFT_BINARY;
+
+std::string grad_command(const std::string& model, const std::string& tokens, const std::string& out) {
+  return kQft + " grad --model " + model + " --tokens " + tokens + " --out " + out;
+}
+
+TEST(Cli, HelpForEveryCommand) {
+  for (const char* command : {"", " grad", " train"}) {
+    const auto result = run_command(kQft + command + " --help");
+    EXPECT_EQ(result.exit_code, 0) << command;
+    EXPECT_NE(result.output.find("usage: qft"), std::string::npos) << command;
+  }
+}
+
+TEST(Cli, BadUsageFailsWithOneLineReason) {
+  const auto unknown_command = run_command(kQft + " frobnicate");
+  EXPECT_NE(unknown_command.exit_code, 0);
+  EXPECT_NE(unknown_command.output.find("unknown command 'frobnicate'"), std::string::npos);
+  const auto unknown_option = run_command(kQft + " grad --bogus 1");
+  EXPECT_NE(unknown_option.exit_code, 0);
+  EXPECT_NE(unknown_option.output.find("unknown option '--bogus'"), std::string::npos);
+  const auto missing = run_command(kQft + " grad --model x");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.output.find("--tokens"), std::string::npos);
+}
+
+TEST(Cli, GradWritesEveryGradientAndPrintsJson) {
+  TempDir dir;
+  const std::string model = reference_case("qwen2_bias");
+  const auto result = run_command(grad_command(model, model + "/tokens.txt", dir.file("g.safetensors")));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto line = nlohmann::json::parse(result.output);
+  const auto expected = test::read_tensors(model + "/expected.safetensors");
+  EXPECT_NEAR(line.at("loss").get<double>(), expected.at("loss")[0], 1e-5 * expected.at("loss")[0]);
+  EXPECT_EQ(line.at("tokens").get<int>(), 6 + 11 + 4);  // lines of 7, 12 and 5 tokens
+  const auto grads = test::read_tensors(dir.file("g.safetensors"));
+  EXPECT_EQ(grads.size() + 1, expected.size());
+  for (const auto& [name, values] : grads) {
+    EXPECT_LT(test::relative_error(values, expected.at("grad." + name)), 2e-5) << name;
+  }
+}
+
+TEST(Cli, TrainJsonReportsStepsAndMemory) {
+  TempDir dir;
+  const std::string model = reference_case("llama_gqa_untied");
+  const auto result = run_command(kQft + " train --config " + model + "/config.json --init random --seed 3" +
+                                  " --tokens " + model + "/train_tokens.txt --batch 2 --steps 3 --lr 1e-3" +
+                                  " --optimizer adamw --json --checkpointing --out " + dir.file("trained"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  std::istringstream lines(result.output);
+  std::string line;
+  int steps = 0;
+  nlohmann::json last;
+  while (std::getline(lines, line)) {
+    last = nlohmann::json::parse(line);
+    if (last.contains("step")) {
+      EXPECT_EQ(last.at("step").get<int>(), ++steps);
+      EXPECT_TRUE(last.contains("loss") && last.contains("lr"));
+    }
+  }
+  EXPECT_EQ(steps, 3);
+  const auto& peaks = last.at("memory").at("peak_bytes");
+  for (const char* category : {"weights", "gradients", "optimizer_state", "activations", "workspace"}) {
+    EXPECT_GT(peaks.at(category).get<size_t>(), 0u) << category;
+  }
+  EXPECT_EQ(peaks.at("weights"), peaks.at("gradients"));
+  EXPECT_EQ(peaks.at("optimizer_state").get<size_t>(), 2 * peaks.at("weights").get<size_t>());  // AdamW: m and v
+  EXPECT_GT(last.at("memory").at("peak_rss_bytes").get<size_t>(), 0u);
+  // The saved model loads again.
+  const auto reload = run_command(grad_command(dir.file("trained"), model + "/tokens.txt", dir.file("g.safetensors")));
+  EXPECT_EQ(reload.exit_code, 0) << reload.output;
+}
+
+// A copy of a reference model that a test may break.
+std::string copy_model(const TempDir& dir, const std::string& name) {
+  const std::string target = dir.file(name);
+  fs::copy(reference_case(name), target, fs::copy_options::recursive);
+  return target;
+}
+
+struct Failure {
+  int exit_code;
+  std::string output;
+  bool wrote_output;
+};
+
+Failure grad_failure(const TempDir& dir, const std::string& model) {
+  const std::string out = dir.file("out.safetensors");
+  const auto result = run_command(grad_command(model, reference_case("llama_tied") + "/tokens.txt", out));
+  return {result.exit_code, result.output, fs::exists(out)};
+}
+
+void expect_clear_error(const Failure& failure, const std::vector<std::string>& fragments) {
+  EXPECT_EQ(failure.exit_code, 1) << failure.output;
+  EXPECT_FALSE(failure.wrote_output);
+  EXPECT_EQ(std::count(failure.output.begin(), failure.output.end(), '\n'), 1) << failure.output;
+  for (const std::string& fragment : fragments) {
+    EXPECT_NE(failure.output.find(fragment), std::string::npos) << "'" << fragment << "' not in: " << failure.output;
+  }
+}
+
+TEST(CliBadModels, UnknownArchitecture) {
+  TempDir dir;
+  const std::string model = copy_model(dir, "llama_tied");
+  auto config = nlohmann::json::parse(test::read_text(model + "/config.json"));
+  config["architectures"] = {"GPT2LMHeadModel"};
+  test::write_text(model + "/config.json", config.dump());
+  expect_clear_error(grad_failure(dir, model), {model + "/config.json", "GPT2LMHeadModel"});
+}
+
+TEST(CliBadModels, MissingTensor) {
+  TempDir dir;
+  const std::string model = copy_model(dir, "llama_tied");
+  auto tensors = test::read_tensors(model + "/model.safetensors");
+  const SafetensorsFile original(model + "/model.safetensors");
+  std::vector<TensorView> kept;
+  for (const auto& [name, values] : tensors) {
+    if (name != "model.layers.1.mlp.up_proj.weight") kept.push_back({name, original.find(name)->shape, values.data()});
+  }
+  write_safetensors(model + "/rewritten.safetensors", kept);
+  fs::rename(model + "/rewritten.safetensors", model + "/model.safetensors");
+  expect_clear_error(grad_failure(dir, model), {model + "/model.safetensors", "model.layers.1.mlp.up_proj.weight"});
+}
+
+TEST(CliBadModels, WrongShape) {
+  TempDir dir;
+  const std::string model = copy_model(dir, "llama_tied");
+  auto config = nlohmann::json::parse(test::read_text(model + "/config.json"));
+  config["intermediate_size"] = config["intermediate_size"].get<int>() + 1;
+  test::write_text(model + "/config.json", config.dump());
+  expect_clear_error(grad_failure(dir, model), {"model.layers.0.mlp.gate_proj.weight", "has shape"});
+}
+
+TEST(CliBadModels, TruncatedFile) {
+  TempDir dir;
+  const std::string model = copy_model(dir, "llama_tied");
+  const std::string path = model + "/model.safetensors";
+  fs::resize_file(path, fs::file_size(path) / 2);
+  expect_clear_error(grad_failure(dir, model), {path, "truncated"});
+}
+
+TEST(CliBadModels, MissingShard) {
+  TempDir dir;
+  const std::string model = copy_model(dir, "llama_gqa_untied");
+  std::string removed;
+  for (const auto& entry : fs::directory_iterator(model)) {
+    if (entry.path().filename().string().rfind("model-", 0) == 0) removed = entry.path().string();
+  }
+  ASSERT_FALSE(removed.empty());
+  fs::remove(removed);
+  expect_clear_error(grad_failure(dir, model), {removed, "cannot open"});
+}
+
+TEST(CliBadInput, TokenOutsideVocabulary) {
+  TempDir dir;
+  test::write_text(dir.file("tokens.txt"), "1 2 3\n4 99999 5\n");
+  const auto result = run_command(grad_command(reference_case("llama_tied"), dir.file("tokens.txt"), dir.file("o")));
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.output.find(dir.file("tokens.txt") + ":2"), std::string::npos) << result.output;
+  EXPECT_FALSE(fs::exists(dir.file("o")));
+}
+
+}  // namespace
+}  // namespace qft

@@ -1,0 +1,71 @@
+#include "test_util.h"
+
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "core/shape.h"
+#include "io/safetensors.h"
+
+namespace qft::test {
+
+TempDir::TempDir() {
+  std::random_device device;
+  path_ = (std::filesystem::temp_directory_path() / ("qft-test-" + std::to_string(device()))).string();
+  std::filesystem::create_directories(path_);
+}
+
+TempDir::~TempDir() { std::filesystem::remove_all(path_); }
+
+std::map<std::string, std::vector<float>> read_tensors(const std::string& path) {
+  const SafetensorsFile file(path);
+  std::map<std::string, std::vector<float>> tensors;
+  for (const auto& [name, record] : file.tensors()) {
+    std::vector<float> values(shape_numel(record.shape));
+    convert_to_f32(values.data(), record);
+    tensors.emplace(name, std::move(values));
+  }
+  return tensors;
+}
+
+double relative_error(const float* got, const float* want, size_t n) {
+  double difference = 0.0, norm = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    difference += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
+    norm += static_cast<double>(want[i]) * want[i];
+  }
+  return std::sqrt(difference) / std::max(std::sqrt(norm), 1e-30);
+}
+
+double relative_error(const std::vector<float>& got, const std::vector<float>& want) {
+  if (got.size() != want.size()) return INFINITY;
+  return relative_error(got.data(), want.data(), got.size());
+}
+
+CommandResult run_command(const std::string& command) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (!pipe) return {-1, "popen failed"};
+  std::string output;
+  char chunk[4096];
+  while (size_t read = fread(chunk, 1, sizeof chunk, pipe)) output.append(chunk, read);
+  const int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+std::string reference_case(const std::string& name) { return std::string(QFT_REFERENCE_DIR) + "/" + name; }
+
+std::string read_text(const std::string& path) {
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+}  // namespace qft::test
