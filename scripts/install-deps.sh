@@ -5,7 +5,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake pkg-config
-  libopenblas-openmp-dev nlohmann-json3-dev
+  libdnnl-dev nlohmann-json3-dev libopenblas-openmp-dev
   libgtest-dev libbenchmark-dev
   python3 python3-venv python3-numpy python3-torch
 )

@@ -1,6 +1,5 @@
 #include "common.h"
 
-#include <cblas.h>
 #include <omp.h>
 
 #include "core/error.h"
@@ -16,7 +15,6 @@ void apply_threads(const Args& args) {
   const int threads = args.get_int("threads");
   if (threads < 1) fail("--threads must be at least 1");
   omp_set_num_threads(threads);
-  openblas_set_num_threads(threads);
 }
 
 std::vector<OptionSpec> model_options() {

@@ -7,7 +7,7 @@
 
 namespace qft::cli {
 
-// Applies --threads (default: every core) to OpenMP and OpenBLAS.
+// Applies --threads (default: every core) to OpenMP, which oneDNN also uses.
 void apply_threads(const Args& args);
 OptionSpec threads_option();
 

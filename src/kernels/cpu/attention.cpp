@@ -1,7 +1,6 @@
 // Causal attention, one (sequence, query head) task per thread, in query
 // tiles so only the lower triangle of the score matrix is computed. Only the
 // log-sum-exp of each row is kept; backward rebuilds the probabilities.
-#include <cblas.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -9,6 +8,7 @@
 #include <cstring>
 #include <limits>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/kernels.h"
 
 namespace qft::kernels {
@@ -41,7 +41,7 @@ HeadSlices head_slices(const SequenceSpan& sequence, int head, const AttentionSh
 // scores (rows, keys) = scale · q_tile · k[0:keys]ᵀ
 void tile_scores(float* scores, const float* q_tile, const float* k, int rows, int keys,
                  const HeadSlices& s, int D, float scale) {
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, D, scale, q_tile, s.q_stride, k,
+  gemm(false, true, rows, keys, D, scale, q_tile, s.q_stride, k,
               s.kv_stride, 0.0f, scores, keys);
 }
 
@@ -87,7 +87,7 @@ void attention_forward(float* out, float* lse, float* workspace, const float* q,
           head_lse[r0 + i] = max + std::log(sum);
         }
         // out tile (rows, D) = probs (rows, keys) · v[0:keys]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, shape.D, keys, 1.0f, probs,
+        gemm(false, false, rows, shape.D, keys, 1.0f, probs,
                     keys, v + s.kv_offset, s.kv_stride, 0.0f, out + s.q_offset + r0 * s.q_stride,
                     s.q_stride);
       }
@@ -124,7 +124,7 @@ void attention_backward(float* dq, float* dk, float* dv, float* workspace, const
         const size_t tile_offset = s.q_offset + r0 * s.q_stride;
         tile_scores(probs, q + tile_offset, k + s.kv_offset, rows, keys, s, shape.D, scale);
         // dprobs (rows, keys) = dout tile · v[0:keys]ᵀ
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, keys, shape.D, 1.0f,
+        gemm(false, true, rows, keys, shape.D, 1.0f,
                     dout + tile_offset, s.q_stride, v + s.kv_offset, s.kv_stride, 0.0f, dscores,
                     keys);
         for (int i = 0; i < rows; ++i) {
@@ -144,12 +144,12 @@ void attention_backward(float* dq, float* dk, float* dv, float* workspace, const
           std::fill(ds + visible, ds + keys, 0.0f);
         }
         // dq tile (rows, D) = scale · dscores · k[0:keys]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, shape.D, keys, scale, dscores,
+        gemm(false, false, rows, shape.D, keys, scale, dscores,
                     keys, k + s.kv_offset, s.kv_stride, 0.0f, dq + tile_offset, s.q_stride);
         // dk[0:keys] += scale · dscoresᵀ · q tile;  dv[0:keys] += probsᵀ · dout tile
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, shape.D, rows, scale, dscores,
+        gemm(true, false, keys, shape.D, rows, scale, dscores,
                     keys, q + tile_offset, s.q_stride, 1.0f, dk_heads + s.q_offset, s.q_stride);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, keys, shape.D, rows, 1.0f, probs, keys,
+        gemm(true, false, keys, shape.D, rows, 1.0f, probs, keys,
                     dout + tile_offset, s.q_stride, 1.0f, dv_heads + s.q_offset, s.q_stride);
       }
     }

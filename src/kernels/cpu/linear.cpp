@@ -1,7 +1,7 @@
-#include <cblas.h>
 
 #include <cstring>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/kernels.h"
 
 namespace qft::kernels {
@@ -15,7 +15,7 @@ void linear_forward(float* out, const float* inp, const float* weight, const flo
     beta = 1.0f;
   }
   // out (N, OC) = inp (N, IC) · weight (OC, IC)ᵀ
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, IC, 1.0f, inp, IC, weight, IC, beta,
+  gemm(false, true, N, OC, IC, 1.0f, inp, IC, weight, IC, beta,
               out, OC);
 }
 
@@ -23,11 +23,11 @@ void linear_backward(float* dinp, float* dweight, float* dbias, const float* dou
                      const float* weight, int N, int IC, int OC) {
   if (dinp) {
     // dinp (N, IC) += dout (N, OC) · weight (OC, IC)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IC, OC, 1.0f, dout, OC, weight, IC,
+    gemm(false, false, N, IC, OC, 1.0f, dout, OC, weight, IC,
                 1.0f, dinp, IC);
   }
   // dweight (OC, IC) += dout (N, OC)ᵀ · inp (N, IC)
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f,
+  gemm(true, false, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f,
               dweight, IC);
   if (dbias) {
     constexpr int kColumnBlock = 256;
