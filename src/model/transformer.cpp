@@ -226,7 +226,7 @@ double Transformer::head_forward_backward(bool training, int64_t denominator) {
   return loss_sum / static_cast<double>(denominator);
 }
 
-void Transformer::forward(bool training) {
+void Transformer::forward() {
   const Batch& batch = *batch_;
   kernels::embedding_forward(residual(0), batch.tokens.data(), weights_.embed, batch.size(), config_.hidden_size);
   for (int layer = 0; layer < config_.num_layers; ++layer) {
@@ -236,7 +236,7 @@ void Transformer::forward(bool training) {
 
 double Transformer::forward_backward(const Batch& batch, int64_t denominator) {
   prepare(batch, true);
-  forward(true);
+  forward();
   const double loss = head_forward_backward(true, denominator > 0 ? denominator : batch.predicted);
   float* dresid = scratch_->dresid;  // (N, C)
   for (int layer = config_.num_layers - 1; layer >= 0; --layer) {
@@ -250,7 +250,7 @@ double Transformer::forward_backward(const Batch& batch, int64_t denominator) {
 
 double Transformer::loss(const Batch& batch) {
   prepare(batch, false);
-  forward(false);
+  forward();
   return head_forward_backward(false, batch.predicted);
 }
 

@@ -59,7 +59,7 @@ class Transformer {
   LayerActivations& activations_for(int layer);
   kernels::AttentionShape attention_shape() const;
 
-  void forward(bool training);
+  void forward();
   void layer_forward(int layer, LayerActivations& acts, const float* x_in, float* x_out);
   // dresid (N, C): gradient of the layer's output in, of its input out.
   void layer_backward(int layer, const LayerActivations& acts, const float* x_in, float* dresid);
