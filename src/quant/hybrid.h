@@ -1,0 +1,78 @@
+#pragma once
+// Hybrid weight storage (paper Eq. 3): W = D + S. S holds the outliers — the
+// values outside [t_min, t_max] — in FP32 CSR; D holds the rest as per-row
+// INT8 (outlier positions carry code 0 and are overwritten by S).
+//
+// Thresholds are chosen at assign() and refresh() only (once per epoch, as
+// the paper's lazy update). Between refreshes the membership is fixed: an
+// outlier stays exact in S whatever its value becomes, and a dense value that
+// crosses a threshold stays dense — every write re-ranges its row, so it is
+// still represented, at a coarser step for that row until the next refresh.
+#include <omp.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/memory.h"
+#include "core/parallel.h"
+#include "quant/quantizer.h"
+
+namespace qft {
+
+class HybridMatrix {
+ public:
+  HybridMatrix(std::string name, int rows, int cols);
+
+  // Splits values (rows, cols) with about outlier_fraction of them in S
+  // (half from each tail) and quantizes the dense part.
+  void assign(const float* values, float outlier_fraction, const RoundingContext& rounding);
+  // Re-chooses the thresholds from the current values (the per-epoch refresh).
+  void refresh(float outlier_fraction, const RoundingContext& rounding);
+
+  // out (row_end − row_begin, cols): the de-quantized rows.
+  void dequantize_rows(float* out, int row_begin, int row_end) const;
+  void dequantize_row(float* out, int row) const;
+
+  // For every row: de-quantize, let update(row, values) change the values in
+  // place, store the outliers exactly and re-quantize the dense part.
+  template <class Update>
+  void update_rows(Update&& update, const RoundingContext& rounding);
+
+  const std::string& name() const { return name_; }
+  int rows() const { return dense_.rows(); }
+  int cols() const { return dense_.cols(); }
+  int64_t outlier_count() const { return static_cast<int64_t>(outlier_values_.size()); }
+  float threshold_min() const { return threshold_min_; }
+  float threshold_max() const { return threshold_max_; }
+
+  // Bytes of a (rows, cols) matrix with `outliers` entries in S.
+  static size_t bytes(int64_t rows, int64_t cols, int64_t outliers);
+  // Outliers assign() keeps for `count` values (ties aside).
+  static int64_t outliers_for(int64_t count, float outlier_fraction);
+
+ private:
+  void requantize_row(int row, const float* values, const RoundingContext& rounding);
+
+  std::string name_;
+  QuantizedRows dense_;
+  Buffer<int32_t> row_start_;        // (rows + 1) into the two below
+  Buffer<int32_t> outlier_columns_;  // (outliers)
+  Buffer<float> outlier_values_;     // (outliers)
+  float threshold_min_ = 0.0f, threshold_max_ = 0.0f;
+};
+
+template <class Update>
+void HybridMatrix::update_rows(Update&& update, const RoundingContext& rounding) {
+  const int cols = this->cols();
+  std::vector<std::vector<float>> scratch(omp_get_max_threads());
+  parallel_for(rows(), [&](int64_t row) {
+    std::vector<float>& values = scratch[omp_get_thread_num()];
+    values.resize(cols);
+    dequantize_row(values.data(), static_cast<int>(row));
+    update(static_cast<int>(row), values.data());
+    requantize_row(static_cast<int>(row), values.data(), rounding);
+  });
+}
+
+}  // namespace qft

@@ -1,0 +1,30 @@
+#pragma once
+// Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3",
+// SC 2011): a counter-based generator, so any element's random number is a
+// pure function of (key, counter) — reproducible, resumable, thread-order free.
+#include <array>
+#include <cstdint>
+
+namespace qft {
+
+using PhiloxCounter = std::array<uint32_t, 4>;
+using PhiloxKey = std::array<uint32_t, 2>;
+
+inline PhiloxCounter philox4x32_10(PhiloxCounter counter, PhiloxKey key) {
+  constexpr uint32_t kMultiplier0 = 0xD2511F53u, kMultiplier1 = 0xCD9E8D57u;
+  constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
+  for (int round = 0; round < 10; ++round) {
+    const uint64_t product0 = static_cast<uint64_t>(kMultiplier0) * counter[0];
+    const uint64_t product1 = static_cast<uint64_t>(kMultiplier1) * counter[2];
+    counter = {static_cast<uint32_t>(product1 >> 32) ^ counter[1] ^ key[0], static_cast<uint32_t>(product1),
+               static_cast<uint32_t>(product0 >> 32) ^ counter[3] ^ key[1], static_cast<uint32_t>(product0)};
+    key[0] += kWeyl0;
+    key[1] += kWeyl1;
+  }
+  return counter;
+}
+
+// Uniform in [0, 1) from the top 24 bits, exactly representable as float.
+inline float uniform_from_bits(uint32_t bits) { return static_cast<float>(bits >> 8) * 0x1.0p-24f; }
+
+}  // namespace qft

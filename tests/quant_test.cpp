@@ -1,0 +1,189 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "core/error.h"
+#include "quant/hybrid.h"
+#include "quant/philox.h"
+#include "quant/quantizer.h"
+
+namespace qft {
+namespace {
+
+RoundingContext nearest() { return {Rounding::Nearest, 0, 0, 0}; }
+RoundingContext stochastic(uint32_t step) { return {Rounding::Stochastic, 1234, 7, step}; }
+
+std::vector<float> normal_values(size_t n, float stddev, uint32_t seed) {
+  std::mt19937 generator(seed);
+  std::normal_distribution<float> normal(0.0f, stddev);
+  std::vector<float> values(n);
+  for (float& value : values) value = normal(generator);
+  return values;
+}
+
+// Random123's published known-answer vectors for Philox4x32-10.
+TEST(Philox, KnownAnswers) {
+  EXPECT_EQ(philox4x32_10({0, 0, 0, 0}, {0, 0}), (PhiloxCounter{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}));
+  EXPECT_EQ(philox4x32_10({0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}, {0xffffffff, 0xffffffff}),
+            (PhiloxCounter{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}));
+  EXPECT_EQ(philox4x32_10({0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, {0xa4093822, 0x299f31d0}),
+            (PhiloxCounter{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}));
+}
+
+// Round trip of one row; returns the largest error in units of the row's step.
+double round_trip_error_in_steps(const std::vector<float>& values, const RoundingContext& rounding, RowRange* out = nullptr) {
+  const int n = static_cast<int>(values.size());
+  std::vector<uint8_t> codes(n);
+  std::vector<float> back(n);
+  const RowRange range = quantize_row(codes.data(), values.data(), n, rounding, 0, nullptr, 0, "t");
+  dequantize_row(back.data(), codes.data(), range, n);
+  if (out) *out = range;
+  double worst = 0.0;
+  for (int i = 0; i < n; ++i) {
+    const double error = std::abs(static_cast<double>(back[i]) - values[i]);
+    worst = std::max(worst, range.scale > 0 ? error / range.scale : error);
+  }
+  return worst;
+}
+
+TEST(Quantizer, NearestIsWithinHalfAStepForEveryKindOfRow) {
+  std::vector<std::vector<float>> rows = {normal_values(300, 0.02f, 1)};
+  std::vector<float> positive, negative;
+  for (int i = 0; i < 100; ++i) {
+    positive.push_back(5.0f + 0.001f * i);    // one-signed, far from zero
+    negative.push_back(-3.0f - 0.002f * i);
+  }
+  rows.push_back(positive);
+  rows.push_back(negative);
+  for (const auto& row : rows) EXPECT_LE(round_trip_error_in_steps(row, nearest()), 0.5 + 1e-3);
+
+  RowRange range;
+  EXPECT_EQ(round_trip_error_in_steps(std::vector<float>(17, 0.7f), nearest(), &range), 0.0);  // constant: exact
+  EXPECT_EQ(range.scale, 0.0f);
+  EXPECT_EQ(round_trip_error_in_steps(std::vector<float>(9, 0.0f), nearest()), 0.0);
+  EXPECT_EQ(round_trip_error_in_steps(std::vector<float>(9, -2.5f), stochastic(3)), 0.0);
+}
+
+TEST(Quantizer, StochasticIsWithinOneStepAndReproducible) {
+  const auto row = normal_values(257, 1.0f, 2);
+  EXPECT_LT(round_trip_error_in_steps(row, stochastic(5)), 1.0);
+  std::vector<uint8_t> first(257), again(257), other(257);
+  quantize_row(first.data(), row.data(), 257, stochastic(5), 3, nullptr, 0, "t");
+  quantize_row(again.data(), row.data(), 257, stochastic(5), 3, nullptr, 0, "t");
+  quantize_row(other.data(), row.data(), 257, stochastic(6), 3, nullptr, 0, "t");
+  EXPECT_EQ(first, again);
+  EXPECT_NE(first, other);
+}
+
+// Values 0.3 of a step above a grid point: round-to-nearest always lands on
+// the grid point (bias −0.3 step), stochastic rounding is right on average.
+TEST(Quantizer, StochasticRoundingIsUnbiased) {
+  std::vector<float> row = {0.0f, 1.0f};
+  for (int i = 1; i < 200; ++i) row.push_back((i % 250 + 0.3f) / 255.0f);
+  const int n = static_cast<int>(row.size());
+  const int draws = 4000;
+  std::vector<double> mean(n, 0.0);
+  std::vector<uint8_t> codes(n);
+  std::vector<float> back(n);
+  for (int step = 0; step < draws; ++step) {
+    const RowRange range = quantize_row(codes.data(), row.data(), n, stochastic(step), 0, nullptr, 0, "t");
+    dequantize_row(back.data(), codes.data(), range, n);
+    for (int i = 0; i < n; ++i) mean[i] += back[i] / draws;
+  }
+  const double step = 1.0 / 255.0;
+  double bias = 0.0;
+  for (int i = 2; i < n; ++i) bias += (mean[i] - row[i]) / step / (n - 2);
+  // One draw's error has standard deviation √(0.3·0.7) ≈ 0.46 step.
+  EXPECT_LT(std::abs(bias), 0.46 / std::sqrt(static_cast<double>(draws) * (n - 2)) * 5);
+  const RowRange range = quantize_row(codes.data(), row.data(), n, nearest(), 0, nullptr, 0, "t");
+  dequantize_row(back.data(), codes.data(), range, n);
+  EXPECT_NEAR((back[2] - row[2]) / step, -0.3, 1e-3);
+}
+
+TEST(Quantizer, NonFiniteValuesNameTheTensor) {
+  std::vector<float> row = {1.0f, NAN, 2.0f};
+  std::vector<uint8_t> codes(3);
+  try {
+    quantize_row(codes.data(), row.data(), 3, nearest(), 4, nullptr, 0, "model.layers.3.mlp.up_proj.weight");
+    FAIL() << "no error";
+  } catch (const Error& error) {
+    EXPECT_NE(std::string(error.what()).find("model.layers.3.mlp.up_proj.weight: row 4"), std::string::npos);
+  }
+  row[1] = INFINITY;
+  HybridMatrix matrix("w", 1, 3);
+  EXPECT_THROW(matrix.assign(row.data(), 0.0f, nearest()), Error);
+}
+
+// A weight matrix with a few large outliers, as in the paper's Figure 3.
+std::vector<float> matrix_with_outliers(int rows, int cols) {
+  auto values = normal_values(static_cast<size_t>(rows) * cols, 0.02f, 3);
+  for (size_t i = 0; i < values.size(); i += 97) values[i] *= 60.0f;
+  return values;
+}
+
+double l2_distance(const std::vector<float>& a, const std::vector<float>& b) {
+  double sum = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) sum += (static_cast<double>(a[i]) - b[i]) * (a[i] - b[i]);
+  return std::sqrt(sum);
+}
+
+TEST(HybridMatrix, SplitReconstructsTheMatrix) {
+  const int rows = 64, cols = 200;
+  const auto values = matrix_with_outliers(rows, cols);
+  HybridMatrix hybrid("w", rows, cols), plain("w", rows, cols);
+  hybrid.assign(values.data(), 0.01f, nearest());
+  plain.assign(values.data(), 0.0f, nearest());
+  EXPECT_EQ(hybrid.outlier_count(), HybridMatrix::outliers_for(rows * cols, 0.01f));
+  EXPECT_EQ(hybrid.outlier_count(), 128);
+  EXPECT_EQ(plain.outlier_count(), 0);
+
+  std::vector<float> back(values.size()), plain_back(values.size());
+  hybrid.dequantize_rows(back.data(), 0, rows);
+  plain.dequantize_rows(plain_back.data(), 0, rows);
+  int exact = 0;
+  for (size_t i = 0; i < values.size(); ++i) {
+    const bool outlier = values[i] < hybrid.threshold_min() || values[i] > hybrid.threshold_max();
+    if (outlier) exact += back[i] == values[i];
+    // Dense values: within half a step of a range bounded by the thresholds.
+    else EXPECT_LE(std::abs(back[i] - values[i]), (hybrid.threshold_max() - hybrid.threshold_min()) / 255 / 2 * 1.001);
+  }
+  EXPECT_EQ(exact, hybrid.outlier_count());
+  // Keeping the outliers out of the ranges makes the dense part far finer.
+  EXPECT_LT(l2_distance(back, values) * 10, l2_distance(plain_back, values));
+}
+
+TEST(HybridMatrix, UpdatesKeepOutliersExactAndReRangeCrossingRows) {
+  const int rows = 8, cols = 300;
+  const auto values = matrix_with_outliers(rows, cols);
+  HybridMatrix matrix("w", rows, cols);
+  matrix.assign(values.data(), 0.02f, nearest());
+  std::vector<float> before(values.size());
+  matrix.dequantize_rows(before.data(), 0, rows);
+
+  // A dense value of row 2 jumps far past the thresholds.
+  const float jump = matrix.threshold_max() * 4;
+  int dense_column = 0;
+  while (before[2 * cols + dense_column] > matrix.threshold_max() || before[2 * cols + dense_column] < matrix.threshold_min()) ++dense_column;
+  matrix.update_rows([&](int row, float* row_values) {
+    for (int col = 0; col < cols; ++col) row_values[col] *= 0.5f;
+    if (row == 2) row_values[dense_column] = jump;
+  }, nearest());
+  std::vector<float> after(values.size());
+  matrix.dequantize_rows(after.data(), 0, rows);
+  const float row2_step = (jump - *std::min_element(after.begin() + 2 * cols, after.begin() + 3 * cols)) / 255;
+  EXPECT_NEAR(after[2 * cols + dense_column], jump, row2_step / 2 * 1.001);
+  for (size_t i = 0; i < values.size(); ++i) {
+    const bool outlier = values[i] < matrix.threshold_min() || values[i] > matrix.threshold_max();
+    if (outlier) EXPECT_EQ(after[i], before[i] * 0.5f);
+  }
+  const int64_t outliers_before = matrix.outlier_count();
+  matrix.refresh(0.02f, nearest());  // the per-epoch refresh moves the crossed value into S
+  EXPECT_EQ(matrix.outlier_count(), outliers_before);
+  std::vector<float> refreshed(values.size());
+  matrix.dequantize_rows(refreshed.data(), 0, rows);
+  EXPECT_EQ(refreshed[2 * cols + dense_column], after[2 * cols + dense_column]);
+}
+
+}  // namespace
+}  // namespace qft
