@@ -1,5 +1,6 @@
 #include "io/safetensors.h"
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <nlohmann/json.hpp>
@@ -166,13 +167,16 @@ void convert_to_f32(float* out, const TensorRecord& record) {
   }
 }
 
-void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors) {
+void write_safetensors(const std::string& path, const std::vector<TensorInfo>& tensors,
+                       const std::function<void(size_t, float*)>& fill) {
   nlohmann::json header = nlohmann::json::object();
   uint64_t offset = 0;
-  for (const TensorView& tensor : tensors) {
-    const uint64_t bytes = static_cast<uint64_t>(shape_numel(tensor.shape)) * sizeof(float);
-    header[tensor.name] = {{"dtype", "F32"}, {"shape", tensor.shape}, {"data_offsets", {offset, offset + bytes}}};
-    offset += bytes;
+  size_t largest = 0;
+  for (const TensorInfo& tensor : tensors) {
+    const size_t count = static_cast<size_t>(shape_numel(tensor.shape));
+    header[tensor.name] = {{"dtype", "F32"}, {"shape", tensor.shape}, {"data_offsets", {offset, offset + count * 4}}};
+    offset += count * 4;
+    largest = std::max(largest, count);
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned
@@ -181,10 +185,20 @@ void write_safetensors(const std::string& path, const std::vector<TensorView>& t
   AtomicFileWriter writer(path);
   writer.write(&header_bytes, 8);
   writer.write(text.data(), text.size());
-  for (const TensorView& tensor : tensors) {
-    writer.write(tensor.data, static_cast<size_t>(shape_numel(tensor.shape)) * sizeof(float));
+  std::vector<float> staging(largest);
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    fill(i, staging.data());
+    writer.write(staging.data(), static_cast<size_t>(shape_numel(tensors[i].shape)) * sizeof(float));
   }
   writer.commit();
+}
+
+void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors) {
+  std::vector<TensorInfo> infos;
+  for (const TensorView& tensor : tensors) infos.push_back({tensor.name, tensor.shape});
+  write_safetensors(path, infos, [&](size_t i, float* out) {
+    std::memcpy(out, tensors[i].data, static_cast<size_t>(shape_numel(tensors[i].shape)) * sizeof(float));
+  });
 }
 
 }  // namespace qft

@@ -3,6 +3,7 @@
 // tensor name to {dtype, shape, data_offsets} (relative to the end of the
 // header), then the raw little-endian data.
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -53,5 +54,13 @@ struct TensorView {
 
 // Writes float32 tensors to `path` atomically, in the order given.
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors);
+
+struct TensorInfo {
+  std::string name;
+  Shape shape;
+};
+// The same, producing one tensor at a time: fill(i, out) writes tensor i.
+void write_safetensors(const std::string& path, const std::vector<TensorInfo>& tensors,
+                       const std::function<void(size_t, float*)>& fill);
 
 }  // namespace qft

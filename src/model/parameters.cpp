@@ -68,27 +68,10 @@ float* ParamSet::get(const std::string& name) {
 void ParamSet::zero() { std::memset(storage_.data(), 0, storage_.size() * sizeof(float)); }
 
 ModelParams bind_model_params(const ModelConfig& config, ParamSet& params) {
-  const auto linear = [&](int layer, const std::string& module) {
-    return LinearParams{params.get(layer_param_name(layer, module + ".weight")),
-                        params.find(layer_param_name(layer, module + ".bias"))};
-  };
+  const auto lookup = [&](const std::string& name) { return params.find(name); };
   ModelParams model;
-  model.embed = params.get("model.embed_tokens.weight");
-  model.final_norm = params.get("model.norm.weight");
-  model.lm_head = config.tie_word_embeddings ? model.embed : params.get("lm_head.weight");
-  for (int layer = 0; layer < config.num_layers; ++layer) {
-    LayerParams p;
-    p.input_norm = params.get(layer_param_name(layer, "input_layernorm.weight"));
-    p.q = linear(layer, "self_attn.q_proj");
-    p.k = linear(layer, "self_attn.k_proj");
-    p.v = linear(layer, "self_attn.v_proj");
-    p.o = linear(layer, "self_attn.o_proj");
-    p.post_norm = params.get(layer_param_name(layer, "post_attention_layernorm.weight"));
-    p.gate = linear(layer, "mlp.gate_proj");
-    p.up = linear(layer, "mlp.up_proj");
-    p.down = linear(layer, "mlp.down_proj");
-    model.layers.push_back(p);
-  }
+  model.head = bind_head_params(config, lookup);
+  for (int layer = 0; layer < config.num_layers; ++layer) model.layers.push_back(bind_layer_params(layer, lookup));
   return model;
 }
 

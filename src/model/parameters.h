@@ -3,6 +3,7 @@
 // LLaMA-family model resolved by name.
 #include <cstdint>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -60,15 +61,57 @@ struct LayerParams {
   LinearParams gate, up, down;
 };
 
-struct ModelParams {
+struct HeadParams {
   float* embed = nullptr;       // (V, C)
   float* final_norm = nullptr;  // (C)
   float* lm_head = nullptr;     // (V, C); the embedding when tied
+};
+
+struct ModelParams {
+  HeadParams head;
   std::vector<LayerParams> layers;
 };
 
+// Resolves every view by HF name through `lookup` (nullptr: absent).
+template <class Lookup>
+LayerParams bind_layer_params(int layer, Lookup&& lookup);
+template <class Lookup>
+HeadParams bind_head_params(const ModelConfig& config, Lookup&& lookup);
 ModelParams bind_model_params(const ModelConfig& config, ParamSet& params);
 
 std::string layer_param_name(int layer, const std::string& suffix);
+
+template <class Lookup>
+LayerParams bind_layer_params(int layer, Lookup&& lookup) {
+  const auto required = [&](const std::string& suffix) {
+    const std::string name = layer_param_name(layer, suffix);
+    float* pointer = lookup(name);
+    if (!pointer) throw std::logic_error("no parameter named '" + name + "'");
+    return pointer;
+  };
+  const auto linear = [&](const std::string& module) {
+    return LinearParams{required(module + ".weight"), lookup(layer_param_name(layer, module + ".bias"))};
+  };
+  LayerParams p;
+  p.input_norm = required("input_layernorm.weight");
+  p.q = linear("self_attn.q_proj");
+  p.k = linear("self_attn.k_proj");
+  p.v = linear("self_attn.v_proj");
+  p.o = linear("self_attn.o_proj");
+  p.post_norm = required("post_attention_layernorm.weight");
+  p.gate = linear("mlp.gate_proj");
+  p.up = linear("mlp.up_proj");
+  p.down = linear("mlp.down_proj");
+  return p;
+}
+
+template <class Lookup>
+HeadParams bind_head_params(const ModelConfig& config, Lookup&& lookup) {
+  HeadParams head{lookup("model.embed_tokens.weight"), lookup("model.norm.weight"),
+                  config.tie_word_embeddings ? nullptr : lookup("lm_head.weight")};
+  if (config.tie_word_embeddings) head.lm_head = head.embed;
+  if (!head.embed || !head.final_norm || !head.lm_head) throw std::logic_error("head parameters missing");
+  return head;
+}
 
 }  // namespace qft

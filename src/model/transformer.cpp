@@ -76,15 +76,20 @@ Transformer::LayerActivations Transformer::carve_layer(Carver& carver, int N) co
 
 Transformer::Transformer(const ModelConfig& config, ParamSet& weights, ParamSet* grads,
                          TransformerOptions options)
-    : config_(config), options_(options), weights_(bind_model_params(config, weights)) {
-  if (grads) grads_ = bind_model_params(config, *grads);
-}
+    : config_(config),
+      options_(options),
+      owned_store_(std::make_unique<Fp32ParameterStore>(config, weights, grads)),
+      store_(*owned_store_),
+      has_grads_(grads != nullptr) {}
+
+Transformer::Transformer(const ModelConfig& config, ParameterStore& store, TransformerOptions options)
+    : config_(config), options_(options), store_(store), has_grads_(true) {}
 
 Transformer::~Transformer() = default;
 
 void Transformer::prepare(const Batch& batch, bool training) {
   if (batch.predicted == 0) fail("the batch predicts no tokens: each sequence needs at least 2");
-  if (training && !grads_.embed) fail("this model was built without gradients");
+  if (training && !has_grads_) fail("this model was built without gradients");
   const ModelConfig& c = config_;
   const int N = batch.size();
   batch_ = &batch;
@@ -137,7 +142,7 @@ kernels::AttentionShape Transformer::attention_shape() const {
 
 void Transformer::layer_forward(int layer, LayerActivations& a, const float* x_in, float* x_out) {
   const ModelConfig& c = config_;
-  const LayerParams& w = weights_.layers[layer];
+  const LayerParams& w = store_.layer_weights(layer);
   const Batch& batch = *batch_;
   const int N = batch.size(), C = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
   float* tmp = scratch_->tmp;  // (N, C)
@@ -163,8 +168,8 @@ void Transformer::layer_forward(int layer, LayerActivations& a, const float* x_i
 
 void Transformer::layer_backward(int layer, const LayerActivations& a, const float* x_in, float* dresid) {
   const ModelConfig& c = config_;
-  const LayerParams& w = weights_.layers[layer];
-  const LayerParams& g = grads_.layers[layer];
+  const LayerParams& w = store_.layer_weights(layer);
+  const LayerParams& g = store_.layer_grads(layer);
   const Batch& batch = *batch_;
   const Scratch& s = *scratch_;
   const int N = batch.size(), C = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
@@ -198,9 +203,10 @@ double Transformer::head_forward_backward(bool training, int64_t denominator) {
   const Batch& batch = *batch_;
   const Scratch& s = *scratch_;
   const int N = batch.size(), C = c.hidden_size, V = c.vocab_size;
+  const HeadParams& w = store_.head_weights();
   const float* x_final = residual(c.num_layers);  // (N, C)
   float* normed = final_norm_out_.data();         // (N, C)
-  kernels::rmsnorm_forward(normed, final_rstd_.data(), x_final, weights_.final_norm, N, C, c.rms_norm_eps);
+  kernels::rmsnorm_forward(normed, final_rstd_.data(), x_final, w.final_norm, N, C, c.rms_norm_eps);
 
   const float grad_scale = static_cast<float>(1.0 / static_cast<double>(denominator));
   const int chunk = logits_chunk_rows(c, N);
@@ -209,18 +215,18 @@ double Transformer::head_forward_backward(bool training, int64_t denominator) {
   for (int r0 = 0; r0 < N; r0 += chunk) {
     const int rows = std::min(chunk, N - r0);
     const float* rows_in = normed + static_cast<size_t>(r0) * C;  // (rows, C)
-    kernels::linear_forward(s.logits, rows_in, weights_.lm_head, nullptr, rows, C, V);
+    kernels::linear_forward(s.logits, rows_in, w.lm_head, nullptr, rows, C, V);
     if (training) {
       loss_sum += kernels::cross_entropy_forward_backward(s.logits, batch.targets.data() + r0, rows, V, grad_scale);
-      kernels::linear_backward(s.dln + static_cast<size_t>(r0) * C, grads_.lm_head, nullptr, s.logits,
-                               rows_in, weights_.lm_head, rows, C, V);
+      kernels::linear_backward(s.dln + static_cast<size_t>(r0) * C, store_.head_grads().lm_head, nullptr,
+                               s.logits, rows_in, w.lm_head, rows, C, V);
     } else {
       loss_sum += kernels::cross_entropy_forward(s.logits, batch.targets.data() + r0, rows, V);
     }
   }
   if (training) {
     zero(s.dresid, static_cast<size_t>(N) * C);
-    kernels::rmsnorm_backward(s.dresid, grads_.final_norm, s.dln, x_final, weights_.final_norm,
+    kernels::rmsnorm_backward(s.dresid, store_.head_grads().final_norm, s.dln, x_final, w.final_norm,
                               final_rstd_.data(), N, C);
   }
   return loss_sum / static_cast<double>(denominator);
@@ -228,7 +234,8 @@ double Transformer::head_forward_backward(bool training, int64_t denominator) {
 
 void Transformer::forward() {
   const Batch& batch = *batch_;
-  kernels::embedding_forward(residual(0), batch.tokens.data(), weights_.embed, batch.size(), config_.hidden_size);
+  kernels::embedding_forward(residual(0), batch.tokens.data(), store_.head_weights().embed, batch.size(),
+                             config_.hidden_size);
   for (int layer = 0; layer < config_.num_layers; ++layer) {
     layer_forward(layer, activations_for(layer), residual(layer), residual(layer + 1));
   }
@@ -243,8 +250,11 @@ double Transformer::forward_backward(const Batch& batch, int64_t denominator) {
     LayerActivations& acts = activations_for(layer);
     if (options_.checkpointing) layer_forward(layer, acts, residual(layer), scratch_->tmp);
     layer_backward(layer, acts, residual(layer), dresid);
+    store_.layer_grads_done(layer);
   }
-  kernels::embedding_backward(grads_.embed, dresid, batch.tokens.data(), batch.size(), config_.hidden_size);
+  kernels::embedding_backward(store_.head_grads().embed, dresid, batch.tokens.data(), batch.size(),
+                              config_.hidden_size);
+  store_.head_grads_done();
   return loss;
 }
 

@@ -8,6 +8,7 @@
 #include "core/memory.h"
 #include "data/batch.h"
 #include "model/config.h"
+#include "model/parameter_store.h"
 #include "model/parameters.h"
 
 namespace qft {
@@ -19,9 +20,11 @@ struct TransformerOptions {
 
 class Transformer {
  public:
-  // `grads` may be null for a forward-only model.
+  // FP32 weights and gradients; `grads` may be null for a forward-only model.
   Transformer(const ModelConfig& config, ParamSet& weights, ParamSet* grads,
               TransformerOptions options = {});
+  // Weights and gradients through a store (QFT's INT8 state).
+  Transformer(const ModelConfig& config, ParameterStore& store, TransformerOptions options = {});
   ~Transformer();
 
   // Summed next-token loss over the batch's predicted positions divided by
@@ -69,8 +72,9 @@ class Transformer {
 
   ModelConfig config_;
   TransformerOptions options_;
-  ModelParams weights_;
-  ModelParams grads_;  // empty for a forward-only model
+  std::unique_ptr<ParameterStore> owned_store_;
+  ParameterStore& store_;
+  bool has_grads_;
 
   const Batch* batch_ = nullptr;
   int rope_positions_ = 0;

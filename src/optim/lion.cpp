@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include "optim/fp32_optimizers.h"
 
 namespace qft {
@@ -5,19 +7,27 @@ namespace qft {
 Lion::Lion(const OptimizerSettings& settings, size_t numel)
     : settings_(settings), momentum_(MemCategory::OptimizerState, numel) {}
 
-void Lion::step(ParamSet& weights, const ParamSet& grads, float lr) {
-  const float beta1 = settings_.beta1, beta2 = settings_.beta2;
-  const float decay = 1.0f - lr * settings_.weight_decay;
-  float* w = weights.all();
-  const float* g = grads.all();
-  float* m = momentum_.data();
-  const size_t n = weights.total_numel();
-#pragma omp parallel for simd schedule(static)
+void lion_update(float* w, float* m, const float* g, size_t n, float lr, const OptimizerSettings& settings) {
+  const float beta1 = settings.beta1, beta2 = settings.beta2;
+  const float decay = 1.0f - lr * settings.weight_decay;
+#pragma omp simd
   for (size_t i = 0; i < n; ++i) {
     const float c = beta1 * m[i] + (1.0f - beta1) * g[i];
     const float sign = static_cast<float>((c > 0.0f) - (c < 0.0f));
     w[i] = w[i] * decay - lr * sign;
     m[i] = beta2 * m[i] + (1.0f - beta2) * g[i];
+  }
+}
+
+void Lion::step(ParamSet& weights, const ParamSet& grads, float lr) {
+  constexpr size_t kChunk = 1 << 16;
+  const size_t n = weights.total_numel();
+  const int64_t chunks = static_cast<int64_t>((n + kChunk - 1) / kChunk);
+#pragma omp parallel for schedule(static)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+    const size_t begin = static_cast<size_t>(chunk) * kChunk;
+    lion_update(weights.all() + begin, momentum_.data() + begin, grads.all() + begin,
+                std::min(kChunk, n - begin), lr, settings_);
   }
 }
 

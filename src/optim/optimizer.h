@@ -27,6 +27,11 @@ class Optimizer {
   virtual void step(ParamSet& weights, const ParamSet& grads, float lr) = 0;
 };
 
+// The Lion update of n elements in place: c = β1·m + (1−β1)·g;
+// w ← w·(1 − lr·λ) − lr·sign(c); m ← β2·m + (1−β2)·g. Shared by FP32 Lion and
+// QLion, which runs it on de-quantized rows.
+void lion_update(float* w, float* m, const float* g, size_t n, float lr, const OptimizerSettings& settings);
+
 // Throws on an unknown name.
 std::unique_ptr<Optimizer> make_optimizer(const OptimizerSettings& settings, size_t numel);
 

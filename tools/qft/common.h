@@ -12,7 +12,7 @@ void apply_threads(const Args& args);
 OptionSpec threads_option();
 
 // --model DIR, or --config FILE --init random --seed N.
-LoadedModel load_model_from_args(const Args& args);
+ModelSource model_source_from_args(const Args& args);
 std::vector<OptionSpec> model_options();
 
 }  // namespace qft::cli

@@ -1,4 +1,4 @@
-// qft train: FP32 training on token sequences, B lines per step.
+// qft train: training on token sequences, B lines per micro-batch.
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -8,8 +8,7 @@
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
-#include "model/transformer.h"
-#include "optim/optimizer.h"
+#include "train/training.h"
 
 namespace qft::cli {
 namespace {
@@ -22,14 +21,48 @@ nlohmann::json memory_report() {
           {"peak_rss_bytes", process_peak_rss_bytes()}};
 }
 
-OptimizerSettings optimizer_settings(const Args& args) {
-  OptimizerSettings settings = default_optimizer_settings(args.get("optimizer"));
-  if (args.has("beta1")) settings.beta1 = args.get_float("beta1");
-  if (args.has("beta2")) settings.beta2 = args.get_float("beta2");
-  settings.eps = args.get_float("eps");
-  settings.weight_decay = args.get_float("weight-decay");
+Rounding parse_rounding(const std::string& name) {
+  if (name == "stochastic") return Rounding::Stochastic;
+  if (name == "nearest") return Rounding::Nearest;
+  fail("--rounding must be stochastic or nearest, got '", name, "'");
+}
+
+TrainingSettings training_settings(const Args& args) {
+  TrainingSettings settings;
+  settings.optimizer = args.get("optimizer");
+  settings.fp32 = default_optimizer_settings(settings.optimizer == "adamw" ? "adamw" : "lion");
+  if (args.has("beta1")) settings.fp32.beta1 = args.get_float("beta1");
+  if (args.has("beta2")) settings.fp32.beta2 = args.get_float("beta2");
+  settings.fp32.eps = args.get_float("eps");
+  settings.fp32.weight_decay = args.get_float("weight-decay");
+  settings.qft.rounding = parse_rounding(args.get("rounding"));
+  settings.qft.outlier_fraction = args.get_float("outlier-fraction");
+  settings.qft.seed = static_cast<uint64_t>(args.get_int64("seed"));
+  settings.grad_accum = args.get_int("grad-accum");
+  settings.checkpointing = args.flag("checkpointing");
   return settings;
 }
+
+// Hands out lines in file order, wrapping around; reports epoch boundaries.
+class LineCursor {
+ public:
+  explicit LineCursor(const std::vector<TokenSequence>& lines) : lines_(lines) {}
+  Batch next_batch(int count, bool* new_epoch) {
+    std::vector<TokenSequence> taken;
+    for (int i = 0; i < count; ++i) {
+      if (next_ == lines_.size()) {
+        next_ = 0;
+        *new_epoch = true;
+      }
+      taken.push_back(lines_[next_++]);
+    }
+    return make_batch(taken);
+  }
+
+ private:
+  const std::vector<TokenSequence>& lines_;
+  size_t next_ = 0;
+};
 
 }  // namespace
 
@@ -37,14 +70,17 @@ int run_train(int argc, char** argv) {
   std::vector<OptionSpec> options = model_options();
   for (OptionSpec option : std::vector<OptionSpec>{
            {"tokens", "FILE", "one sequence per line, whitespace-separated token ids", ""},
-           {"batch", "B", "lines per step (taken in file order, wrapping around)", "1"},
+           {"batch", "B", "lines per micro-batch (taken in file order, wrapping around)", "1"},
+           {"grad-accum", "N", "micro-batches per optimizer step (qlion: 1 updates inside backward)", "1"},
            {"steps", "N", "optimizer steps", ""},
            {"lr", "X", "learning rate (constant)", ""},
-           {"optimizer", "NAME", "adamw | lion (FP32 state)", "lion"},
+           {"optimizer", "NAME", "qlion (INT8 weights, gradients, momentum) | lion | adamw (FP32)", "qlion"},
            {"weight-decay", "W", "decoupled weight decay, applied to every parameter", "0"},
            {"beta1", "B1", "first beta (default: 0.9)", ""},
-           {"beta2", "B2", "second beta (default: 0.999 for adamw, 0.99 for lion)", ""},
+           {"beta2", "B2", "second beta (default: 0.999 for adamw, 0.99 for lion and qlion)", ""},
            {"eps", "E", "AdamW epsilon", "1e-8"},
+           {"rounding", "MODE", "qlion re-quantization: stochastic | nearest", "stochastic"},
+           {"outlier-fraction", "F", "qlion: fraction of each matrix kept as FP32 outliers", "0.01"},
            {"checkpointing", "", "recompute each layer's activations during backward", ""},
            {"json", "", "print one JSON object per step and a final memory report", ""},
            {"out", "DIR", "save the trained model there as an HF directory (must not exist)", ""},
@@ -52,8 +88,9 @@ int run_train(int argc, char** argv) {
     options.push_back(option);
   }
   Args args("train",
-            "Trains every parameter with an FP32 optimizer on the sequences of --tokens. The loss of a\n"
-            "step is the mean next-token cross-entropy over the predicted positions of its B lines.",
+            "Trains every parameter on the sequences of --tokens. The loss of a step is the mean\n"
+            "next-token cross-entropy over the predicted positions of its B x N lines. With\n"
+            "--optimizer qlion (the default) weights, gradients and momentum are stored in INT8 (QFT).",
             options);
   if (!args.parse(argc, argv)) return 0;
   args.require({"tokens", "steps", "lr"});
@@ -66,34 +103,35 @@ int run_train(int argc, char** argv) {
   const bool json = args.flag("json");
   const auto out = args.find("out");
   if (out && std::filesystem::exists(*out)) fail(*out, ": already exists; choose a new --out directory");
-  const OptimizerSettings settings = optimizer_settings(args);
+  const TrainingSettings settings = training_settings(args);
 
-  LoadedModel model = load_model_from_args(args);
-  const auto sequences = read_token_file(args.get("tokens"), model.config.vocab_size);
-  ParamSet grads(MemCategory::Gradients, model.weights->specs());
-  Transformer transformer(model.config, *model.weights, &grads, {.checkpointing = args.flag("checkpointing")});
-  auto optimizer = make_optimizer(settings, model.weights->total_numel());
+  const ModelSource source = model_source_from_args(args);
+  const auto sequences = read_token_file(args.get("tokens"), source.config().vocab_size);
+  auto training = make_training(source, settings);
 
-  size_t next_line = 0;
+  LineCursor cursor(sequences);
   for (int step = 1; step <= steps; ++step) {
-    std::vector<TokenSequence> lines;
-    for (int i = 0; i < batch_lines; ++i) lines.push_back(sequences[next_line++ % sequences.size()]);
-    const Batch batch = make_batch(lines);
+    bool new_epoch = false;
+    std::vector<Batch> micro_batches;
+    int tokens = 0;
+    for (int i = 0; i < settings.grad_accum; ++i) {
+      micro_batches.push_back(cursor.next_batch(batch_lines, &new_epoch));
+      tokens += micro_batches.back().size();
+    }
+    if (new_epoch) training->new_epoch();
     const auto start = std::chrono::steady_clock::now();
-    grads.zero();
-    const double loss = transformer.forward_backward(batch);
-    optimizer->step(*model.weights, grads, lr);
+    const double loss = training->step(step, lr, micro_batches);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (json) {
-      const nlohmann::json record = {{"step", step}, {"loss", loss}, {"lr", lr}, {"tokens", batch.size()},
-                                     {"seconds", seconds}, {"tokens_per_second", batch.size() / seconds}};
+      const nlohmann::json record = {{"step", step}, {"loss", loss}, {"lr", lr}, {"tokens", tokens},
+                                     {"seconds", seconds}, {"tokens_per_second", tokens / seconds}};
       std::printf("%s\n", record.dump().c_str());
     } else {
-      std::printf("step %d/%d  loss %.6f  lr %.3g  %.1f tokens/s\n", step, steps, loss, lr, batch.size() / seconds);
+      std::printf("step %d/%d  loss %.6f  lr %.3g  %.1f tokens/s\n", step, steps, loss, lr, tokens / seconds);
     }
     std::fflush(stdout);
   }
-  if (out) save_hf_model(*out, model.config, *model.weights);
+  if (out) training->save(*out);
   const nlohmann::json report = memory_report();
   if (json) {
     std::printf("%s\n", nlohmann::json{{"final", true}, {"steps", steps}, {"memory", report}}.dump().c_str());

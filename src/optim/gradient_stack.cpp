@@ -1,0 +1,54 @@
+#include "optim/gradient_stack.h"
+
+#include <omp.h>
+
+#include "core/error.h"
+#include "core/parallel.h"
+
+namespace qft {
+
+GradientStack::GradientStack(const std::vector<Slot>& push_order) : order_(push_order) {
+  size_t params = 0;
+  for (const Slot& slot : order_) params = std::max(params, slot.param + 1);
+  slot_of_param_.assign(params, SIZE_MAX);
+  for (size_t i = 0; i < order_.size(); ++i) {
+    slots_.emplace_back(MemCategory::Gradients, order_[i].rows, order_[i].cols);
+    slot_of_param_[order_[i].param] = i;
+  }
+}
+
+size_t GradientStack::bytes(const std::vector<Slot>& push_order) {
+  size_t total = 0;
+  for (const Slot& slot : push_order) total += QuantizedRows::bytes(slot.rows, slot.cols);
+  return total;
+}
+
+void GradientStack::push(size_t param, const float* grad, const RoundingContext& rounding, const std::string& name) {
+  if (top_ >= order_.size() || order_[top_].param != param) {
+    fail("gradient stack: '", name, "' pushed out of order");
+  }
+  slots_[top_++].quantize(grad, rounding, name);
+}
+
+void GradientStack::accumulate(size_t param, const float* grad, const RoundingContext& rounding,
+                               const std::string& name) {
+  const size_t slot_index = param < slot_of_param_.size() ? slot_of_param_[param] : SIZE_MAX;
+  if (slot_index >= top_) fail("gradient stack: '", name, "' was never pushed");
+  QuantizedRows& slot = slots_[slot_index];
+  const int cols = slot.cols();
+  std::vector<std::vector<float>> scratch(omp_get_max_threads(), std::vector<float>(cols));
+  parallel_for(slot.rows(), [&](int64_t row) {
+    float* sum = scratch[omp_get_thread_num()].data();
+    dequantize_row(sum, slot.row_codes(row), slot.range(row), cols);
+    for (int col = 0; col < cols; ++col) sum[col] += grad[row * cols + col];
+    slot.range(row) = quantize_row(slot.row_codes(row), sum, cols, rounding, row, nullptr, 0, name);
+  });
+}
+
+GradientStack::Entry GradientStack::pop() {
+  if (top_ == 0) fail("gradient stack: pop from an empty stack");
+  --top_;
+  return {order_[top_].param, &slots_[top_]};
+}
+
+}  // namespace qft
