@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "core/error.h"
 #include "core/parallel.h"
@@ -12,26 +13,33 @@ namespace {
 
 constexpr float kMaxCode = 255.0f;
 
-// Codes of positions [begin, end) from t = (x − offset)/scale.
-void round_codes(uint8_t* codes, const float* values, int begin, int end, RowRange range,
-                 const RoundingContext& rounding, uint32_t row) {
-  const float inverse = 1.0f / range.scale;
-  if (rounding.mode == Rounding::Nearest) {
+// Uniforms of one row's stochastic rounding, per thread.
+const float* row_uniforms(int n, const RoundingContext& rounding, uint32_t row) {
+  thread_local std::vector<float> uniforms;
+  uniforms.resize(static_cast<size_t>(n));
+  philox_uniforms16(uniforms.data(), n, {static_cast<uint32_t>(rounding.seed), static_cast<uint32_t>(rounding.seed >> 32)},
+                    row, rounding.stream, rounding.step);
+  return uniforms.data();
+}
+
+// Codes of positions [begin, end) from t = (x − offset)/scale: nearest, or
+// floor(t + u) with u uniform, whose mean is t.
+void round_codes(uint8_t* __restrict codes, const float* __restrict values, int begin, int end, RowRange range,
+                 const float* __restrict uniforms) {
+  const float inverse = 1.0f / range.scale, offset = range.offset;
+  if (!uniforms) {
+#pragma omp simd
     for (int i = begin; i < end; ++i) {
-      const float t = std::nearbyint((values[i] - range.offset) * inverse);
-      codes[i] = static_cast<uint8_t>(std::clamp(t, 0.0f, kMaxCode));
+      const float t = std::nearbyint((values[i] - offset) * inverse);
+      codes[i] = static_cast<uint8_t>(std::min(std::max(t, 0.0f), kMaxCode));
     }
     return;
   }
-  const PhiloxKey key = {static_cast<uint32_t>(rounding.seed), static_cast<uint32_t>(rounding.seed >> 32)};
-  for (int block = begin / 4 * 4; block < end; block += 4) {
-    const PhiloxCounter bits = philox4x32_10({static_cast<uint32_t>(block / 4), row, rounding.stream, rounding.step}, key);
-    for (int lane = 0; lane < 4; ++lane) {
-      const int i = block + lane;
-      if (i < begin || i >= end) continue;
-      const float t = std::floor((values[i] - range.offset) * inverse + uniform_from_bits(bits[lane]));
-      codes[i] = static_cast<uint8_t>(std::clamp(t, 0.0f, kMaxCode));
-    }
+  // The argument is ≥ u > 0 (offset is the row minimum), so truncation is floor.
+#pragma omp simd
+  for (int i = begin; i < end; ++i) {
+    const int t = static_cast<int>((values[i] - offset) * inverse + uniforms[i]);
+    codes[i] = static_cast<uint8_t>(std::min(std::max(t, 0), 255));
   }
 }
 
@@ -40,17 +48,19 @@ void round_codes(uint8_t* codes, const float* values, int begin, int end, RowRan
 RowRange quantize_row(uint8_t* codes, const float* values, int n, const RoundingContext& rounding,
                       uint32_t row, const int32_t* skip, int skip_count, const std::string& tensor) {
   float min = INFINITY, max = -INFINITY;
-  bool finite = true;
-  for (int i = 0, s = 0; i < n; ++i) {
-    if (s < skip_count && skip[s] == i) {
-      ++s;
-      continue;
+  float poison = 0.0f;  // becomes NaN when any value is NaN or Inf
+  int begin = 0;
+  for (int s = 0; s <= skip_count; ++s) {
+    const int end = s < skip_count ? skip[s] : n;
+#pragma omp simd reduction(min : min) reduction(max : max) reduction(+ : poison)
+    for (int i = begin; i < end; ++i) {
+      min = values[i] < min ? values[i] : min;
+      max = values[i] > max ? values[i] : max;
+      poison += values[i] * 0.0f;
     }
-    finite &= std::isfinite(values[i]);
-    min = std::min(min, values[i]);
-    max = std::max(max, values[i]);
+    begin = end + 1;
   }
-  if (!finite) fail(tensor, ": row ", row, " holds NaN or Inf");
+  if (poison != 0.0f) fail(tensor, ": row ", row, " holds NaN or Inf");
   if (min > max) min = max = 0.0f;  // every position skipped
   RowRange range{min, (max - min) / kMaxCode};
   if (range.scale == 0.0f || !std::isfinite(range.scale)) {
@@ -59,11 +69,12 @@ RowRange quantize_row(uint8_t* codes, const float* values, int n, const Rounding
     if (max - min != 0.0f) fail(tensor, ": row ", row, " has a range too large for float");
     return range;
   }
+  const float* uniforms = rounding.mode == Rounding::Stochastic ? row_uniforms(n, rounding, row) : nullptr;
   // Segments between skipped positions, so skipped codes stay 0.
-  int begin = 0;
+  begin = 0;
   for (int s = 0; s <= skip_count; ++s) {
     const int end = s < skip_count ? skip[s] : n;
-    round_codes(codes, values, begin, end, range, rounding, row);
+    round_codes(codes, values, begin, end, range, uniforms);
     if (s < skip_count) codes[end] = 0;
     begin = end + 1;
   }
