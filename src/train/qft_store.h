@@ -24,6 +24,8 @@ struct QftSettings {
   uint64_t seed = 0;
   OptimizerSettings lion = default_optimizer_settings("lion");
   int grad_accum = 1;  // 1: update each layer inside backward (fused)
+  // Use the gradient stack even with one micro-batch (the paper's pipeline).
+  bool stack_gradients = false;
 };
 
 class QftStore final : public ParameterStore {
@@ -42,7 +44,7 @@ class QftStore final : public ParameterStore {
   void dequantize(size_t index, float* out) const;
   const std::vector<ParamSpec>& specs() const { return specs_; }
   int64_t outlier_count() const;
-  bool fused() const { return settings_.grad_accum == 1; }
+  bool fused() const { return settings_.grad_accum == 1 && !settings_.stack_gradients; }
 
   const LayerParams& layer_weights(int layer) override;
   const HeadParams& head_weights() override;

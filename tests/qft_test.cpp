@@ -1,0 +1,242 @@
+// QFT's training state against FP32 Lion: one step, fused vs stacked, the
+// gradient stack, and short training runs with stochastic and nearest rounding.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "model/transformer.h"
+#include "optim/gradient_stack.h"
+#include "test_util.h"
+#include "train/qft_store.h"
+#include "train/training.h"
+
+namespace qft {
+namespace {
+
+using test::TempDir;
+
+TEST(GradientStack, PopsInReverseOrderAndAccumulates) {
+  GradientStack stack({{2, 1, 4}, {0, 2, 3}, {1, 1, 2}});
+  const std::vector<float> g2 = {1, 2, 3, 4}, g0 = {-1, 0, 1, 2, 3, 4}, g1 = {0.5f, -0.5f};
+  const RoundingContext nearest{Rounding::Nearest, 0, 0, 0};
+  EXPECT_THROW(stack.push(0, g0.data(), nearest, "p0"), Error);  // out of order
+  stack.push(2, g2.data(), nearest, "p2");
+  stack.push(0, g0.data(), nearest, "p0");
+  EXPECT_THROW(stack.accumulate(1, g1.data(), nearest, "p1"), Error);  // not pushed yet
+  stack.push(1, g1.data(), nearest, "p1");
+  stack.accumulate(0, g0.data(), nearest, "p0");  // a second micro-batch
+  EXPECT_EQ(stack.size(), 3u);
+
+  const std::vector<size_t> expected_order = {1, 0, 2};
+  for (size_t expected : expected_order) {
+    const GradientStack::Entry entry = stack.pop();
+    ASSERT_EQ(entry.param, expected);
+    std::vector<float> values(static_cast<size_t>(entry.grad->rows()) * entry.grad->cols());
+    entry.grad->dequantize(values.data());
+    const std::vector<float>& pushed = expected == 0 ? g0 : expected == 1 ? g1 : g2;
+    for (size_t i = 0; i < values.size(); ++i) {
+      EXPECT_NEAR(values[i], pushed[i] * (expected == 0 ? 2 : 1), 0.05f) << expected << "[" << i << "]";
+    }
+  }
+  EXPECT_TRUE(stack.empty());
+  EXPECT_THROW(stack.pop(), Error);
+}
+
+// A small model, random init, and token lines with structure to learn:
+// each line counts upward modulo the vocabulary from a random start.
+struct Task {
+  TempDir dir;
+  std::string config;
+  std::vector<TokenSequence> lines;
+
+  Task() {
+    config = dir.file("config.json");
+    test::write_text(config, nlohmann::json{{"architectures", {"LlamaForCausalLM"}}, {"vocab_size", 48},
+                                           {"hidden_size", 64}, {"intermediate_size", 128},
+                                           {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                                           {"num_key_value_heads", 2}, {"tie_word_embeddings", false}}
+                                 .dump());
+    for (int line = 0; line < 64; ++line) {
+      TokenSequence tokens;
+      for (int i = 0; i < 24; ++i) tokens.push_back((line * 7 + i * (1 + line % 3)) % 48);
+      lines.push_back(tokens);
+    }
+  }
+  std::vector<Batch> micro_batches(int step, int count, int lines_each) const {
+    std::vector<Batch> batches;
+    for (int b = 0; b < count; ++b) {
+      std::vector<TokenSequence> taken;
+      for (int j = 0; j < lines_each; ++j) taken.push_back(lines[((step * count + b) * lines_each + j) % lines.size()]);
+      batches.push_back(make_batch(taken));
+    }
+    return batches;
+  }
+};
+
+OptimizerSettings lion_settings() {
+  OptimizerSettings lion = default_optimizer_settings("lion");
+  lion.weight_decay = 0.1f;
+  return lion;
+}
+
+QftSettings qft_settings(Rounding rounding) {
+  QftSettings settings;
+  settings.rounding = rounding;
+  settings.seed = 11;
+  settings.lion = lion_settings();
+  return settings;
+}
+
+std::vector<std::vector<float>> dequantized(const QftStore& store) {
+  std::vector<std::vector<float>> values;
+  for (size_t i = 0; i < store.specs().size(); ++i) {
+    values.emplace_back(shape_numel(store.specs()[i].shape));
+    store.dequantize(i, values.back().data());
+  }
+  return values;
+}
+
+// Algorithm 2 on the de-quantized weights equals FP32 Lion on those same
+// values, up to the re-quantization of each row.
+TEST(QLion, OneStepEqualsFp32LionOnDequantizedValues) {
+  const Task task;
+  const ModelSource source = ModelSource::random(task.config, 5);
+  QftStore store(source, qft_settings(Rounding::Stochastic));
+  const auto before = dequantized(store);
+  const float lr = 1e-2f;  // many quantization steps, so a wrong sign shows
+
+  ParamSet fp32(MemCategory::Weights, source.specs()), grads(MemCategory::Gradients, source.specs());
+  for (size_t i = 0; i < before.size(); ++i) std::copy(before[i].begin(), before[i].end(), fp32.data(i));
+  Transformer reference(source.config(), fp32, &grads);
+  const auto batch = task.micro_batches(0, 1, 4);
+  const double reference_loss = reference.forward_backward(batch[0]);
+  auto lion = make_optimizer(lion_settings(), fp32.total_numel());
+  lion->step(fp32, grads, lr);
+
+  Transformer transformer(source.config(), store);
+  store.begin_step(1, lr);
+  EXPECT_EQ(transformer.forward_backward(batch[0]), reference_loss);  // same FP32 values, same arithmetic
+  store.end_step();
+  const auto after = dequantized(store);
+
+  for (size_t i = 0; i < after.size(); ++i) {
+    const ParamSpec& spec = source.specs()[i];
+    const int64_t cols = spec.shape.size() == 2 ? spec.shape[1] : spec.shape[0];
+    for (int64_t row = 0; row < static_cast<int64_t>(after[i].size()) / cols; ++row) {
+      const float* want = fp32.data(i) + row * cols;
+      const auto [low, high] = std::minmax_element(want, want + cols);
+      const float step = (*high - *low) / 255.0f;  // bounds the row's step after the update
+      for (int64_t col = 0; col < cols; ++col) {
+        ASSERT_LE(std::abs(after[i][row * cols + col] - want[col]), step * 1.01f + 1e-7f)
+            << spec.name << " [" << row << ", " << col << "]";
+      }
+    }
+  }
+}
+
+// With one micro-batch, pushing gradients on the INT8 stack and updating
+// after backward changes only updates whose gradient INT8 flips in sign.
+TEST(QLion, FusedAndStackedModesGiveTheSameUpdate) {
+  const Task task;
+  const ModelSource source = ModelSource::random(task.config, 6);
+  QftSettings fused_settings = qft_settings(Rounding::Nearest), stacked_settings = fused_settings;
+  stacked_settings.stack_gradients = true;
+  QftStore fused(source, fused_settings), stacked(source, stacked_settings);
+  ASSERT_TRUE(fused.fused());
+  ASSERT_FALSE(stacked.fused());
+  const auto batch = task.micro_batches(0, 1, 4);
+  const float lr = 1e-2f;
+  for (QftStore* store : {&fused, &stacked}) {
+    Transformer transformer(source.config(), *store);
+    store->begin_step(1, lr);
+    transformer.forward_backward(batch[0]);
+    store->end_step();
+  }
+  const auto a = dequantized(fused), b = dequantized(stacked);
+  size_t total = 0, different = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    for (size_t j = 0; j < a[i].size(); ++j) {
+      ++total;
+      different += std::abs(a[i][j] - b[i][j]) > lr;  // an opposite sign moves 2·lr apart
+    }
+  }
+  EXPECT_LT(static_cast<double>(different) / total, 0.01) << different << " of " << total;
+}
+
+std::vector<double> train_losses(const Task& task, const std::string& optimizer, Rounding rounding, float lr, int steps) {
+  TrainingSettings settings;
+  settings.optimizer = optimizer;
+  settings.fp32 = lion_settings();
+  settings.qft = qft_settings(rounding);
+  auto training = make_training(ModelSource::random(task.config, 9), settings);
+  std::vector<double> losses;
+  for (int step = 1; step <= steps; ++step) losses.push_back(training->step(step, lr, task.micro_batches(step, 1, 8)));
+  return losses;
+}
+
+double tail_mean(const std::vector<double>& losses) {
+  double sum = 0.0;
+  for (size_t i = losses.size() - 10; i < losses.size(); ++i) sum += losses[i];
+  return sum / 10;
+}
+
+// At lr 1e-4 a Lion update is about a quarter of a dense row's quantization
+// step: stochastic rounding follows FP32 Lion, round-to-nearest writes the
+// old weights back and barely learns.
+TEST(QLion, StochasticRoundingTrainsLikeFp32LionAtASmallLearningRate) {
+  const Task task;
+  const float lr = 1e-4f;
+  const int steps = 80;
+  const auto fp32 = train_losses(task, "lion", Rounding::Stochastic, lr, steps);
+  const auto stochastic = train_losses(task, "qlion", Rounding::Stochastic, lr, steps);
+  const auto nearest = train_losses(task, "qlion", Rounding::Nearest, lr, steps);
+  const double start = fp32.front();
+  EXPECT_EQ(stochastic.front(), nearest.front());
+  EXPECT_LT(tail_mean(fp32), start - 0.3) << "FP32 Lion should learn this task";
+  EXPECT_NEAR(tail_mean(stochastic), tail_mean(fp32), 0.05 * tail_mean(fp32));
+  std::printf("losses: start %.4f, FP32 Lion %.4f, QLion stochastic %.4f, QLion nearest %.4f\n", start,
+              tail_mean(fp32), tail_mean(stochastic), tail_mean(nearest));
+  EXPECT_GT(tail_mean(nearest) - tail_mean(fp32), 3 * std::abs(tail_mean(stochastic) - tail_mean(fp32)))
+      << "nearest " << tail_mean(nearest) << ", stochastic " << tail_mean(stochastic) << ", fp32 " << tail_mean(fp32);
+}
+
+TEST(QLion, GradientAccumulationMatchesOneLargeBatch) {
+  const Task task;
+  TrainingSettings settings;
+  settings.optimizer = "qlion";
+  settings.qft = qft_settings(Rounding::Stochastic);
+  settings.fp32 = lion_settings();
+  auto one = make_training(ModelSource::random(task.config, 9), settings);
+  settings.grad_accum = 4;
+  auto accumulated = make_training(ModelSource::random(task.config, 9), settings);
+  double one_loss = 0, accumulated_loss = 0;
+  for (int step = 1; step <= 20; ++step) {
+    one_loss = one->step(step, 1e-3f, task.micro_batches(step, 1, 8));
+    accumulated_loss = accumulated->step(step, 1e-3f, task.micro_batches(step * 4, 4, 2));
+  }
+  // Different rounding noise, same data and schedule: the losses stay close.
+  EXPECT_NEAR(accumulated_loss, one_loss, 0.05 * one_loss);
+}
+
+TEST(QftStore, KeepsAboutOnePercentOutliersAndNoFp32ModelCopy) {
+  const Task task;
+  const ModelSource source = ModelSource::random(task.config, 1);
+  const MemoryStats before = memory_stats();
+  QftStore store(source, qft_settings(Rounding::Stochastic));
+  int64_t matrix_elements = 0, all_elements = 0;
+  for (const ParamSpec& spec : source.specs()) {
+    all_elements += shape_numel(spec.shape);
+    if (spec.role != ParamRole::Norm && spec.role != ParamRole::Bias) matrix_elements += shape_numel(spec.shape);
+  }
+  EXPECT_NEAR(static_cast<double>(store.outlier_count()) / matrix_elements, 0.01, 0.001);
+  const MemoryStats after = memory_stats();
+  const auto weights = static_cast<int>(MemCategory::Weights);
+  // INT8 codes, an 8-byte range and a CSR offset per row of 64, 1 % outliers
+  // at 8 bytes, FP32 norms: about 1.26 bytes per parameter, against FP32's 4.
+  EXPECT_LT(static_cast<double>(after.current[weights] - before.current[weights]) / all_elements, 1.3);
+}
+
+}  // namespace
+}  // namespace qft
