@@ -36,8 +36,7 @@ struct Transformer::Scratch {
   float* logits;   // (R, V)
 };
 
-Transformer::Scratch Transformer::carve_scratch(Carver& carver, int N) const {
-  const ModelConfig& c = config_;
+Transformer::Scratch Transformer::carve_scratch(Carver& carver, const ModelConfig& c, int N) {
   const size_t n = static_cast<size_t>(N);
   Scratch s;
   s.tmp = carver.take(n * c.hidden_size);
@@ -54,8 +53,7 @@ Transformer::Scratch Transformer::carve_scratch(Carver& carver, int N) const {
   return s;
 }
 
-Transformer::LayerActivations Transformer::carve_layer(Carver& carver, int N) const {
-  const ModelConfig& c = config_;
+Transformer::LayerActivations Transformer::carve_layer(Carver& carver, const ModelConfig& c, int N) {
   const size_t n = static_cast<size_t>(N);
   LayerActivations a;
   a.ln1 = carver.take(n * c.hidden_size);
@@ -87,45 +85,61 @@ Transformer::Transformer(const ModelConfig& config, ParameterStore& store, Trans
 
 Transformer::~Transformer() = default;
 
+TransformerMemory Transformer::memory(const ModelConfig& c, int N, int max_length, bool training,
+                                      bool checkpointing) {
+  const size_t n = static_cast<size_t>(N);
+  TransformerMemory memory;
+  memory.residual_floats = (c.num_layers + 1) * n * c.hidden_size;
+  memory.final_norm_floats = n * c.hidden_size;
+  memory.final_rstd_floats = n;
+  Carver layer(nullptr);
+  carve_layer(layer, c, N);
+  memory.layer_floats = layer.used();
+  memory.stored_layers = training && !checkpointing ? c.num_layers : 1;
+  Carver scratch(nullptr);
+  carve_scratch(scratch, c, N);
+  memory.scratch_floats = scratch.used();
+  memory.attention_floats = kernels::attention_workspace_floats({N, c.num_heads, c.num_kv_heads, c.head_dim, max_length});
+  memory.rope_positions = std::max(max_length, c.max_position_embeddings);
+  memory.rope_floats = 2 * static_cast<size_t>(memory.rope_positions) * (c.head_dim / 2);
+  return memory;
+}
+
+size_t TransformerMemory::activation_bytes() const {
+  return (residual_floats + final_norm_floats + final_rstd_floats + stored_layers * layer_floats) * sizeof(float);
+}
+
+size_t TransformerMemory::workspace_bytes() const {
+  return (scratch_floats + attention_floats + rope_floats) * sizeof(float);
+}
+
 void Transformer::prepare(const Batch& batch, bool training) {
   if (batch.predicted == 0) fail("the batch predicts no tokens: each sequence needs at least 2");
   if (training && !has_grads_) fail("this model was built without gradients");
   const ModelConfig& c = config_;
   const int N = batch.size();
   batch_ = &batch;
+  const TransformerMemory sizes = memory(c, N, batch.max_length, training, options_.checkpointing);
 
   if (batch.max_length > rope_positions_) {
-    rope_positions_ = std::max(batch.max_length, c.max_position_embeddings);
-    const size_t table = static_cast<size_t>(rope_positions_) * c.head_dim / 2;
-    rope_cos_ = Buffer<float>(MemCategory::Workspace, table);
-    rope_sin_ = Buffer<float>(MemCategory::Workspace, table);
+    rope_positions_ = sizes.rope_positions;
+    rope_cos_ = Buffer<float>(MemCategory::Workspace, sizes.rope_floats / 2);
+    rope_sin_ = Buffer<float>(MemCategory::Workspace, sizes.rope_floats / 2);
     kernels::rope_tables(rope_cos_.data(), rope_sin_.data(), rope_positions_, c.head_dim, c.rope_theta);
   }
-
-  const size_t n = static_cast<size_t>(N);
-  ensure_capacity(residuals_, MemCategory::Activations, (c.num_layers + 1) * n * c.hidden_size);
-  ensure_capacity(final_norm_out_, MemCategory::Activations, n * c.hidden_size);
-  ensure_capacity(final_rstd_, MemCategory::Activations, n);
-
-  const int stored_layers = training && !options_.checkpointing ? c.num_layers : 1;
-  Carver layer_size(nullptr);
-  carve_layer(layer_size, N);
-  ensure_capacity(layer_storage_, MemCategory::Activations, stored_layers * layer_size.used());
+  ensure_capacity(residuals_, MemCategory::Activations, sizes.residual_floats);
+  ensure_capacity(final_norm_out_, MemCategory::Activations, sizes.final_norm_floats);
+  ensure_capacity(final_rstd_, MemCategory::Activations, sizes.final_rstd_floats);
+  ensure_capacity(layer_storage_, MemCategory::Activations, sizes.stored_layers * sizes.layer_floats);
   layers_.clear();
-  for (int layer = 0; layer < stored_layers; ++layer) {
-    Carver carver(layer_storage_.data() + layer * layer_size.used());
-    layers_.push_back(carve_layer(carver, N));
+  for (size_t layer = 0; layer < sizes.stored_layers; ++layer) {
+    Carver carver(layer_storage_.data() + layer * sizes.layer_floats);
+    layers_.push_back(carve_layer(carver, c, N));
   }
-
-  Carver scratch_size(nullptr);
-  carve_scratch(scratch_size, N);
-  ensure_capacity(scratch_buffer_, MemCategory::Workspace, scratch_size.used());
+  ensure_capacity(scratch_buffer_, MemCategory::Workspace, sizes.scratch_floats);
   Carver scratch_carver(scratch_buffer_.data());
-  scratch_ = std::make_unique<Scratch>(carve_scratch(scratch_carver, N));
-
-  ensure_capacity(attention_workspace_, MemCategory::Workspace,
-                  kernels::attention_workspace_floats(
-                      {N, c.num_heads, c.num_kv_heads, c.head_dim, batch.max_length}));
+  scratch_ = std::make_unique<Scratch>(carve_scratch(scratch_carver, c, N));
+  ensure_capacity(attention_workspace_, MemCategory::Workspace, sizes.attention_floats);
 }
 
 float* Transformer::residual(int layer) {

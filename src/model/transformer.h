@@ -18,8 +18,22 @@ struct TransformerOptions {
   bool checkpointing = false;
 };
 
+// Floats the transformer allocates for a batch of N rows, so a memory plan
+// and the allocation share one description.
+struct TransformerMemory {
+  size_t residual_floats = 0, final_norm_floats = 0, final_rstd_floats = 0;
+  size_t layer_floats = 0, stored_layers = 0;
+  size_t scratch_floats = 0, attention_floats = 0, rope_floats = 0;
+  int rope_positions = 0;
+  size_t activation_bytes() const;
+  size_t workspace_bytes() const;
+};
+
 class Transformer {
  public:
+  static TransformerMemory memory(const ModelConfig& config, int N, int max_length, bool training,
+                                  bool checkpointing);
+
   // FP32 weights and gradients; `grads` may be null for a forward-only model.
   Transformer(const ModelConfig& config, ParamSet& weights, ParamSet* grads,
               TransformerOptions options = {});
@@ -55,8 +69,8 @@ class Transformer {
   };
   struct Scratch;
 
-  LayerActivations carve_layer(Carver& carver, int N) const;
-  Scratch carve_scratch(Carver& carver, int N) const;
+  static LayerActivations carve_layer(Carver& carver, const ModelConfig& config, int N);
+  static Scratch carve_scratch(Carver& carver, const ModelConfig& config, int N);
   void prepare(const Batch& batch, bool training);
   float* residual(int layer);  // (N, C) input of `layer`; layer L feeds the final norm
   LayerActivations& activations_for(int layer);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 
 #include "core/carver.h"
 #include "core/error.h"
@@ -30,6 +31,14 @@ int layer_of(const std::string& name) {
   return std::stoi(name.substr(prefix.size()));
 }
 
+// (rows, cols) of a parameter as QFT stores it: vectors are one row.
+std::pair<int, int> stored_shape(const ParamSpec& spec) {
+  const int rows = is_matrix(spec.role) ? static_cast<int>(spec.shape[0]) : 1;
+  return {rows, static_cast<int>(shape_numel(spec.shape) / rows)};
+}
+
+size_t padded_floats(const ParamSpec& spec) { return (static_cast<size_t>(shape_numel(spec.shape)) + 15) / 16 * 16; }
+
 }  // namespace
 
 struct QftStore::Param {
@@ -53,11 +62,11 @@ struct QftStore::Group {
   LayerParams layer_weights, layer_grads;
   HeadParams head_weights, head_grads;
 
-  void lay_out(const std::vector<std::unique_ptr<Param>>& params) {
+  void lay_out(const std::vector<ParamSpec>& specs) {
     size_t used = 0;
     for (size_t index : members[0]) {
       offsets.push_back(used);
-      used += (static_cast<size_t>(params[index]->rows) * params[index]->cols + 15) / 16 * 16;
+      used += padded_floats(specs[index]);
     }
     weights = Buffer<float>(MemCategory::Workspace, used);
     grads = Buffer<float>(MemCategory::Gradients, used);
@@ -84,8 +93,7 @@ QftStore::QftStore(const ModelSource& source, const QftSettings& settings)
     auto param = std::make_unique<Param>();
     param->spec = &specs_[i];
     const bool matrix = is_matrix(specs_[i].role);
-    param->rows = matrix ? static_cast<int>(specs_[i].shape[0]) : 1;
-    param->cols = static_cast<int>(shape_numel(specs_[i].shape) / param->rows);
+    std::tie(param->rows, param->cols) = stored_shape(specs_[i]);
     source.fill(i, staging.data());
     if (matrix) {
       param->matrix = std::make_unique<HybridMatrix>(specs_[i].name, param->rows, param->cols);
@@ -111,11 +119,11 @@ void QftStore::build_groups() {
     (layer >= 0 ? layer_group_->members[layer] : head_group_->members[0]).push_back(i);
   }
   Group& layers = *layer_group_;
-  layers.lay_out(params_);
+  layers.lay_out(specs_);
   layers.layer_weights = bind_layer_params(0, layers.lookup(layers.weights, specs_));
   layers.layer_grads = bind_layer_params(0, layers.lookup(layers.grads, specs_));
   Group& head = *head_group_;
-  head.lay_out(params_);
+  head.lay_out(specs_);
   head.head_weights = bind_head_params(config_, head.lookup(head.weights, specs_));
   head.head_grads = bind_head_params(config_, head.lookup(head.grads, specs_));
 }
@@ -133,6 +141,38 @@ void QftStore::build_stack() {
 }
 
 QftStore::~QftStore() = default;
+
+QftMemory QftStore::memory(const ModelConfig& config, const QftSettings& settings) {
+  QftMemory memory;
+  size_t largest = 0, largest_matrix = 0, layer_floats = 0, head_floats = 0;
+  std::vector<GradientStack::Slot> slots;
+  const std::vector<ParamSpec> specs = parameter_specs(config);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const ParamSpec& spec = specs[i];
+    const auto [rows, cols] = stored_shape(spec);
+    const int64_t count = shape_numel(spec.shape);
+    largest = std::max(largest, static_cast<size_t>(count));
+    if (is_matrix(spec.role)) {
+      memory.weights += HybridMatrix::bytes(rows, cols, HybridMatrix::outliers_for(count, settings.outlier_fraction));
+      largest_matrix = std::max(largest_matrix, static_cast<size_t>(count));
+    } else {
+      memory.weights += static_cast<size_t>(count) * sizeof(float);
+    }
+    memory.momentum += QuantizedRows::bytes(rows, cols);
+    slots.push_back({i, rows, cols});
+    const int layer = layer_of(spec.name);
+    if (layer < 0) head_floats += padded_floats(spec);
+    if (layer == 0) layer_floats += padded_floats(spec);
+  }
+  const bool stacked = settings.grad_accum > 1 || settings.stack_gradients;
+  memory.stack = stacked ? GradientStack::bytes(slots) : 0;
+  memory.fp32_grads = (layer_floats + head_floats) * sizeof(float);
+  memory.workspace = memory.fp32_grads;
+  // Construction stages one FP32 tensor; a refresh holds a matrix's values
+  // and a sorted copy of them.
+  memory.transient = std::max(largest, 2 * largest_matrix) * sizeof(float);
+  return memory;
+}
 
 RoundingContext QftStore::rounding(size_t index, int purpose, uint32_t step) const {
   // The initial split and the per-epoch refresh change nothing on average,

@@ -28,8 +28,20 @@ struct QftSettings {
   bool stack_gradients = false;
 };
 
+// Bytes a QftStore allocates, computed before allocating anything.
+struct QftMemory {
+  size_t weights = 0;    // hybrid matrices, FP32 norms and biases
+  size_t stack = 0;      // INT8 gradient stack (stacked mode only)
+  size_t fp32_grads = 0; // one layer's and the head's FP32 gradients
+  size_t momentum = 0;   // INT8 momentum
+  size_t workspace = 0;  // one layer's and the head's de-quantized weights
+  size_t transient = 0;  // extra at construction or a threshold refresh
+};
+
 class QftStore final : public ParameterStore {
  public:
+  static QftMemory memory(const ModelConfig& config, const QftSettings& settings);
+
   QftStore(const ModelSource& source, const QftSettings& settings);
   ~QftStore() override;
 

@@ -5,5 +5,6 @@ namespace qft::cli {
 
 int run_grad(int argc, char** argv);
 int run_train(int argc, char** argv);
+int run_memory(int argc, char** argv);
 
 }  // namespace qft::cli

@@ -16,7 +16,8 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"grad", "loss and FP32 gradients of a model on token sequences", qft::cli::run_grad},
-    {"train", "train a model on token sequences (FP32 AdamW or Lion)", qft::cli::run_train},
+    {"train", "train a model on token sequences (QFT's INT8 QLion, or FP32 AdamW / Lion)", qft::cli::run_train},
+    {"memory", "the memory plan of a training configuration (the QFT paper's Table 1)", qft::cli::run_memory},
 };
 
 void print_usage(std::FILE* stream) {

@@ -8,6 +8,7 @@
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
+#include "train/memory_plan.h"
 #include "train/training.h"
 
 namespace qft::cli {
@@ -41,6 +42,20 @@ TrainingSettings training_settings(const Args& args) {
   settings.grad_accum = args.get_int("grad-accum");
   settings.checkpointing = args.flag("checkpointing");
   return settings;
+}
+
+// The plan for the longest micro-batch the token file can produce.
+PlanSettings plan_settings_for(const TrainingSettings& settings, const std::vector<TokenSequence>& lines, int batch_lines) {
+  size_t longest = 2;
+  for (const TokenSequence& line : lines) longest = std::max(longest, line.size());
+  PlanSettings plan;
+  plan.optimizer = settings.optimizer;
+  plan.grad_accum = settings.grad_accum;
+  plan.seq_len = static_cast<int>(longest);
+  plan.batch = batch_lines;
+  plan.checkpointing = settings.checkpointing;
+  plan.outlier_fraction = settings.qft.outlier_fraction;
+  return plan;
 }
 
 // Hands out lines in file order, wrapping around; reports epoch boundaries.
@@ -83,6 +98,7 @@ int run_train(int argc, char** argv) {
            {"outlier-fraction", "F", "qlion: fraction of each matrix kept as FP32 outliers", "0.01"},
            {"checkpointing", "", "recompute each layer's activations during backward", ""},
            {"json", "", "print one JSON object per step and a final memory report", ""},
+           {"max-memory", "SIZE", "refuse a plan whose peak exceeds this (e.g. 16G; default: physical RAM)", ""},
            {"out", "DIR", "save the trained model there as an HF directory (must not exist)", ""},
            threads_option()}) {
     options.push_back(option);
@@ -107,6 +123,15 @@ int run_train(int argc, char** argv) {
 
   const ModelSource source = model_source_from_args(args);
   const auto sequences = read_token_file(args.get("tokens"), source.config().vocab_size);
+  const PlanSettings plan_settings = plan_settings_for(settings, sequences, batch_lines);
+  const MemoryPlan plan = plan_memory(source.config(), plan_settings);
+  const size_t max_memory = args.has("max-memory") ? parse_memory_size(args.get("max-memory")) : physical_memory_bytes();
+  if (plan.peak > max_memory) {
+    std::fputs(plan_table(plan, source.config(), plan_settings).c_str(), stderr);
+    fail("the plan's peak of ", plan.peak / 1073741824.0, " GiB exceeds the allowed ", max_memory / 1073741824.0,
+         " GiB (--max-memory); try --checkpointing, a smaller --batch or --optimizer qlion");
+  }
+  if (!json) std::fputs(plan_table(plan, source.config(), plan_settings).c_str(), stdout);
   auto training = make_training(source, settings);
 
   LineCursor cursor(sequences);
@@ -134,7 +159,9 @@ int run_train(int argc, char** argv) {
   if (out) training->save(*out);
   const nlohmann::json report = memory_report();
   if (json) {
-    std::printf("%s\n", nlohmann::json{{"final", true}, {"steps", steps}, {"memory", report}}.dump().c_str());
+    std::printf("%s\n", nlohmann::json{{"final", true}, {"steps", steps}, {"memory", report}, {"plan", plan_to_json(plan)}}
+                            .dump()
+                            .c_str());
   } else {
     std::printf("memory peak: %s\n", report.dump().c_str());
   }

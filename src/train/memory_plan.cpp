@@ -1,0 +1,135 @@
+#include "train/memory_plan.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "model/parameters.h"
+#include "model/transformer.h"
+#include "train/qft_store.h"
+
+namespace qft {
+namespace {
+
+constexpr size_t kBlockwiseBlock = 256;  // 8-bit AdamW: one FP32 absmax per 256 values
+
+struct ParamCounts {
+  int64_t params = 0;
+  size_t padded_floats = 0;  // ParamSet's storage: each parameter 64-byte aligned
+  size_t blocks = 0;         // 256-value blocks, per tensor
+};
+
+ParamCounts count_params(const ModelConfig& config) {
+  ParamCounts counts;
+  for (const ParamSpec& spec : parameter_specs(config)) {
+    const size_t count = static_cast<size_t>(shape_numel(spec.shape));
+    counts.params += static_cast<int64_t>(count);
+    counts.padded_floats += (count + 15) / 16 * 16;
+    counts.blocks += (count + kBlockwiseBlock - 1) / kBlockwiseBlock;
+  }
+  return counts;
+}
+
+}  // namespace
+
+MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings) {
+  if (settings.seq_len < 2 || settings.batch < 1 || settings.grad_accum < 1) {
+    fail("the plan needs seq_len >= 2, batch >= 1 and grad_accum >= 1");
+  }
+  const ParamCounts counts = count_params(config);
+  const TransformerMemory transformer = Transformer::memory(config, settings.seq_len * settings.batch,
+                                                            settings.seq_len, true, settings.checkpointing);
+  MemoryPlan plan;
+  plan.params = counts.params;
+  plan.activations = transformer.activation_bytes();
+  plan.workspace = transformer.workspace_bytes();
+  const size_t fp32 = counts.padded_floats * sizeof(float);
+  const size_t bf16 = static_cast<size_t>(counts.params) * 2;
+  const size_t int8_blockwise = static_cast<size_t>(counts.params) + counts.blocks * sizeof(float);
+  const std::string& optimizer = settings.optimizer;
+  if (optimizer == "qlion") {
+    QftSettings qft;
+    qft.outlier_fraction = settings.outlier_fraction;
+    qft.grad_accum = settings.grad_accum;
+    const QftMemory memory = QftStore::memory(config, qft);
+    plan.weights = memory.weights;
+    plan.grads = memory.stack + memory.fp32_grads;
+    plan.momentum = memory.momentum;
+    plan.workspace += memory.workspace + memory.transient;
+  } else if (optimizer == "lion" || optimizer == "adamw") {
+    plan.weights = plan.grads = plan.momentum = fp32;
+    plan.variances = optimizer == "adamw" ? fp32 : 0;
+  } else if (optimizer == "adamw8bit") {
+    plan.weights = plan.grads = fp32;
+    plan.momentum = plan.variances = int8_blockwise;
+  } else if (optimizer == "mixed-adamw") {
+    plan.weights = plan.grads = bf16;
+    plan.weight_copies = plan.momentum = plan.variances = fp32;
+  } else {
+    fail("unknown optimizer '", optimizer, "' (expected qlion, lion, adamw, adamw8bit or mixed-adamw)");
+  }
+  plan.total = plan.weights + plan.grads + plan.weight_copies + plan.momentum + plan.variances + plan.activations;
+  plan.peak = plan.total + plan.workspace;
+  return plan;
+}
+
+nlohmann::json plan_to_json(const MemoryPlan& plan) {
+  return {{"params", plan.params},       {"weights", plan.weights},     {"grads", plan.grads},
+          {"weight_copies", plan.weight_copies}, {"momentum", plan.momentum}, {"variances", plan.variances},
+          {"activations", plan.activations}, {"total", plan.total},     {"workspace", plan.workspace},
+          {"peak", plan.peak}};
+}
+
+std::string plan_table(const MemoryPlan& plan, const ModelConfig& config, const PlanSettings& settings) {
+  char line[160];
+  std::string text;
+  std::snprintf(line, sizeof line, "memory plan: %s, %.3f B parameters, %s, seq %d x batch %d, grad-accum %d%s\n",
+                architecture_name(config.architecture), plan.params / 1e9, settings.optimizer.c_str(),
+                settings.seq_len, settings.batch, settings.grad_accum,
+                settings.checkpointing ? ", checkpointing" : "");
+  text += line;
+  std::snprintf(line, sizeof line, "  %-14s %10s %12s\n", "", "GiB", "bytes/param");
+  text += line;
+  const std::pair<const char*, size_t> rows[] = {
+      {"weights", plan.weights},         {"grads", plan.grads},       {"weight copies", plan.weight_copies},
+      {"momentum", plan.momentum},       {"variances", plan.variances}, {"activations", plan.activations},
+      {"total", plan.total},             {"workspace", plan.workspace}, {"peak", plan.peak}};
+  for (const auto& [name, bytes] : rows) {
+    std::snprintf(line, sizeof line, "  %-14s %10.3f %12.3f\n", name, bytes / 1073741824.0,
+                  static_cast<double>(bytes) / plan.params);
+    text += line;
+  }
+  return text;
+}
+
+size_t physical_memory_bytes() {
+  return static_cast<size_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<size_t>(sysconf(_SC_PAGE_SIZE));
+}
+
+size_t parse_memory_size(const std::string& text) {
+  size_t used = 0;
+  double value = -1;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  std::string unit = text.substr(used);
+  if (!unit.empty() && unit.back() == 'B') unit.pop_back();
+  if (unit.size() == 2 && unit[1] == 'i') unit.pop_back();
+  double scale = 1;
+  if (unit == "K" || unit == "k") scale = 1024.0;
+  else if (unit == "M") scale = 1024.0 * 1024;
+  else if (unit == "G") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "T") scale = 1024.0 * 1024 * 1024 * 1024;
+  else if (!unit.empty()) used = 0;
+  if (used == 0 || !(value > 0) || !std::isfinite(value)) {
+    fail("'", text, "' is not a memory size (examples: 16G, 24GiB, 800M)");
+  }
+  return static_cast<size_t>(value * scale);
+}
+
+}  // namespace qft

@@ -1,0 +1,43 @@
+#pragma once
+// The memory a training configuration will use, per Table 1 column of the
+// QFT paper, computed from the configuration alone with the same layout
+// functions the allocations use.
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "model/config.h"
+
+namespace qft {
+
+struct PlanSettings {
+  std::string optimizer = "qlion";  // qlion | lion | adamw | adamw8bit | mixed-adamw
+  int grad_accum = 1;
+  int seq_len = 2048;
+  int batch = 1;
+  bool checkpointing = false;
+  float outlier_fraction = 0.01f;
+};
+
+struct MemoryPlan {
+  int64_t params = 0;
+  size_t weights = 0, grads = 0, weight_copies = 0, momentum = 0, variances = 0, activations = 0;
+  size_t total = 0;      // the columns above
+  size_t workspace = 0;  // de-quantized layers, kernel scratch, transients
+  size_t peak = 0;       // total + workspace
+};
+
+// Throws on an unknown optimizer.
+MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings);
+
+nlohmann::json plan_to_json(const MemoryPlan& plan);
+// A table in GiB and bytes per parameter, with a heading naming the settings.
+std::string plan_table(const MemoryPlan& plan, const ModelConfig& config, const PlanSettings& settings);
+
+// Bytes of physical memory of this machine.
+size_t physical_memory_bytes();
+// "16G", "24GiB", "1.5T", "800M" or plain bytes.
+size_t parse_memory_size(const std::string& text);
+
+}  // namespace qft

@@ -1,0 +1,49 @@
+// qft memory: the memory plan of a training configuration, before anything is allocated.
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "common.h"
+#include "core/error.h"
+#include "train/memory_plan.h"
+
+namespace qft::cli {
+
+int run_memory(int argc, char** argv) {
+  Args args("memory",
+            "Prints the memory a training run needs, by Table 1 column of the QFT paper (weights,\n"
+            "grads, weight copies, momentum, variances, activations, total) plus workspace and peak,\n"
+            "in GiB and bytes per parameter. Nothing is allocated; --model reads only config.json.",
+            {{"model", "PATH", "HF model directory (its config.json)", ""},
+             {"config", "FILE", "HF config.json", ""},
+             {"optimizer", "NAME", "qlion | lion | adamw | adamw8bit | mixed-adamw", "qlion"},
+             {"grad-accum", "N", "micro-batches per step (qlion: 1 is fused, more use the INT8 stack)", "1"},
+             {"seq-len", "T", "tokens per sequence", "2048"},
+             {"batch", "B", "sequences per micro-batch", "1"},
+             {"checkpointing", "", "recompute each layer's activations during backward", ""},
+             {"outlier-fraction", "F", "qlion: fraction of each matrix kept as FP32 outliers", "0.01"},
+             {"json", "", "print one JSON object with integer byte counts", ""},
+             threads_option()});
+  if (!args.parse(argc, argv)) return 0;
+  apply_threads(args);
+  if (args.has("model") == args.has("config")) fail("give exactly one of --model DIR or --config FILE");
+  const ModelConfig config =
+      load_model_config(args.has("model") ? args.get("model") + "/config.json" : args.get("config"));
+  PlanSettings settings;
+  settings.optimizer = args.get("optimizer");
+  settings.grad_accum = args.get_int("grad-accum");
+  settings.seq_len = args.get_int("seq-len");
+  settings.batch = args.get_int("batch");
+  settings.checkpointing = args.flag("checkpointing");
+  settings.outlier_fraction = args.get_float("outlier-fraction");
+  const MemoryPlan plan = plan_memory(config, settings);
+  if (args.flag("json")) {
+    std::printf("%s\n", plan_to_json(plan).dump().c_str());
+  } else {
+    std::fputs(plan_table(plan, config, settings).c_str(), stdout);
+  }
+  return 0;
+}
+
+}  // namespace qft::cli
