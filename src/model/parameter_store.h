@@ -1,7 +1,14 @@
 #pragma once
-// Where the Transformer reads FP32 weights and hands over weight gradients.
-// FP32 training keeps whole FP32 sets; QFT keeps INT8 state and de-quantizes
-// one layer at a time, consuming each layer's gradient as soon as it is done.
+// Where the Transformer reads FP32 weights and hands over weight gradients,
+// one tensor at a time. FP32 training keeps whole FP32 sets; QFT keeps INT8
+// state, materialises one matrix at a time and consumes each gradient the
+// moment it is complete.
+//
+// Order within a backward pass: head_grads() … head_grads_done(); then per
+// layer, last to first: linear_grad(l, ·) … linear_grad_done(l, ·) for each
+// linear, layer_grads_done(l) for its norms and biases; finally
+// embedding_grad() … embedding_grad_done().
+#include "model/config.h"
 #include "model/parameters.h"
 
 namespace qft {
@@ -10,35 +17,48 @@ class ParameterStore {
  public:
   virtual ~ParameterStore() = default;
 
-  // FP32 weights of one layer, valid until the next layer_weights() call.
+  // A layer's norm weights and biases (its linear weights may be null).
   virtual const LayerParams& layer_weights(int layer) = 0;
-  // FP32 embedding, final norm and LM head, valid until head_grads_done().
+  // One linear weight (out, in) in FP32, valid until the next call.
+  virtual const float* linear_weight(int layer, Linear which) = 0;
+  // out (N, C): the embedding rows of tokens (N).
+  virtual void embed(float* out, const int* tokens, int N) = 0;
+  // The final norm weight and the LM head (V, C); `embed` may be null.
   virtual const HeadParams& head_weights() = 0;
 
-  // Gradient buffers backward adds into (+=); a layer's are complete when
-  // layer_grads_done(layer) is called, the head's at head_grads_done()
-  // (after the embedding's backward, the last of a pass).
-  virtual const LayerParams& layer_grads(int layer) = 0;
+  // Gradient buffers backward adds into (+=).
+  virtual const LayerParams& layer_grads(int layer) = 0;  // norms and biases
+  virtual float* linear_grad(int layer, Linear which) = 0;
+  virtual void linear_grad_done(int layer, Linear which) = 0;
   virtual void layer_grads_done(int layer) = 0;
-  virtual const HeadParams& head_grads() = 0;
+  virtual const HeadParams& head_grads() = 0;  // final norm and LM head
   virtual void head_grads_done() = 0;
+  virtual float* embedding_grad() = 0;  // (V, C)
+  virtual void embedding_grad_done() = 0;
 };
 
 // Whole FP32 weight and gradient sets; gradients accumulate until the caller
 // zeroes them.
 class Fp32ParameterStore final : public ParameterStore {
  public:
-  Fp32ParameterStore(const ModelConfig& config, ParamSet& weights, ParamSet* grads)
-      : weights_(bind_model_params(config, weights)), grads_(grads ? bind_model_params(config, *grads) : ModelParams{}) {}
+  Fp32ParameterStore(const ModelConfig& config, ParamSet& weights, ParamSet* grads);
 
   const LayerParams& layer_weights(int layer) override { return weights_.layers[layer]; }
+  const float* linear_weight(int layer, Linear which) override { return linear_of(weights_.layers[layer], which).weight; }
+  void embed(float* out, const int* tokens, int N) override;
   const HeadParams& head_weights() override { return weights_.head; }
+
   const LayerParams& layer_grads(int layer) override { return grads_.layers.at(layer); }
+  float* linear_grad(int layer, Linear which) override { return linear_of(grads_.layers.at(layer), which).weight; }
+  void linear_grad_done(int, Linear) override {}
   void layer_grads_done(int) override {}
   const HeadParams& head_grads() override { return grads_.head; }
   void head_grads_done() override {}
+  float* embedding_grad() override { return grads_.head.embed; }
+  void embedding_grad_done() override {}
 
  private:
+  int hidden_size_;
   ModelParams weights_;
   ModelParams grads_;
 };

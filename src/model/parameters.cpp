@@ -67,6 +67,36 @@ float* ParamSet::get(const std::string& name) {
 
 void ParamSet::zero() { std::memset(storage_.data(), 0, storage_.size() * sizeof(float)); }
 
+const char* linear_module(Linear which) {
+  switch (which) {
+    case Linear::Q: return "self_attn.q_proj";
+    case Linear::K: return "self_attn.k_proj";
+    case Linear::V: return "self_attn.v_proj";
+    case Linear::O: return "self_attn.o_proj";
+    case Linear::Gate: return "mlp.gate_proj";
+    case Linear::Up: return "mlp.up_proj";
+    case Linear::Down: return "mlp.down_proj";
+  }
+  return "?";
+}
+
+LinearParams& linear_of(LayerParams& layer, Linear which) {
+  switch (which) {
+    case Linear::Q: return layer.q;
+    case Linear::K: return layer.k;
+    case Linear::V: return layer.v;
+    case Linear::O: return layer.o;
+    case Linear::Gate: return layer.gate;
+    case Linear::Up: return layer.up;
+    case Linear::Down: return layer.down;
+  }
+  throw std::logic_error("unknown linear");
+}
+
+const LinearParams& linear_of(const LayerParams& layer, Linear which) {
+  return linear_of(const_cast<LayerParams&>(layer), which);
+}
+
 ModelParams bind_model_params(const ModelConfig& config, ParamSet& params) {
   const auto lookup = [&](const std::string& name) { return params.find(name); };
   ModelParams model;

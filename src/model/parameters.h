@@ -61,6 +61,14 @@ struct LayerParams {
   LinearParams gate, up, down;
 };
 
+enum class Linear { Q, K, V, O, Gate, Up, Down };
+inline constexpr Linear kLinears[] = {Linear::Q,    Linear::K,  Linear::V,   Linear::O,
+                                      Linear::Gate, Linear::Up, Linear::Down};
+const char* linear_module(Linear which);  // "self_attn.q_proj", …
+
+LinearParams& linear_of(LayerParams& layer, Linear which);
+const LinearParams& linear_of(const LayerParams& layer, Linear which);
+
 struct HeadParams {
   float* embed = nullptr;       // (V, C)
   float* final_norm = nullptr;  // (C)
@@ -72,7 +80,8 @@ struct ModelParams {
   std::vector<LayerParams> layers;
 };
 
-// Resolves every view by HF name through `lookup` (nullptr: absent).
+// Resolves every view by HF name through `lookup` (nullptr: absent); norm
+// weights are required.
 template <class Lookup>
 LayerParams bind_layer_params(int layer, Lookup&& lookup);
 template <class Lookup>
@@ -89,19 +98,16 @@ LayerParams bind_layer_params(int layer, Lookup&& lookup) {
     if (!pointer) throw std::logic_error("no parameter named '" + name + "'");
     return pointer;
   };
+  // Linear weights may be absent: stores that materialise them one at a
+  // time hand them out separately.
   const auto linear = [&](const std::string& module) {
-    return LinearParams{required(module + ".weight"), lookup(layer_param_name(layer, module + ".bias"))};
+    return LinearParams{lookup(layer_param_name(layer, module + ".weight")),
+                        lookup(layer_param_name(layer, module + ".bias"))};
   };
   LayerParams p;
   p.input_norm = required("input_layernorm.weight");
-  p.q = linear("self_attn.q_proj");
-  p.k = linear("self_attn.k_proj");
-  p.v = linear("self_attn.v_proj");
-  p.o = linear("self_attn.o_proj");
   p.post_norm = required("post_attention_layernorm.weight");
-  p.gate = linear("mlp.gate_proj");
-  p.up = linear("mlp.up_proj");
-  p.down = linear("mlp.down_proj");
+  for (Linear which : kLinears) linear_of(p, which) = linear(linear_module(which));
   return p;
 }
 

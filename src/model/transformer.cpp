@@ -161,22 +161,26 @@ void Transformer::layer_forward(int layer, LayerActivations& a, const float* x_i
   const int N = batch.size(), C = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
   float* tmp = scratch_->tmp;  // (N, C)
 
+  const auto linear = [&](Linear which, float* out, const float* inp, int in, int out_features) {
+    kernels::linear_forward(out, inp, store_.linear_weight(layer, which), linear_of(w, which).bias, N, in, out_features);
+  };
+
   kernels::rmsnorm_forward(a.ln1, a.rstd1, x_in, w.input_norm, N, C, c.rms_norm_eps);
-  kernels::linear_forward(a.q, a.ln1, w.q.weight, w.q.bias, N, C, Q);
-  kernels::linear_forward(a.k, a.ln1, w.k.weight, w.k.bias, N, C, KV);
-  kernels::linear_forward(a.v, a.ln1, w.v.weight, w.v.bias, N, C, KV);
+  linear(Linear::Q, a.q, a.ln1, C, Q);
+  linear(Linear::K, a.k, a.ln1, C, KV);
+  linear(Linear::V, a.v, a.ln1, C, KV);
   kernels::rope_forward(a.q, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
   kernels::rope_forward(a.k, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
   kernels::attention_forward(a.attn, a.lse, attention_workspace_.data(), a.q, a.k, a.v,
                              batch.sequences, attention_shape());
-  kernels::linear_forward(tmp, a.attn, w.o.weight, w.o.bias, N, Q, C);
+  linear(Linear::O, tmp, a.attn, Q, C);
   kernels::residual_forward(a.mid, x_in, tmp, static_cast<size_t>(N) * C);
 
   kernels::rmsnorm_forward(a.ln2, a.rstd2, a.mid, w.post_norm, N, C, c.rms_norm_eps);
-  kernels::linear_forward(a.gate, a.ln2, w.gate.weight, w.gate.bias, N, C, I);
-  kernels::linear_forward(a.up, a.ln2, w.up.weight, w.up.bias, N, C, I);
+  linear(Linear::Gate, a.gate, a.ln2, C, I);
+  linear(Linear::Up, a.up, a.ln2, C, I);
   kernels::swiglu_forward(a.hidden, a.gate, a.up, static_cast<size_t>(N) * I);
-  kernels::linear_forward(tmp, a.hidden, w.down.weight, w.down.bias, N, I, C);
+  linear(Linear::Down, tmp, a.hidden, I, C);
   kernels::residual_forward(x_out, a.mid, tmp, static_cast<size_t>(N) * C);
 }
 
@@ -188,27 +192,34 @@ void Transformer::layer_backward(int layer, const LayerActivations& a, const flo
   const Scratch& s = *scratch_;
   const int N = batch.size(), C = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
   const size_t n = static_cast<size_t>(N);
+  // Each weight gradient is handed back as soon as it is complete.
+  const auto linear = [&](Linear which, float* dinp, const float* dout, const float* inp, int in, int out) {
+    const float* weight = store_.linear_weight(layer, which);
+    kernels::linear_backward(dinp, store_.linear_grad(layer, which), linear_of(g, which).bias, dout, inp, weight, N,
+                             in, out);
+    store_.linear_grad_done(layer, which);
+  };
 
   // MLP block: dresid holds the gradient of x_out = mid + down(hidden).
   zero(s.dhidden, n * I);
-  kernels::linear_backward(s.dhidden, g.down.weight, g.down.bias, dresid, a.hidden, w.down.weight, N, I, C);
+  linear(Linear::Down, s.dhidden, dresid, a.hidden, I, C);
   kernels::swiglu_backward(s.dgate, s.dup, s.dhidden, a.gate, a.up, n * I);
   zero(s.dln, n * C);
-  kernels::linear_backward(s.dln, g.gate.weight, g.gate.bias, s.dgate, a.ln2, w.gate.weight, N, C, I);
-  kernels::linear_backward(s.dln, g.up.weight, g.up.bias, s.dup, a.ln2, w.up.weight, N, C, I);
+  linear(Linear::Gate, s.dln, s.dgate, a.ln2, C, I);
+  linear(Linear::Up, s.dln, s.dup, a.ln2, C, I);
   kernels::rmsnorm_backward(dresid, g.post_norm, s.dln, a.mid, w.post_norm, a.rstd2, N, C);
 
   // Attention block: dresid now holds the gradient of mid = x_in + o(attn).
   zero(s.dattn, n * Q);
-  kernels::linear_backward(s.dattn, g.o.weight, g.o.bias, dresid, a.attn, w.o.weight, N, Q, C);
+  linear(Linear::O, s.dattn, dresid, a.attn, Q, C);
   kernels::attention_backward(s.dq, s.dk, s.dv, attention_workspace_.data(), s.dattn, a.attn, a.q,
                               a.k, a.v, a.lse, batch.sequences, attention_shape());
   kernels::rope_backward(s.dq, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
   kernels::rope_backward(s.dk, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
   zero(s.dln, n * C);
-  kernels::linear_backward(s.dln, g.q.weight, g.q.bias, s.dq, a.ln1, w.q.weight, N, C, Q);
-  kernels::linear_backward(s.dln, g.k.weight, g.k.bias, s.dk, a.ln1, w.k.weight, N, C, KV);
-  kernels::linear_backward(s.dln, g.v.weight, g.v.bias, s.dv, a.ln1, w.v.weight, N, C, KV);
+  linear(Linear::Q, s.dln, s.dq, a.ln1, C, Q);
+  linear(Linear::K, s.dln, s.dk, a.ln1, C, KV);
+  linear(Linear::V, s.dln, s.dv, a.ln1, C, KV);
   kernels::rmsnorm_backward(dresid, g.input_norm, s.dln, x_in, w.input_norm, a.rstd1, N, C);
 }
 
@@ -242,14 +253,14 @@ double Transformer::head_forward_backward(bool training, int64_t denominator) {
     zero(s.dresid, static_cast<size_t>(N) * C);
     kernels::rmsnorm_backward(s.dresid, store_.head_grads().final_norm, s.dln, x_final, w.final_norm,
                               final_rstd_.data(), N, C);
+    store_.head_grads_done();
   }
   return loss_sum / static_cast<double>(denominator);
 }
 
 void Transformer::forward() {
   const Batch& batch = *batch_;
-  kernels::embedding_forward(residual(0), batch.tokens.data(), store_.head_weights().embed, batch.size(),
-                             config_.hidden_size);
+  store_.embed(residual(0), batch.tokens.data(), batch.size());
   for (int layer = 0; layer < config_.num_layers; ++layer) {
     layer_forward(layer, activations_for(layer), residual(layer), residual(layer + 1));
   }
@@ -266,9 +277,9 @@ double Transformer::forward_backward(const Batch& batch, int64_t denominator) {
     layer_backward(layer, acts, residual(layer), dresid);
     store_.layer_grads_done(layer);
   }
-  kernels::embedding_backward(store_.head_grads().embed, dresid, batch.tokens.data(), batch.size(),
+  kernels::embedding_backward(store_.embedding_grad(), dresid, batch.tokens.data(), batch.size(),
                               config_.hidden_size);
-  store_.head_grads_done();
+  store_.embedding_grad_done();
   return loss;
 }
 

@@ -7,24 +7,15 @@
 
 namespace qft {
 
-GradientStack::GradientStack(const std::vector<Slot>& push_order) : order_(push_order) {
-  size_t params = 0;
-  for (const Slot& slot : order_) params = std::max(params, slot.param + 1);
-  slot_of_param_.assign(params, SIZE_MAX);
-  for (size_t i = 0; i < order_.size(); ++i) {
-    slots_.emplace_back(MemCategory::Gradients, order_[i].rows, order_[i].cols);
-    slot_of_param_[order_[i].param] = i;
+void GradientStack::push(size_t param, int rows, int cols, const float* grad, const RoundingContext& rounding,
+                         const std::string& name) {
+  if (top_ == slots_.size()) {
+    params_.push_back(param);
+    slots_.emplace_back(MemCategory::Gradients, rows, cols);
+    if (slot_of_param_.size() <= param) slot_of_param_.resize(param + 1, SIZE_MAX);
+    slot_of_param_[param] = top_;
   }
-}
-
-size_t GradientStack::bytes(const std::vector<Slot>& push_order) {
-  size_t total = 0;
-  for (const Slot& slot : push_order) total += QuantizedRows::bytes(slot.rows, slot.cols);
-  return total;
-}
-
-void GradientStack::push(size_t param, const float* grad, const RoundingContext& rounding, const std::string& name) {
-  if (top_ >= order_.size() || order_[top_].param != param) {
+  if (params_[top_] != param || slots_[top_].rows() != rows || slots_[top_].cols() != cols) {
     fail("gradient stack: '", name, "' pushed out of order");
   }
   slots_[top_++].quantize(grad, rounding, name);
@@ -48,7 +39,7 @@ void GradientStack::accumulate(size_t param, const float* grad, const RoundingCo
 GradientStack::Entry GradientStack::pop() {
   if (top_ == 0) fail("gradient stack: pop from an empty stack");
   --top_;
-  return {order_[top_].param, &slots_[top_]};
+  return {params_[top_], &slots_[top_]};
 }
 
 }  // namespace qft

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
+#include <vector>
 
 #include "core/error.h"
 
@@ -11,7 +13,32 @@ namespace qft {
 HybridMatrix::HybridMatrix(std::string name, int rows, int cols)
     : name_(std::move(name)),
       dense_(MemCategory::Weights, rows, cols),
-      row_start_(MemCategory::Weights, static_cast<size_t>(rows) + 1) {}
+      row_start_(MemCategory::Weights, static_cast<size_t>(rows) + 1) {
+  if (cols > kMaxColumns) fail(name_, ": ", cols, " columns exceed the ", kMaxColumns, " a hybrid matrix holds");
+}
+
+namespace {
+
+constexpr int64_t kThresholdSample = int64_t{1} << 20;
+
+// The thresholds from a strided sample of the values (all of them when
+// few): below the tail-th smallest or above the tail-th largest sample value
+// is an outlier.
+template <class Value>
+std::pair<float, float> sampled_thresholds(int64_t count, float outlier_fraction, Value&& value) {
+  const int64_t stride = (count + kThresholdSample - 1) / kThresholdSample;
+  const int64_t samples = (count + stride - 1) / stride;
+  const int64_t tail = HybridMatrix::outliers_for(samples, outlier_fraction) / 2;
+  if (tail == 0) return {-INFINITY, INFINITY};
+  std::vector<float> sample(samples);
+  for (int64_t i = 0; i < samples; ++i) sample[i] = value(i * stride);
+  std::nth_element(sample.begin(), sample.begin() + tail, sample.end());
+  const float low = sample[tail];
+  std::nth_element(sample.begin() + tail, sample.end() - 1 - tail, sample.end());
+  return {low, sample[samples - 1 - tail]};
+}
+
+}  // namespace
 
 int64_t HybridMatrix::outliers_for(int64_t count, float outlier_fraction) {
   // The small epsilon keeps a float fraction such as 0.01f (0.00999…) from
@@ -21,59 +48,68 @@ int64_t HybridMatrix::outliers_for(int64_t count, float outlier_fraction) {
 
 size_t HybridMatrix::bytes(int64_t rows, int64_t cols, int64_t outliers) {
   return QuantizedRows::bytes(rows, cols) + static_cast<size_t>(rows + 1) * sizeof(int32_t) +
-         static_cast<size_t>(outliers) * (sizeof(int32_t) + sizeof(float));
+         static_cast<size_t>(outliers) * (sizeof(uint16_t) + sizeof(float));
 }
 
-void HybridMatrix::assign(const float* values, float outlier_fraction, const RoundingContext& rounding) {
-  const int64_t count = static_cast<int64_t>(rows()) * cols();
+// Rows are read (row_values) and rewritten one at a time, so a refresh can
+// read the old S while the new one is built beside it.
+template <class RowValues>
+void HybridMatrix::split(RowValues&& row_values, float outlier_fraction, const RoundingContext& rounding) {
   if (!(outlier_fraction >= 0.0f && outlier_fraction < 1.0f)) {
     fail(name_, ": outlier fraction must be in [0, 1), got ", outlier_fraction);
   }
-  for (int64_t i = 0; i < count; ++i) {
-    if (!std::isfinite(values[i])) fail(name_, ": element ", i, " is NaN or Inf");
-  }
-  const int64_t tail = outliers_for(count, outlier_fraction) / 2;
-  threshold_min_ = -INFINITY;
-  threshold_max_ = INFINITY;
-  if (tail > 0) {
-    // The tails' boundaries: everything below the tail-th smallest or above
-    // the tail-th largest value is an outlier.
-    Buffer<float> sorted(MemCategory::Workspace, count);
-    std::memcpy(sorted.data(), values, count * sizeof(float));
-    float* begin = sorted.data();
-    std::nth_element(begin, begin + tail, begin + count);
-    threshold_min_ = begin[tail];
-    std::nth_element(begin + tail, begin + count - 1 - tail, begin + count);
-    threshold_max_ = begin[count - 1 - tail];
-  }
-  const auto is_outlier = [&](float value) { return value < threshold_min_ || value > threshold_max_; };
-
   const int cols = this->cols();
-  row_start_[0] = 0;
-  for (int row = 0; row < rows(); ++row) {
-    const float* row_values = values + static_cast<size_t>(row) * cols;
-    row_start_[row + 1] = row_start_[row] + static_cast<int32_t>(std::count_if(row_values, row_values + cols, is_outlier));
-  }
-  const size_t outliers = static_cast<size_t>(row_start_[rows()]);
-  outlier_columns_ = Buffer<int32_t>(MemCategory::Weights, outliers);
-  outlier_values_ = Buffer<float>(MemCategory::Weights, outliers);
-  parallel_for(rows(), [&](int64_t row) {
-    const float* row_values = values + row * cols;
-    int32_t next = row_start_[row];
-    for (int col = 0; col < cols; ++col) {
-      if (is_outlier(row_values[col])) {
-        outlier_columns_[next] = col;
-        outlier_values_[next++] = row_values[col];
-      }
+  std::vector<float> row(cols);
+  int cached_row = -1;
+  const auto sample_value = [&](int64_t index) {
+    const int r = static_cast<int>(index / cols);
+    if (r != cached_row) {
+      row_values(r, row.data());
+      cached_row = r;
     }
-    requantize_row(static_cast<int>(row), row_values, rounding);
+    const float value = row[index % cols];
+    if (!std::isfinite(value)) fail(name_, ": row ", r, " holds NaN or Inf");
+    return value;
+  };
+  std::tie(threshold_min_, threshold_max_) =
+      sampled_thresholds(static_cast<int64_t>(rows()) * cols, outlier_fraction, sample_value);
+  const auto is_outlier = [this](float v) { return v < threshold_min_ || v > threshold_max_; };
+
+  Buffer<int32_t> row_start(MemCategory::Weights, static_cast<size_t>(rows()) + 1);
+  for (int r = 0; r < rows(); ++r) {
+    row_values(r, row.data());
+    row_start[r + 1] = row_start[r] + static_cast<int32_t>(std::count_if(row.begin(), row.end(), is_outlier));
+  }
+  Buffer<uint16_t> columns(MemCategory::Weights, static_cast<size_t>(row_start[rows()]));
+  Buffer<float> values(MemCategory::Weights, static_cast<size_t>(row_start[rows()]));
+  std::vector<std::vector<float>> scratch(omp_get_max_threads(), std::vector<float>(cols));
+  parallel_for(rows(), [&](int64_t r) {
+    float* v = scratch[omp_get_thread_num()].data();
+    row_values(static_cast<int>(r), v);
+    const int32_t first = row_start[r];
+    int32_t next = first;
+    for (int col = 0; col < cols; ++col) {
+      if (!is_outlier(v[col])) continue;
+      if (!std::isfinite(v[col])) fail(name_, ": row ", r, " holds NaN or Inf");
+      columns[next] = static_cast<uint16_t>(col);
+      values[next++] = v[col];
+    }
+    dense_.range(static_cast<int>(r)) = quantize_row(dense_.row_codes(static_cast<int>(r)), v, cols, rounding,
+                                                     static_cast<uint32_t>(r), columns.data() + first, next - first, name_);
   });
+  row_start_ = std::move(row_start);
+  outlier_columns_ = std::move(columns);
+  outlier_values_ = std::move(values);
+}
+
+void HybridMatrix::assign(const float* values, float outlier_fraction, const RoundingContext& rounding) {
+  const int cols = this->cols();
+  split([&](int row, float* out) { std::memcpy(out, values + static_cast<size_t>(row) * cols, cols * sizeof(float)); },
+        outlier_fraction, rounding);
 }
 
 void HybridMatrix::refresh(float outlier_fraction, const RoundingContext& rounding) {
-  Buffer<float> values(MemCategory::Workspace, static_cast<size_t>(rows()) * cols());
-  dequantize_rows(values.data(), 0, rows());
-  assign(values.data(), outlier_fraction, rounding);
+  split([this](int row, float* out) { dequantize_row(out, row); }, outlier_fraction, rounding);
 }
 
 void HybridMatrix::dequantize_row(float* out, int row) const {

@@ -3,8 +3,10 @@
 // values outside [t_min, t_max] — in FP32 CSR; D holds the rest as per-row
 // INT8 (outlier positions carry code 0 and are overwritten by S).
 //
-// Thresholds are chosen at assign() and refresh() only (once per epoch, as
-// the paper's lazy update). Between refreshes the membership is fixed: an
+// Thresholds are the outlier_fraction/2 and 1 − outlier_fraction/2 quantiles
+// of the matrix, estimated from a strided sample of at most 2²⁰ values (exact
+// for smaller matrices), chosen at assign() and refresh() only (once per
+// epoch, as the paper's lazy update); neither holds a copy of the matrix. Between refreshes the membership is fixed: an
 // outlier stays exact in S whatever its value becomes, and a dense value that
 // crosses a threshold stays dense — every write re-ranges its row, so it is
 // still represented, at a coarser step for that row until the next refresh.
@@ -27,6 +29,8 @@ class HybridMatrix {
   // Splits values (rows, cols) with about outlier_fraction of them in S
   // (half from each tail) and quantizes the dense part.
   void assign(const float* values, float outlier_fraction, const RoundingContext& rounding);
+  // The largest number of columns a hybrid matrix holds (16-bit column indices).
+  static constexpr int kMaxColumns = 65535;
   // Re-chooses the thresholds from the current values (the per-epoch refresh).
   void refresh(float outlier_fraction, const RoundingContext& rounding);
 
@@ -48,17 +52,21 @@ class HybridMatrix {
 
   // Bytes of a (rows, cols) matrix with `outliers` entries in S.
   static size_t bytes(int64_t rows, int64_t cols, int64_t outliers);
-  // Outliers assign() keeps for `count` values (ties aside).
+  // Outliers assign() keeps for `count` values: exact up to ties for
+  // matrices within the sample size, within sampling error beyond it.
   static int64_t outliers_for(int64_t count, float outlier_fraction);
 
  private:
   void requantize_row(int row, const float* values, const RoundingContext& rounding);
+  // Rebuilds S from the rows that row_values(row, out) produces.
+  template <class RowValues>
+  void split(RowValues&& row_values, float outlier_fraction, const RoundingContext& rounding);
 
   std::string name_;
   QuantizedRows dense_;
-  Buffer<int32_t> row_start_;        // (rows + 1) into the two below
-  Buffer<int32_t> outlier_columns_;  // (outliers)
-  Buffer<float> outlier_values_;     // (outliers)
+  Buffer<int32_t> row_start_;         // (rows + 1) into the two below
+  Buffer<uint16_t> outlier_columns_;  // (outliers)
+  Buffer<float> outlier_values_;      // (outliers)
   float threshold_min_ = 0.0f, threshold_max_ = 0.0f;
 };
 

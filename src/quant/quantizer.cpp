@@ -46,7 +46,7 @@ void round_codes(uint8_t* __restrict codes, const float* __restrict values, int 
 }  // namespace
 
 RowRange quantize_row(uint8_t* codes, const float* values, int n, const RoundingContext& rounding,
-                      uint32_t row, const int32_t* skip, int skip_count, const std::string& tensor) {
+                      uint32_t row, const uint16_t* skip, int skip_count, const std::string& tensor) {
   float min = INFINITY, max = -INFINITY;
   float poison = 0.0f;  // becomes NaN when any value is NaN or Inf
   int begin = 0;

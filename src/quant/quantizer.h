@@ -31,7 +31,7 @@ struct RoundingContext {
 // may be null) are left out of the range and get code 0. Throws naming
 // `tensor` on NaN or Inf.
 RowRange quantize_row(uint8_t* codes, const float* values, int n, const RoundingContext& rounding,
-                      uint32_t row, const int32_t* skip, int skip_count, const std::string& tensor);
+                      uint32_t row, const uint16_t* skip, int skip_count, const std::string& tensor);
 void dequantize_row(float* out, const uint8_t* codes, RowRange range, int n);
 
 // A (rows, cols) matrix of codes with one range per row.

@@ -58,7 +58,7 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings) 
     plan.weights = memory.weights;
     plan.grads = memory.stack + memory.fp32_grads;
     plan.momentum = memory.momentum;
-    plan.workspace += memory.workspace + memory.transient;
+    plan.workspace += memory.workspace;
   } else if (optimizer == "lion" || optimizer == "adamw") {
     plan.weights = plan.grads = plan.momentum = fp32;
     plan.variances = optimizer == "adamw" ? fp32 : 0;

@@ -6,7 +6,6 @@
 #include <cstring>
 #include <tuple>
 
-#include "core/carver.h"
 #include "core/error.h"
 
 namespace qft {
@@ -16,19 +15,8 @@ namespace {
 // writes draw independent numbers.
 enum Purpose : uint32_t { kWeight = 0, kMomentum = 1, kGradient = 2, kPurposes = 4 };
 
-bool is_matrix(ParamRole role) { return role == ParamRole::Embedding || role == ParamRole::LmHead || role == ParamRole::Linear; }
-
-// Per-thread rows for de-quantized gradients and momentum during updates.
-float* thread_row(int which, int cols) {
-  thread_local std::vector<float> rows[2];
-  rows[which].resize(cols);
-  return rows[which].data();
-}
-
-int layer_of(const std::string& name) {
-  static const std::string prefix = "model.layers.";
-  if (name.rfind(prefix, 0) != 0) return -1;
-  return std::stoi(name.substr(prefix.size()));
+bool is_matrix(ParamRole role) {
+  return role == ParamRole::Embedding || role == ParamRole::LmHead || role == ParamRole::Linear;
 }
 
 // (rows, cols) of a parameter as QFT stores it: vectors are one row.
@@ -37,7 +25,14 @@ std::pair<int, int> stored_shape(const ParamSpec& spec) {
   return {rows, static_cast<int>(shape_numel(spec.shape) / rows)};
 }
 
-size_t padded_floats(const ParamSpec& spec) { return (static_cast<size_t>(shape_numel(spec.shape)) + 15) / 16 * 16; }
+size_t padded(size_t floats) { return (floats + 15) / 16 * 16; }
+
+// Per-thread rows for de-quantized gradients and momentum during updates.
+float* thread_row(int which, int cols) {
+  thread_local std::vector<float> rows[2];
+  rows[which].resize(cols);
+  return rows[which].data();
+}
 
 }  // namespace
 
@@ -49,129 +44,113 @@ struct QftStore::Param {
   QuantizedRows momentum;
 };
 
-// Parameters de-quantized together: members[unit] lists the parameter
-// indices of one layer (or of the head); every unit has the same layout, so
-// one FP32 weight buffer and one gradient buffer serve them all.
-struct QftStore::Group {
-  std::vector<std::vector<size_t>> members;
-  std::vector<size_t> offsets;  // of each member within the buffers
-  Buffer<float> weights;        // de-quantized weights of the loaded unit
-  Buffer<float> grads;          // FP32 gradients of the unit in backward
-  int loaded = -1;              // the unit in `weights`, or -1
-  bool grads_open = false;      // `grads` zeroed for the current pass
-  LayerParams layer_weights, layer_grads;
-  HeadParams head_weights, head_grads;
+// Sizes of the FP32 working buffers, shared by memory() and the constructor.
+struct QftStore::Layout {
+  size_t largest_linear = 0;         // floats of the largest linear weight
+  size_t head = 0;                   // V·C
+  std::vector<size_t> layer_vector_offsets;  // layer 0's norms and biases, spec order
+  size_t vector_floats = 0;
 
-  void lay_out(const std::vector<ParamSpec>& specs) {
-    size_t used = 0;
-    for (size_t index : members[0]) {
-      offsets.push_back(used);
-      used += padded_floats(specs[index]);
-    }
-    weights = Buffer<float>(MemCategory::Workspace, used);
-    grads = Buffer<float>(MemCategory::Gradients, used);
-  }
-
-  // A view lookup by HF name, for bind_layer_params / bind_head_params.
-  auto lookup(Buffer<float>& buffer, const std::vector<ParamSpec>& specs) {
-    return [this, &buffer, &specs](const std::string& name) -> float* {
-      for (size_t k = 0; k < members[0].size(); ++k) {
-        if (specs[members[0][k]].name == name) return buffer.data() + offsets[k];
+  explicit Layout(const ModelConfig& config, const std::vector<ParamSpec>& specs) {
+    head = static_cast<size_t>(config.vocab_size) * config.hidden_size;
+    const std::string layer0 = layer_param_name(0, "");
+    for (const ParamSpec& spec : specs) {
+      const size_t count = static_cast<size_t>(shape_numel(spec.shape));
+      if (spec.role == ParamRole::Linear) largest_linear = std::max(largest_linear, count);
+      if (!is_matrix(spec.role) && spec.name.rfind(layer0, 0) == 0) {
+        layer_vector_offsets.push_back(vector_floats);
+        vector_floats += padded(count);
       }
-      return nullptr;
-    };
+    }
+    vector_floats = std::max(vector_floats, padded(config.hidden_size));  // or the final norm
   }
 };
+
+QftMemory QftStore::memory(const ModelConfig& config, const QftSettings& settings) {
+  const std::vector<ParamSpec> specs = parameter_specs(config);
+  const Layout layout(config, specs);
+  QftMemory memory;
+  for (const ParamSpec& spec : specs) {
+    const auto [rows, cols] = stored_shape(spec);
+    const int64_t count = shape_numel(spec.shape);
+    memory.weights += is_matrix(spec.role)
+                          ? HybridMatrix::bytes(rows, cols, HybridMatrix::outliers_for(count, settings.outlier_fraction))
+                          : static_cast<size_t>(count) * sizeof(float);
+    memory.momentum += QuantizedRows::bytes(rows, cols);
+  }
+  const bool stacked = settings.grad_accum > 1 || settings.stack_gradients;
+  memory.stack = stacked ? memory.momentum : 0;  // the same per-row INT8 layout
+  memory.fp32_grads = (layout.largest_linear + layout.head + layout.vector_floats) * sizeof(float);
+  memory.workspace = (layout.largest_linear + layout.head) * sizeof(float);
+  return memory;
+}
 
 QftStore::QftStore(const ModelSource& source, const QftSettings& settings)
     : config_(source.config()), specs_(source.specs()), settings_(settings) {
   if (settings_.grad_accum < 1) fail("--grad-accum must be at least 1");
   size_t largest = 0;
-  for (const ParamSpec& spec : specs_) largest = std::max(largest, static_cast<size_t>(shape_numel(spec.shape)));
-  Buffer<float> staging(MemCategory::Workspace, largest);  // one tensor at a time, never the model
   for (size_t i = 0; i < specs_.size(); ++i) {
-    auto param = std::make_unique<Param>();
-    param->spec = &specs_[i];
-    const bool matrix = is_matrix(specs_[i].role);
-    std::tie(param->rows, param->cols) = stored_shape(specs_[i]);
-    source.fill(i, staging.data());
-    if (matrix) {
-      param->matrix = std::make_unique<HybridMatrix>(specs_[i].name, param->rows, param->cols);
-      param->matrix->assign(staging.data(), settings_.outlier_fraction, rounding(i, kWeight, 0));
-    } else {
-      param->vector = Buffer<float>(MemCategory::Weights, param->cols);
-      std::memcpy(param->vector.data(), staging.data(), param->cols * sizeof(float));
+    index_[specs_[i].name] = i;
+    largest = std::max(largest, static_cast<size_t>(shape_numel(specs_[i].shape)));
+  }
+  {
+    Buffer<float> staging(MemCategory::Workspace, largest);  // one tensor at a time, never the model
+    for (size_t i = 0; i < specs_.size(); ++i) {
+      auto param = std::make_unique<Param>();
+      param->spec = &specs_[i];
+      std::tie(param->rows, param->cols) = stored_shape(specs_[i]);
+      source.fill(i, staging.data());
+      if (is_matrix(specs_[i].role)) {
+        param->matrix = std::make_unique<HybridMatrix>(specs_[i].name, param->rows, param->cols);
+        param->matrix->assign(staging.data(), settings_.outlier_fraction, rounding(i, kWeight, 0));
+      } else {
+        param->vector = Buffer<float>(MemCategory::Weights, param->cols);
+        std::memcpy(param->vector.data(), staging.data(), param->cols * sizeof(float));
+      }
+      param->momentum = QuantizedRows(MemCategory::OptimizerState, param->rows, param->cols);
+      params_.push_back(std::move(param));
     }
-    param->momentum = QuantizedRows(MemCategory::OptimizerState, param->rows, param->cols);
-    params_.push_back(std::move(param));
   }
-  build_groups();
-  if (!fused()) build_stack();
-}
+  if (!fused()) stack_ = std::make_unique<GradientStack>();
 
-void QftStore::build_groups() {
-  layer_group_ = std::make_unique<Group>();
-  head_group_ = std::make_unique<Group>();
-  layer_group_->members.resize(config_.num_layers);
-  head_group_->members.resize(1);
-  for (size_t i = 0; i < specs_.size(); ++i) {
-    const int layer = layer_of(specs_[i].name);
-    (layer >= 0 ? layer_group_->members[layer] : head_group_->members[0]).push_back(i);
-  }
-  Group& layers = *layer_group_;
-  layers.lay_out(specs_);
-  layers.layer_weights = bind_layer_params(0, layers.lookup(layers.weights, specs_));
-  layers.layer_grads = bind_layer_params(0, layers.lookup(layers.grads, specs_));
-  Group& head = *head_group_;
-  head.lay_out(specs_);
-  head.head_weights = bind_head_params(config_, head.lookup(head.weights, specs_));
-  head.head_grads = bind_head_params(config_, head.lookup(head.grads, specs_));
-}
+  const Layout layout(config_, specs_);
+  linear_weight_ = Buffer<float>(MemCategory::Workspace, layout.largest_linear);
+  linear_grad_ = Buffer<float>(MemCategory::Gradients, layout.largest_linear);
+  head_weight_ = Buffer<float>(MemCategory::Workspace, layout.head);
+  head_grad_ = Buffer<float>(MemCategory::Gradients, layout.head);
+  vector_grads_ = Buffer<float>(MemCategory::Gradients, layout.vector_floats);
 
-// Push order: last layer first, each unit's parameters last to first, the
-// head (whose embedding gradient completes last) on top.
-void QftStore::build_stack() {
-  std::vector<GradientStack::Slot> order;
-  const auto push_unit = [&](const std::vector<size_t>& members) {
-    for (auto it = members.rbegin(); it != members.rend(); ++it) order.push_back({*it, params_[*it]->rows, params_[*it]->cols});
+  const auto vector_of = [this](const std::string& name) -> float* {
+    const auto found = index_.find(name);
+    return found == index_.end() || params_[found->second]->matrix ? nullptr : params_[found->second]->vector.data();
   };
-  for (int layer = config_.num_layers - 1; layer >= 0; --layer) push_unit(layer_group_->members[layer]);
-  push_unit(head_group_->members[0]);
-  stack_ = std::make_unique<GradientStack>(order);
+  const std::string layer0 = layer_param_name(0, "");
+  std::vector<std::string> layer0_vectors;
+  for (const ParamSpec& spec : specs_) {
+    if (!is_matrix(spec.role) && spec.name.rfind(layer0, 0) == 0) layer0_vectors.push_back(spec.name.substr(layer0.size()));
+  }
+  layer_vector_grads_ = bind_layer_params(0, [&](const std::string& name) -> float* {
+    for (size_t k = 0; k < layer0_vectors.size(); ++k) {
+      if (name == layer0 + layer0_vectors[k]) return vector_grads_.data() + layout.layer_vector_offsets[k];
+    }
+    return nullptr;
+  });
+  for (int layer = 0; layer < config_.num_layers; ++layer) {
+    layer_vectors_.push_back(bind_layer_params(layer, vector_of));
+    layer_vector_params_.emplace_back();
+    for (const std::string& suffix : layer0_vectors) layer_vector_params_.back().push_back(index_of(layer_param_name(layer, suffix)));
+  }
+  vector_offsets_ = layout.layer_vector_offsets;
+  head_weights_ = {nullptr, vector_of("model.norm.weight"), head_weight_.data()};
+  head_grads_ = {nullptr, vector_grads_.data(), head_grad_.data()};
 }
 
 QftStore::~QftStore() = default;
 
-QftMemory QftStore::memory(const ModelConfig& config, const QftSettings& settings) {
-  QftMemory memory;
-  size_t largest = 0, largest_matrix = 0, layer_floats = 0, head_floats = 0;
-  std::vector<GradientStack::Slot> slots;
-  const std::vector<ParamSpec> specs = parameter_specs(config);
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const ParamSpec& spec = specs[i];
-    const auto [rows, cols] = stored_shape(spec);
-    const int64_t count = shape_numel(spec.shape);
-    largest = std::max(largest, static_cast<size_t>(count));
-    if (is_matrix(spec.role)) {
-      memory.weights += HybridMatrix::bytes(rows, cols, HybridMatrix::outliers_for(count, settings.outlier_fraction));
-      largest_matrix = std::max(largest_matrix, static_cast<size_t>(count));
-    } else {
-      memory.weights += static_cast<size_t>(count) * sizeof(float);
-    }
-    memory.momentum += QuantizedRows::bytes(rows, cols);
-    slots.push_back({i, rows, cols});
-    const int layer = layer_of(spec.name);
-    if (layer < 0) head_floats += padded_floats(spec);
-    if (layer == 0) layer_floats += padded_floats(spec);
-  }
-  const bool stacked = settings.grad_accum > 1 || settings.stack_gradients;
-  memory.stack = stacked ? GradientStack::bytes(slots) : 0;
-  memory.fp32_grads = (layer_floats + head_floats) * sizeof(float);
-  memory.workspace = memory.fp32_grads;
-  // Construction stages one FP32 tensor; a refresh holds a matrix's values
-  // and a sorted copy of them.
-  memory.transient = std::max(largest, 2 * largest_matrix) * sizeof(float);
-  return memory;
+size_t QftStore::index_of(const std::string& name) const {
+  const auto found = index_.find(name);
+  if (found == index_.end()) fail("no parameter named '", name, "'");
+  return found->second;
 }
 
 RoundingContext QftStore::rounding(size_t index, int purpose, uint32_t step) const {
@@ -179,11 +158,6 @@ RoundingContext QftStore::rounding(size_t index, int purpose, uint32_t step) con
   // so they round to nearest; updates use the configured rounding.
   const Rounding mode = purpose == kWeight && step == 0 ? Rounding::Nearest : settings_.rounding;
   return {mode, settings_.seed, static_cast<uint32_t>(index) * kPurposes + purpose, step};
-}
-
-void QftStore::invalidate_loaded_weights() {
-  layer_group_->loaded = -1;
-  head_group_->loaded = -1;
 }
 
 void QftStore::begin_step(int step, float lr) {
@@ -203,14 +177,12 @@ void QftStore::end_step() {
     const GradientStack::Entry entry = stack_->pop();
     update(entry.param, nullptr, entry.grad);
   }
-  invalidate_loaded_weights();
 }
 
 void QftStore::refresh_thresholds() {
   for (size_t i = 0; i < params_.size(); ++i) {
     if (params_[i]->matrix) params_[i]->matrix->refresh(settings_.outlier_fraction, rounding(i, kWeight, 0));
   }
-  invalidate_loaded_weights();
 }
 
 void QftStore::dequantize(size_t index, float* out) const {
@@ -228,67 +200,99 @@ int64_t QftStore::outlier_count() const {
   return total;
 }
 
-void QftStore::load(Group& group, int unit) {
-  if (group.loaded == unit) return;
-  for (size_t k = 0; k < group.members[unit].size(); ++k) {
-    dequantize(group.members[unit][k], group.weights.data() + group.offsets[k]);
+void QftStore::zero_once(Buffer<float>& buffer, bool& open) {
+  if (open) return;
+  std::memset(buffer.data(), 0, buffer.size() * sizeof(float));
+  open = true;
+}
+
+const LayerParams& QftStore::layer_weights(int layer) { return layer_vectors_.at(layer); }
+
+const float* QftStore::linear_weight(int layer, Linear which) {
+  const size_t index = index_of(layer_param_name(layer, std::string(linear_module(which)) + ".weight"));
+  if (linear_weight_param_ != index) {
+    dequantize(index, linear_weight_.data());
+    linear_weight_param_ = index;
   }
-  group.loaded = unit;
+  return linear_weight_.data();
 }
 
-void QftStore::open_grads(Group& group) {
-  if (group.grads_open) return;
-  std::memset(group.grads.data(), 0, group.grads.size() * sizeof(float));
-  group.grads_open = true;
-}
-
-const LayerParams& QftStore::layer_weights(int layer) {
-  load(*layer_group_, layer);
-  return layer_group_->layer_weights;
+void QftStore::embed(float* out, const int* tokens, int N) {
+  const HybridMatrix& table = *params_[index_of("model.embed_tokens.weight")]->matrix;
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) table.dequantize_row(out + static_cast<size_t>(n) * table.cols(), tokens[n]);
 }
 
 const HeadParams& QftStore::head_weights() {
-  load(*head_group_, 0);
-  return head_group_->head_weights;
+  if (!head_weight_loaded_) {
+    dequantize(index_of(config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"),
+               head_weight_.data());
+    head_weight_loaded_ = true;
+  }
+  return head_weights_;
 }
 
-const LayerParams& QftStore::layer_grads(int layer) {
-  open_grads(*layer_group_);
-  return layer_group_->layer_grads;
+const LayerParams& QftStore::layer_grads(int) {
+  zero_once(vector_grads_, vector_grads_open_);
+  return layer_vector_grads_;
+}
+
+float* QftStore::linear_grad(int layer, Linear which) {
+  const size_t index = index_of(layer_param_name(layer, std::string(linear_module(which)) + ".weight"));
+  std::memset(linear_grad_.data(), 0, params_[index]->rows * static_cast<size_t>(params_[index]->cols) * sizeof(float));
+  return linear_grad_.data();
+}
+
+void QftStore::linear_grad_done(int layer, Linear which) {
+  consume(index_of(layer_param_name(layer, std::string(linear_module(which)) + ".weight")), linear_grad_.data());
+}
+
+void QftStore::layer_grads_done(int layer) {
+  const std::vector<size_t>& members = layer_vector_params_.at(layer);
+  for (size_t k = members.size(); k-- > 0;) consume(members[k], vector_grads_.data() + vector_offsets_[k]);
+  vector_grads_open_ = false;
 }
 
 const HeadParams& QftStore::head_grads() {
-  open_grads(*head_group_);
-  return head_group_->head_grads;
+  zero_once(vector_grads_, vector_grads_open_);
+  zero_once(head_grad_, head_grad_open_);
+  return head_grads_;
 }
 
-void QftStore::layer_grads_done(int layer) { grads_done(*layer_group_, layer); }
-
 void QftStore::head_grads_done() {
-  grads_done(*head_group_, 0);
+  consume(index_of("model.norm.weight"), vector_grads_.data());
+  vector_grads_open_ = false;
+  if (config_.tie_word_embeddings) return;  // the embedding's gradient adds to the same matrix
+  consume(index_of("lm_head.weight"), head_grad_.data());
+  head_grad_open_ = false;
+}
+
+float* QftStore::embedding_grad() {
+  zero_once(head_grad_, head_grad_open_);
+  return head_grad_.data();
+}
+
+void QftStore::embedding_grad_done() {
+  consume(index_of("model.embed_tokens.weight"), head_grad_.data());
+  head_grad_open_ = false;
   ++micro_batch_;  // the embedding's gradient is the last of a backward pass
 }
 
-// Fused: update each parameter now. Stacked: quantize its gradient onto the
+// Fused: update the parameter now. Stacked: quantize its gradient onto the
 // stack (first micro-batch) or into its slot (later ones).
-void QftStore::grads_done(Group& group, int unit) {
-  const std::vector<size_t>& members = group.members[unit];
-  for (size_t k = members.size(); k-- > 0;) {
-    const size_t index = members[k];
-    const float* grad = group.grads.data() + group.offsets[k];
-    if (fused()) {
-      update(index, grad, nullptr);
-      continue;
-    }
-    const RoundingContext context = rounding(index, kGradient, static_cast<uint32_t>(step_ * settings_.grad_accum + micro_batch_));
-    if (micro_batch_ == 0) {
-      stack_->push(index, grad, context, specs_[index].name);
-    } else {
-      stack_->accumulate(index, grad, context, specs_[index].name);
-    }
+void QftStore::consume(size_t index, const float* grad) {
+  if (fused()) {
+    update(index, grad, nullptr);
+    return;
   }
-  group.grads_open = false;
-  if (fused()) group.loaded = -1;
+  const Param& param = *params_[index];
+  const RoundingContext context =
+      rounding(index, kGradient, static_cast<uint32_t>(step_ * settings_.grad_accum + micro_batch_));
+  if (micro_batch_ == 0) {
+    stack_->push(index, param.rows, param.cols, grad, context, param.spec->name);
+  } else {
+    stack_->accumulate(index, grad, context, param.spec->name);
+  }
 }
 
 // Algorithm 2 for one parameter, row by row: de-quantize weights, momentum
@@ -314,6 +318,11 @@ void QftStore::update(size_t index, const float* fp32_grad, const QuantizedRows*
     param.matrix->update_rows(update_row, rounding(index, kWeight, step_));
   } else {
     update_row(0, param.vector.data());
+  }
+  // FP32 copies of this parameter are stale now.
+  if (linear_weight_param_ == index) linear_weight_param_ = SIZE_MAX;
+  if (param.spec->role == ParamRole::LmHead || (param.spec->role == ParamRole::Embedding && config_.tie_word_embeddings)) {
+    head_weight_loaded_ = false;
   }
 }
 

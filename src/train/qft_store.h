@@ -2,9 +2,10 @@
 // QFT's training state (paper Section 3): every matrix (linear layers, token
 // embedding, LM head) as a HybridMatrix — INT8 rows plus FP32 outliers —,
 // norm weights and biases in FP32, Lion momentum INT8 per row, and weight
-// gradients either consumed inside backward (fused, no gradient kept) or
+// gradients either consumed inside backward (fused: no gradient is kept) or
 // pushed on the INT8 gradient stack for accumulation over micro-batches.
-// FP32 exists only for one layer (and the head) at a time, in workspace.
+// FP32 exists for one linear weight, the LM head and their gradients only.
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -23,19 +24,18 @@ struct QftSettings {
   Rounding rounding = Rounding::Stochastic;
   uint64_t seed = 0;
   OptimizerSettings lion = default_optimizer_settings("lion");
-  int grad_accum = 1;  // 1: update each layer inside backward (fused)
+  int grad_accum = 1;  // 1: update each tensor inside backward (fused)
   // Use the gradient stack even with one micro-batch (the paper's pipeline).
   bool stack_gradients = false;
 };
 
 // Bytes a QftStore allocates, computed before allocating anything.
 struct QftMemory {
-  size_t weights = 0;    // hybrid matrices, FP32 norms and biases
-  size_t stack = 0;      // INT8 gradient stack (stacked mode only)
-  size_t fp32_grads = 0; // one layer's and the head's FP32 gradients
-  size_t momentum = 0;   // INT8 momentum
-  size_t workspace = 0;  // one layer's and the head's de-quantized weights
-  size_t transient = 0;  // extra at construction or a threshold refresh
+  size_t weights = 0;     // hybrid matrices, FP32 norms and biases
+  size_t stack = 0;       // INT8 gradient stack (stacked mode only)
+  size_t fp32_grads = 0;  // one linear's, the LM head's and one layer's vectors' FP32 gradients
+  size_t momentum = 0;    // INT8 momentum
+  size_t workspace = 0;   // one de-quantized linear weight and the LM head
 };
 
 class QftStore final : public ParameterStore {
@@ -59,32 +59,51 @@ class QftStore final : public ParameterStore {
   bool fused() const { return settings_.grad_accum == 1 && !settings_.stack_gradients; }
 
   const LayerParams& layer_weights(int layer) override;
+  const float* linear_weight(int layer, Linear which) override;
+  void embed(float* out, const int* tokens, int N) override;
   const HeadParams& head_weights() override;
   const LayerParams& layer_grads(int layer) override;
+  float* linear_grad(int layer, Linear which) override;
+  void linear_grad_done(int layer, Linear which) override;
   void layer_grads_done(int layer) override;
   const HeadParams& head_grads() override;
   void head_grads_done() override;
+  float* embedding_grad() override;
+  void embedding_grad_done() override;
 
  private:
   struct Param;
-  struct Group;  // one layer's or the head's parameters, with FP32 views
+  struct Layout;
 
-  void build_groups();
-  void build_stack();
-  void load(Group& group, int unit);
-  void open_grads(Group& group);
-  void grads_done(Group& group, int unit);
-  void invalidate_loaded_weights();
+  size_t index_of(const std::string& name) const;
+  void consume(size_t index, const float* grad);
   void update(size_t index, const float* fp32_grad, const QuantizedRows* int8_grad);
   RoundingContext rounding(size_t index, int purpose, uint32_t step) const;
+  void zero_once(Buffer<float>& buffer, bool& open);
 
   ModelConfig config_;
   std::vector<ParamSpec> specs_;
+  std::map<std::string, size_t> index_;
   QftSettings settings_;
   std::vector<std::unique_ptr<Param>> params_;
-  std::unique_ptr<Group> layer_group_;  // every layer, one at a time
-  std::unique_ptr<Group> head_group_;   // embedding, final norm, LM head
   std::unique_ptr<GradientStack> stack_;
+
+  // FP32 working copies, each with what it currently holds.
+  Buffer<float> linear_weight_;  // (largest linear)
+  size_t linear_weight_param_ = SIZE_MAX;
+  Buffer<float> linear_grad_;    // (largest linear)
+  Buffer<float> head_weight_;    // (V, C) the LM head (the embedding when tied)
+  bool head_weight_loaded_ = false;
+  Buffer<float> head_grad_;      // (V, C) the LM head's, then the embedding's gradient
+  bool head_grad_open_ = false;
+  Buffer<float> vector_grads_;   // one layer's norms and biases, or the final norm
+  bool vector_grads_open_ = false;
+
+  std::vector<LayerParams> layer_vectors_;  // FP32 norms and biases, per layer
+  LayerParams layer_vector_grads_;          // views into vector_grads_
+  std::vector<size_t> vector_offsets_;      // of layer 0's vectors in vector_grads_
+  std::vector<std::vector<size_t>> layer_vector_params_;
+  HeadParams head_weights_, head_grads_;
 
   int step_ = 0;
   int micro_batch_ = 0;
