@@ -365,6 +365,12 @@ TEST(KernelsTest, SwiGLU) {
   const auto loss = [&] { return dot(swiglu_reference(g, u), to_double(R)); };
   expect_close(dgate, finite_difference(g, loss), kGradientTolerance, "dgate");
   expect_close(dup, finite_difference(u, loss), kGradientTolerance, "dup");
+
+  // In place over gate and up, as the transformer calls it: the same result.
+  Floats gate_in_place = gate, up_in_place = up;
+  swiglu_backward(gate_in_place.data(), up_in_place.data(), R.data(), gate_in_place.data(), up_in_place.data(), n);
+  EXPECT_EQ(gate_in_place, dgate);
+  EXPECT_EQ(up_in_place, dup);
 }
 
 TEST(KernelsTest, Attention) {

@@ -41,7 +41,7 @@ void rope_tables(float* cos, float* sin, int max_positions, int D, float theta);
 
 // ---- SwiGLU: out (n) = silu(gate) · up
 void swiglu_forward(float* out, const float* gate, const float* up, size_t n);
-// dgate, dup (n) are written (not accumulated).
+// dgate, dup (n) are written (not accumulated); they may alias gate and up.
 void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up,
                      size_t n);
 

@@ -31,8 +31,6 @@ struct Transformer::Scratch {
   float* dk;       // (N, KV·D)
   float* dv;       // (N, KV·D)
   float* dhidden;  // (N, I)
-  float* dgate;    // (N, I)
-  float* dup;      // (N, I)
   float* logits;   // (R, V)
 };
 
@@ -47,8 +45,6 @@ Transformer::Scratch Transformer::carve_scratch(Carver& carver, const ModelConfi
   s.dk = carver.take(n * c.kv_dim());
   s.dv = carver.take(n * c.kv_dim());
   s.dhidden = carver.take(n * c.intermediate_size);
-  s.dgate = carver.take(n * c.intermediate_size);
-  s.dup = carver.take(n * c.intermediate_size);
   s.logits = carver.take(static_cast<size_t>(logits_chunk_rows(c, N)) * c.vocab_size);
   return s;
 }
@@ -203,10 +199,13 @@ void Transformer::layer_backward(int layer, const LayerActivations& a, const flo
   // MLP block: dresid holds the gradient of x_out = mid + down(hidden).
   zero(s.dhidden, n * I);
   linear(Linear::Down, s.dhidden, dresid, a.hidden, I, C);
-  kernels::swiglu_backward(s.dgate, s.dup, s.dhidden, a.gate, a.up, n * I);
+  // The gate and up activations are not needed again: their gradients replace them.
+  float* dgate = a.gate;  // (N, I)
+  float* dup = a.up;      // (N, I)
+  kernels::swiglu_backward(dgate, dup, s.dhidden, a.gate, a.up, n * I);
   zero(s.dln, n * C);
-  linear(Linear::Gate, s.dln, s.dgate, a.ln2, C, I);
-  linear(Linear::Up, s.dln, s.dup, a.ln2, C, I);
+  linear(Linear::Gate, s.dln, dgate, a.ln2, C, I);
+  linear(Linear::Up, s.dln, dup, a.ln2, C, I);
   kernels::rmsnorm_backward(dresid, g.post_norm, s.dln, a.mid, w.post_norm, a.rstd2, N, C);
 
   // Attention block: dresid now holds the gradient of mid = x_in + o(attn).

@@ -80,8 +80,10 @@ QftMemory QftStore::memory(const ModelConfig& config, const QftSettings& setting
   }
   const bool stacked = settings.grad_accum > 1 || settings.stack_gradients;
   memory.stack = stacked ? memory.momentum : 0;  // the same per-row INT8 layout
-  memory.fp32_grads = (layout.largest_linear + layout.head + layout.vector_floats) * sizeof(float);
-  memory.workspace = (layout.largest_linear + layout.head) * sizeof(float);
+  const size_t shared = std::max(layout.largest_linear, layout.head);
+  const size_t matrix_grads = config.tie_word_embeddings ? layout.largest_linear + layout.head : shared;
+  memory.fp32_grads = (matrix_grads + layout.vector_floats) * sizeof(float);
+  memory.workspace = shared * sizeof(float);
   return memory;
 }
 
@@ -114,10 +116,16 @@ QftStore::QftStore(const ModelSource& source, const QftSettings& settings)
   if (!fused()) stack_ = std::make_unique<GradientStack>();
 
   const Layout layout(config_, specs_);
-  linear_weight_ = Buffer<float>(MemCategory::Workspace, layout.largest_linear);
-  linear_grad_ = Buffer<float>(MemCategory::Gradients, layout.largest_linear);
-  head_weight_ = Buffer<float>(MemCategory::Workspace, layout.head);
-  head_grad_ = Buffer<float>(MemCategory::Gradients, layout.head);
+  const size_t shared = std::max(layout.largest_linear, layout.head);
+  weight_buffer_ = Buffer<float>(MemCategory::Workspace, shared);
+  if (config_.tie_word_embeddings) {
+    head_grad_ = Buffer<float>(MemCategory::Gradients, layout.head);
+    own_linear_grad_ = Buffer<float>(MemCategory::Gradients, layout.largest_linear);
+    linear_grad_ = own_linear_grad_.data();
+  } else {
+    head_grad_ = Buffer<float>(MemCategory::Gradients, shared);
+    linear_grad_ = head_grad_.data();
+  }
   vector_grads_ = Buffer<float>(MemCategory::Gradients, layout.vector_floats);
 
   const auto vector_of = [this](const std::string& name) -> float* {
@@ -141,7 +149,7 @@ QftStore::QftStore(const ModelSource& source, const QftSettings& settings)
     for (const std::string& suffix : layer0_vectors) layer_vector_params_.back().push_back(index_of(layer_param_name(layer, suffix)));
   }
   vector_offsets_ = layout.layer_vector_offsets;
-  head_weights_ = {nullptr, vector_of("model.norm.weight"), head_weight_.data()};
+  head_weights_ = {nullptr, vector_of("model.norm.weight"), weight_buffer_.data()};
   head_grads_ = {nullptr, vector_grads_.data(), head_grad_.data()};
 }
 
@@ -208,13 +216,16 @@ void QftStore::zero_once(Buffer<float>& buffer, bool& open) {
 
 const LayerParams& QftStore::layer_weights(int layer) { return layer_vectors_.at(layer); }
 
-const float* QftStore::linear_weight(int layer, Linear which) {
-  const size_t index = index_of(layer_param_name(layer, std::string(linear_module(which)) + ".weight"));
-  if (linear_weight_param_ != index) {
-    dequantize(index, linear_weight_.data());
-    linear_weight_param_ = index;
+const float* QftStore::load_weight(size_t index) {
+  if (weight_holder_ != index) {
+    dequantize(index, weight_buffer_.data());
+    weight_holder_ = index;
   }
-  return linear_weight_.data();
+  return weight_buffer_.data();
+}
+
+const float* QftStore::linear_weight(int layer, Linear which) {
+  return load_weight(index_of(layer_param_name(layer, std::string(linear_module(which)) + ".weight")));
 }
 
 void QftStore::embed(float* out, const int* tokens, int N) {
@@ -224,11 +235,7 @@ void QftStore::embed(float* out, const int* tokens, int N) {
 }
 
 const HeadParams& QftStore::head_weights() {
-  if (!head_weight_loaded_) {
-    dequantize(index_of(config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"),
-               head_weight_.data());
-    head_weight_loaded_ = true;
-  }
+  load_weight(index_of(config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
   return head_weights_;
 }
 
@@ -239,12 +246,12 @@ const LayerParams& QftStore::layer_grads(int) {
 
 float* QftStore::linear_grad(int layer, Linear which) {
   const size_t index = index_of(layer_param_name(layer, std::string(linear_module(which)) + ".weight"));
-  std::memset(linear_grad_.data(), 0, params_[index]->rows * static_cast<size_t>(params_[index]->cols) * sizeof(float));
-  return linear_grad_.data();
+  std::memset(linear_grad_, 0, params_[index]->rows * static_cast<size_t>(params_[index]->cols) * sizeof(float));
+  return linear_grad_;
 }
 
 void QftStore::linear_grad_done(int layer, Linear which) {
-  consume(index_of(layer_param_name(layer, std::string(linear_module(which)) + ".weight")), linear_grad_.data());
+  consume(index_of(layer_param_name(layer, std::string(linear_module(which)) + ".weight")), linear_grad_);
 }
 
 void QftStore::layer_grads_done(int layer) {
@@ -319,11 +326,7 @@ void QftStore::update(size_t index, const float* fp32_grad, const QuantizedRows*
   } else {
     update_row(0, param.vector.data());
   }
-  // FP32 copies of this parameter are stale now.
-  if (linear_weight_param_ == index) linear_weight_param_ = SIZE_MAX;
-  if (param.spec->role == ParamRole::LmHead || (param.spec->role == ParamRole::Embedding && config_.tie_word_embeddings)) {
-    head_weight_loaded_ = false;
-  }
+  if (weight_holder_ == index) weight_holder_ = SIZE_MAX;  // its FP32 copy is stale now
 }
 
 }  // namespace qft

@@ -33,9 +33,9 @@ struct QftSettings {
 struct QftMemory {
   size_t weights = 0;     // hybrid matrices, FP32 norms and biases
   size_t stack = 0;       // INT8 gradient stack (stacked mode only)
-  size_t fp32_grads = 0;  // one linear's, the LM head's and one layer's vectors' FP32 gradients
+  size_t fp32_grads = 0;  // FP32 gradients: one linear's or the LM head's, one layer's vectors
   size_t momentum = 0;    // INT8 momentum
-  size_t workspace = 0;   // one de-quantized linear weight and the LM head
+  size_t workspace = 0;   // one de-quantized linear weight or the LM head
 };
 
 class QftStore final : public ParameterStore {
@@ -88,15 +88,20 @@ class QftStore final : public ParameterStore {
   std::vector<std::unique_ptr<Param>> params_;
   std::unique_ptr<GradientStack> stack_;
 
-  // FP32 working copies, each with what it currently holds.
-  Buffer<float> linear_weight_;  // (largest linear)
-  size_t linear_weight_param_ = SIZE_MAX;
-  Buffer<float> linear_grad_;    // (largest linear)
-  Buffer<float> head_weight_;    // (V, C) the LM head (the embedding when tied)
-  bool head_weight_loaded_ = false;
+  const float* load_weight(size_t index);
+
+  // FP32 working copies. One buffer holds the de-quantized linear weight in
+  // use or the LM head, never both. Untied, the LM head's gradient is
+  // consumed before the layers' and the embedding's begin, so one buffer
+  // serves them all; tied, the LM head's gradient waits for the embedding's
+  // and the linear gradients get their own buffer.
+  Buffer<float> weight_buffer_;  // (max(largest linear, V·C))
+  size_t weight_holder_ = SIZE_MAX;  // the parameter in weight_buffer_
   Buffer<float> head_grad_;      // (V, C) the LM head's, then the embedding's gradient
   bool head_grad_open_ = false;
-  Buffer<float> vector_grads_;   // one layer's norms and biases, or the final norm
+  Buffer<float> own_linear_grad_;  // tied models only
+  float* linear_grad_ = nullptr;   // (largest linear)
+  Buffer<float> vector_grads_;     // one layer's norms and biases, or the final norm
   bool vector_grads_open_ = false;
 
   std::vector<LayerParams> layer_vectors_;  // FP32 norms and biases, per layer

@@ -16,11 +16,10 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
                      size_t n) {
 #pragma omp parallel for simd schedule(static)
   for (size_t i = 0; i < n; ++i) {
-    const float g = gate[i];
+    const float g = gate[i], u = up[i], d = dout[i];  // read before writing: in place is allowed
     const float sigmoid = 1.0f / (1.0f + std::exp(-g));
-    const float silu = g * sigmoid;
-    dup[i] = dout[i] * silu;
-    dgate[i] = dout[i] * up[i] * sigmoid * (1.0f + g * (1.0f - sigmoid));
+    dup[i] = d * g * sigmoid;
+    dgate[i] = d * u * sigmoid * (1.0f + g * (1.0f - sigmoid));
   }
 }
 
