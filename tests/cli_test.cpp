@@ -23,7 +23,7 @@ std::string grad_command(const std::string& model, const std::string& tokens, co
 }
 
 TEST(Cli, HelpForEveryCommand) {
-  for (const char* command : {"", " grad", " train"}) {
+  for (const char* command : {"", " grad", " train", " memory"}) {
     const auto result = run_command(kQft + command + " --help");
     EXPECT_EQ(result.exit_code, 0) << command;
     EXPECT_NE(result.output.find("usage: qft"), std::string::npos) << command;
@@ -87,6 +87,89 @@ TEST(Cli, TrainJsonReportsStepsAndMemory) {
   // The saved model loads again.
   const auto reload = run_command(grad_command(dir.file("trained"), model + "/tokens.txt", dir.file("g.safetensors")));
   EXPECT_EQ(reload.exit_code, 0) << reload.output;
+}
+
+nlohmann::json memory_plan(const std::string& config, const std::string& options) {
+  const auto result = run_command(kQft + " memory --config " + config + " --json " + options);
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  return nlohmann::json::parse(result.output);
+}
+
+TEST(CliMemory, PlanColumnsAddUpAndRankTheOptimizers) {
+  TempDir dir;
+  // Rows long enough that per-row ranges are a small part of a byte per parameter.
+  const std::string config = dir.file("config.json");
+  test::write_text(config, nlohmann::json{{"architectures", {"LlamaForCausalLM"}}, {"vocab_size", 1000},
+                                          {"hidden_size", 512}, {"intermediate_size", 1024},
+                                          {"num_hidden_layers", 2}, {"num_attention_heads", 8}}
+                               .dump());
+  const auto adamw = memory_plan(config, "--optimizer adamw --seq-len 64");
+  const auto qlion = memory_plan(config, "--optimizer qlion --seq-len 64");
+  const auto stacked = memory_plan(config, "--optimizer qlion --seq-len 64 --grad-accum 4");
+  const auto mixed = memory_plan(config, "--optimizer mixed-adamw --seq-len 64");
+  const auto eight_bit = memory_plan(config, "--optimizer adamw8bit --seq-len 64");
+  for (const auto* plan : {&adamw, &qlion, &stacked, &mixed, &eight_bit}) {
+    const auto& p = *plan;
+    size_t columns = 0;
+    for (const char* key : {"weights", "grads", "weight_copies", "momentum", "variances", "activations"}) {
+      ASSERT_TRUE(p.at(key).is_number_unsigned()) << key;
+      columns += p.at(key).get<size_t>();
+    }
+    EXPECT_EQ(p.at("total").get<size_t>(), columns);
+    EXPECT_GE(p.at("peak").get<size_t>(), p.at("total").get<size_t>());
+  }
+  const double params = adamw.at("params").get<double>();
+  // FP32 AdamW: 4 bytes per parameter in each of weights, grads, m and v.
+  for (const char* key : {"weights", "grads", "momentum", "variances"}) EXPECT_NEAR(adamw.at(key).get<double>() / params, 4.0, 0.1) << key;
+  // Mixed precision: BF16 weights and gradients, FP32 master copy and moments.
+  EXPECT_NEAR(mixed.at("weights").get<double>() / params, 2.0, 0.01);
+  EXPECT_NEAR(mixed.at("weight_copies").get<double>() / params, 4.0, 0.1);
+  // 8-bit AdamW: one byte per state value plus a float per 256-value block.
+  EXPECT_NEAR(eight_bit.at("momentum").get<double>() / params, 1.0, 0.05);
+  // QLion: about a byte per parameter for weights and momentum; the stack adds about a byte of gradients.
+  EXPECT_NEAR(qlion.at("weights").get<double>() / params, 1.1, 0.15);
+  EXPECT_NEAR(qlion.at("momentum").get<double>() / params, 1.0, 0.15);
+  EXPECT_EQ(qlion.at("variances").get<size_t>(), 0u);
+  EXPECT_GT(stacked.at("grads").get<double>() - qlion.at("grads").get<double>(), 0.9 * params);
+}
+
+// The plan, made before anything is allocated, against what the accounting
+// layer measured during the run.
+TEST(CliMemory, PlanMatchesTheMeasurementWithinTenPercent) {
+  const std::string model = reference_case("llama_gqa_untied");
+  // Lines of one length, so every micro-batch has the planned shape.
+  TempDir dir;
+  test::write_text(dir.file("tokens.txt"), "1 2 3 4 5 6 7 8\n9 8 7 6 5 4 3 2\n5 5 6 6 7 7 8 8\n2 4 6 8 10 12 14 16\n");
+  for (const std::string options : {"--optimizer qlion", "--optimizer qlion --grad-accum 2 --checkpointing",
+                                    "--optimizer lion", "--optimizer adamw --checkpointing"}) {
+    SCOPED_TRACE(options);
+    const auto result = run_command(kQft + " train --model " + model + " --tokens " + dir.file("tokens.txt") +
+                                    " --batch 2 --steps 2 --lr 1e-3 --json " + options);
+    ASSERT_EQ(result.exit_code, 0) << result.output;
+    std::string output = result.output;
+    while (!output.empty() && output.back() == '\n') output.pop_back();
+    const auto last = nlohmann::json::parse(output.substr(output.rfind('\n') + 1));
+    const auto& plan = last.at("plan");
+    const auto& measured = last.at("memory").at("peak_bytes");
+    const auto close = [](double planned, double seen) { return std::abs(planned - seen) <= 0.1 * std::max(seen, 1.0); };
+    EXPECT_TRUE(close(plan.at("weights"), measured.at("weights"))) << plan << measured;
+    EXPECT_TRUE(close(plan.at("grads"), measured.at("gradients"))) << plan << measured;
+    EXPECT_TRUE(close(plan.at("momentum").get<double>() + plan.at("variances").get<double>(), measured.at("optimizer_state")))
+        << plan << measured;
+    EXPECT_TRUE(close(plan.at("activations"), measured.at("activations"))) << plan << measured;
+    EXPECT_TRUE(close(plan.at("peak"), last.at("memory").at("peak_total_bytes"))) << plan << last;
+  }
+}
+
+TEST(CliMemory, TrainRefusesAPlanOverTheLimitBeforeAllocating) {
+  const std::string model = reference_case("llama_tied");
+  const auto result = run_command(kQft + " train --model " + model + " --tokens " + model +
+                                  "/train_tokens.txt --steps 1 --lr 1e-3 --max-memory 100K");
+  EXPECT_EQ(result.exit_code, 1);
+  EXPECT_NE(result.output.find("exceeds the allowed"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("memory plan:"), std::string::npos) << result.output;
+  EXPECT_EQ(result.output.find("step 1"), std::string::npos) << result.output;
+  EXPECT_NE(run_command(kQft + " train --model " + model + " --tokens x --steps 1 --lr 1 --max-memory lots").exit_code, 0);
 }
 
 // A copy of a reference model that a test may break.

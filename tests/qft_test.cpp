@@ -117,7 +117,7 @@ TEST(QLion, OneStepEqualsFp32LionOnDequantizedValues) {
   Transformer reference(source.config(), fp32, &grads);
   const auto batch = task.micro_batches(0, 1, 4);
   const double reference_loss = reference.forward_backward(batch[0]);
-  auto lion = make_optimizer(lion_settings(), fp32.total_numel());
+  auto lion = make_optimizer(lion_settings(), source.specs(), fp32.total_numel());
   lion->step(fp32, grads, lr);
 
   Transformer transformer(source.config(), store);

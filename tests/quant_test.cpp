@@ -1,9 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
 #include "core/error.h"
+#include "quant/dynamic_map.h"
 #include "quant/hybrid.h"
 #include "quant/philox.h"
 #include "quant/quantizer.h"
@@ -183,6 +185,38 @@ TEST(HybridMatrix, UpdatesKeepOutliersExactAndReRangeCrossingRows) {
   std::vector<float> refreshed(values.size());
   matrix.dequantize_rows(refreshed.data(), 0, rows);
   EXPECT_EQ(refreshed[2 * cols + dense_column], after[2 * cols + dense_column]);
+}
+
+}  // namespace
+}  // namespace qft
+
+namespace qft {
+namespace {
+
+// The dynamic code book as its definition gives it (bitsandbytes'
+// create_dynamic_map with 7 exponent bits): sorted, 0 and 1 included, the
+// smallest magnitude 10⁻⁶ × the first cell's midpoint.
+TEST(DynamicCodeBook, FollowsTheDefinition) {
+  const CodeBook signed_book = dynamic_code_book(true), unsigned_book = dynamic_code_book(false);
+  for (const CodeBook* book : {&signed_book, &unsigned_book}) {
+    EXPECT_TRUE(std::is_sorted(book->begin(), book->end()));
+    EXPECT_EQ(std::adjacent_find(book->begin(), book->end()), book->end());  // distinct
+    EXPECT_EQ(book->back(), 1.0f);
+    EXPECT_NE(std::find(book->begin(), book->end(), 0.0f), book->end());
+  }
+  EXPECT_EQ(unsigned_book.front(), 0.0f);
+  EXPECT_NEAR(signed_book.front(), -(0.1 + 0.9 * 63.5 / 64), 1e-6);  // exponent 0, 64 cells
+  const float smallest_signed = *std::upper_bound(signed_book.begin(), signed_book.end(), 0.0f);
+  const float smallest_unsigned = *std::upper_bound(unsigned_book.begin(), unsigned_book.end(), 0.0f);
+  EXPECT_NEAR(smallest_signed, 0.55e-6, 1e-12);    // one cell: midpoint 0.55
+  EXPECT_NEAR(smallest_unsigned, 0.325e-6, 1e-12);  // two cells: midpoints 0.325, 0.775
+  EXPECT_EQ(signed_book[nearest_code(signed_book, 0.0f)], 0.0f);
+  EXPECT_EQ(nearest_code(signed_book, 2.0f), 255);
+  EXPECT_EQ(nearest_code(unsigned_book, -1.0f), 0);
+  // Relative error near 1 is at most half a cell of the largest exponent.
+  for (float x : {0.3f, 0.5f, 0.77f, -0.42f}) {
+    EXPECT_NEAR(signed_book[nearest_code(signed_book, x)], x, 0.9 / 64 / 2 + 1e-6) << x;
+  }
 }
 
 }  // namespace

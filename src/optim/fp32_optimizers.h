@@ -1,5 +1,6 @@
 #pragma once
 #include "optim/optimizer.h"
+#include "quant/dynamic_map.h"
 
 namespace qft {
 
@@ -24,6 +25,28 @@ class Lion final : public Optimizer {
  private:
   OptimizerSettings settings_;
   Buffer<float> momentum_;
+};
+
+// AdamW with both moments stored 8-bit block-wise as bitsandbytes does: per
+// 256-value block of each tensor an FP32 absmax, and per value a code of the
+// dynamic code book (signed for the momentum, unsigned for the variance).
+// Weights and gradients stay FP32. Each step de-quantizes a block, runs
+// AdamW's FP32 update, and re-quantizes with the block's new absmax.
+class AdamW8bit final : public Optimizer {
+ public:
+  AdamW8bit(const OptimizerSettings& settings, const std::vector<ParamSpec>& specs);
+  void step(ParamSet& weights, const ParamSet& grads, float lr) override;
+
+ private:
+  struct Tensor {
+    size_t value_offset, block_offset, count;
+  };
+  OptimizerSettings settings_;
+  CodeBook signed_book_, unsigned_book_;
+  std::vector<Tensor> tensors_;
+  Buffer<uint8_t> momentum_, variance_;
+  Buffer<float> momentum_absmax_, variance_absmax_;
+  int64_t steps_ = 0;
 };
 
 }  // namespace qft

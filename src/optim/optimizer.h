@@ -10,7 +10,7 @@
 namespace qft {
 
 struct OptimizerSettings {
-  std::string name = "lion";  // adamw | lion
+  std::string name = "lion";  // adamw | adamw8bit | lion
   float beta1 = 0.9f;
   float beta2 = 0.99f;
   float eps = 1e-8f;
@@ -32,7 +32,8 @@ class Optimizer {
 // QLion, which runs it on de-quantized rows.
 void lion_update(float* w, float* m, const float* g, size_t n, float lr, const OptimizerSettings& settings);
 
-// Throws on an unknown name.
-std::unique_ptr<Optimizer> make_optimizer(const OptimizerSettings& settings, size_t numel);
+// Optimizers over a whole FP32 ParamSet; throws on an unknown name.
+std::unique_ptr<Optimizer> make_optimizer(const OptimizerSettings& settings, const std::vector<ParamSpec>& specs,
+                                          size_t numel);
 
 }  // namespace qft

@@ -25,7 +25,7 @@ struct MemoryPlan {
   size_t weights = 0, grads = 0, weight_copies = 0, momentum = 0, variances = 0, activations = 0;
   size_t total = 0;      // the columns above
   size_t workspace = 0;  // de-quantized layers, kernel scratch, transients
-  size_t peak = 0;       // total + workspace
+  size_t peak = 0;       // total + workspace, or more while QLion's state is built
 };
 
 // Throws on an unknown optimizer.

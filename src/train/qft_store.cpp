@@ -71,6 +71,7 @@ QftMemory QftStore::memory(const ModelConfig& config, const QftSettings& setting
   const Layout layout(config, specs);
   QftMemory memory;
   for (const ParamSpec& spec : specs) {
+    memory.staging = std::max(memory.staging, static_cast<size_t>(shape_numel(spec.shape)) * sizeof(float));
     const auto [rows, cols] = stored_shape(spec);
     const int64_t count = shape_numel(spec.shape);
     memory.weights += is_matrix(spec.role)

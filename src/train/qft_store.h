@@ -36,6 +36,7 @@ struct QftMemory {
   size_t fp32_grads = 0;  // FP32 gradients: one linear's or the LM head's, one layer's vectors
   size_t momentum = 0;    // INT8 momentum
   size_t workspace = 0;   // one de-quantized linear weight or the LM head
+  size_t staging = 0;     // one FP32 tensor, while the store is built
 };
 
 class QftStore final : public ParameterStore {

@@ -31,7 +31,7 @@ class Fp32Training final : public Training {
         weights_(load_fp32_weights(source)),
         grads_(MemCategory::Gradients, source.specs()),
         transformer_(config_, *weights_, &grads_, {.checkpointing = settings.checkpointing}),
-        optimizer_(make_optimizer(settings.fp32, weights_->total_numel())) {}
+        optimizer_(make_optimizer(settings.fp32, source.specs(), weights_->total_numel())) {}
 
   double step(int, float lr, const std::vector<Batch>& micro_batches) override {
     grads_.zero();
@@ -95,10 +95,10 @@ std::unique_ptr<Training> make_training(const ModelSource& source, const Trainin
     qlion.qft.grad_accum = settings.grad_accum;
     return std::make_unique<QftTraining>(source, qlion);
   }
-  if (settings.optimizer == "lion" || settings.optimizer == "adamw") {
+  if (settings.optimizer == "lion" || settings.optimizer == "adamw" || settings.optimizer == "adamw8bit") {
     return std::make_unique<Fp32Training>(source, settings);
   }
-  fail("unknown optimizer '", settings.optimizer, "' (expected qlion, lion or adamw)");
+  fail("unknown optimizer '", settings.optimizer, "' (expected qlion, lion, adamw or adamw8bit)");
 }
 
 }  // namespace qft

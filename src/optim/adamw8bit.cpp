@@ -1,0 +1,72 @@
+#include <cmath>
+
+#include "core/parallel.h"
+#include "optim/fp32_optimizers.h"
+
+namespace qft {
+namespace {
+
+constexpr size_t kBlock = 256;
+
+}  // namespace
+
+AdamW8bit::AdamW8bit(const OptimizerSettings& settings, const std::vector<ParamSpec>& specs)
+    : settings_(settings), signed_book_(dynamic_code_book(true)), unsigned_book_(dynamic_code_book(false)) {
+  size_t values = 0, blocks = 0;
+  for (const ParamSpec& spec : specs) {
+    const size_t count = static_cast<size_t>(shape_numel(spec.shape));
+    tensors_.push_back({values, blocks, count});
+    values += count;
+    blocks += (count + kBlock - 1) / kBlock;
+  }
+  momentum_ = Buffer<uint8_t>(MemCategory::OptimizerState, values);
+  variance_ = Buffer<uint8_t>(MemCategory::OptimizerState, values);
+  momentum_absmax_ = Buffer<float>(MemCategory::OptimizerState, blocks);
+  variance_absmax_ = Buffer<float>(MemCategory::OptimizerState, blocks);
+  // Codes start at the book's zero, so both moments start at 0.
+  const uint8_t signed_zero = nearest_code(signed_book_, 0.0f), unsigned_zero = nearest_code(unsigned_book_, 0.0f);
+  std::fill(momentum_.data(), momentum_.data() + values, signed_zero);
+  std::fill(variance_.data(), variance_.data() + values, unsigned_zero);
+}
+
+void AdamW8bit::step(ParamSet& weights, const ParamSet& grads, float lr) {
+  ++steps_;
+  const float beta1 = settings_.beta1, beta2 = settings_.beta2, eps = settings_.eps;
+  const double correction1 = 1.0 - std::pow(static_cast<double>(beta1), steps_);
+  const float sqrt_correction2 = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(beta2), steps_)));
+  const float step_size = static_cast<float>(lr / correction1);
+  const float decay = 1.0f - lr * settings_.weight_decay;
+  for (size_t t = 0; t < tensors_.size(); ++t) {
+    const Tensor& tensor = tensors_[t];
+    float* w = weights.data(t);
+    const float* g = grads.data(t);
+    const int64_t blocks = static_cast<int64_t>((tensor.count + kBlock - 1) / kBlock);
+    parallel_for(blocks, [&](int64_t block) {
+      const size_t begin = static_cast<size_t>(block) * kBlock;
+      const size_t end = std::min(begin + kBlock, tensor.count);
+      uint8_t* m_codes = momentum_.data() + tensor.value_offset;
+      uint8_t* v_codes = variance_.data() + tensor.value_offset;
+      float& m_absmax = momentum_absmax_[tensor.block_offset + block];
+      float& v_absmax = variance_absmax_[tensor.block_offset + block];
+      float m[kBlock], v[kBlock];
+      float m_max = 0.0f, v_max = 0.0f;
+      for (size_t i = begin; i < end; ++i) {
+        // De-quantize, then the AdamW moment updates in FP32.
+        m[i - begin] = beta1 * signed_book_[m_codes[i]] * m_absmax + (1.0f - beta1) * g[i];
+        v[i - begin] = beta2 * unsigned_book_[v_codes[i]] * v_absmax + (1.0f - beta2) * g[i] * g[i];
+        m_max = std::max(m_max, std::abs(m[i - begin]));
+        v_max = std::max(v_max, v[i - begin]);
+        const float denominator = std::sqrt(v[i - begin]) / sqrt_correction2 + eps;
+        w[i] = w[i] * decay - step_size * m[i - begin] / denominator;
+      }
+      m_absmax = m_max;
+      v_absmax = v_max;
+      for (size_t i = begin; i < end; ++i) {
+        m_codes[i] = nearest_code(signed_book_, m_max > 0 ? m[i - begin] / m_max : 0.0f);
+        v_codes[i] = nearest_code(unsigned_book_, v_max > 0 ? v[i - begin] / v_max : 0.0f);
+      }
+    });
+  }
+}
+
+}  // namespace qft
