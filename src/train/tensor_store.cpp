@@ -1,0 +1,175 @@
+#include "train/tensor_store.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace qft {
+namespace {
+
+size_t padded(size_t floats) { return (floats + 15) / 16 * 16; }
+
+// Layer 0's norms and biases (as suffixes after "model.layers.0."), in spec order.
+std::vector<std::string> layer_vector_suffixes(const std::vector<ParamSpec>& specs) {
+  const std::string prefix = layer_param_name(0, "");
+  std::vector<std::string> suffixes;
+  for (const ParamSpec& spec : specs) {
+    if (!TensorStore::is_matrix(spec.role) && spec.name.rfind(prefix, 0) == 0) suffixes.push_back(spec.name.substr(prefix.size()));
+  }
+  return suffixes;
+}
+
+struct Layout {
+  size_t largest_linear = 0, head = 0, vector_floats = 0;
+  std::vector<size_t> vector_offsets;
+
+  explicit Layout(const ModelConfig& config) {
+    const std::vector<ParamSpec> specs = parameter_specs(config);
+    head = static_cast<size_t>(config.vocab_size) * config.hidden_size;
+    for (const ParamSpec& spec : specs) {
+      if (spec.role == ParamRole::Linear) largest_linear = std::max(largest_linear, static_cast<size_t>(shape_numel(spec.shape)));
+    }
+    for (const std::string& suffix : layer_vector_suffixes(specs)) {
+      for (const ParamSpec& spec : specs) {
+        if (spec.name == layer_param_name(0, suffix)) {
+          vector_offsets.push_back(vector_floats);
+          vector_floats += padded(static_cast<size_t>(shape_numel(spec.shape)));
+        }
+      }
+    }
+    vector_floats = std::max(vector_floats, padded(config.hidden_size));  // or the final norm
+  }
+};
+
+}  // namespace
+
+TensorStore::WorkingMemory TensorStore::working_memory(const ModelConfig& config) {
+  const Layout layout(config);
+  const size_t shared = std::max(layout.largest_linear, layout.head);
+  const size_t matrix_grads = config.tie_word_embeddings ? layout.largest_linear + layout.head : shared;
+  return {(matrix_grads + layout.vector_floats) * sizeof(float), shared * sizeof(float)};
+}
+
+TensorStore::TensorStore(const ModelConfig& config, std::vector<ParamSpec> specs)
+    : config_(config), specs_(std::move(specs)) {
+  for (size_t i = 0; i < specs_.size(); ++i) index_[specs_[i].name] = i;
+  const Layout layout(config_);
+  const size_t shared = std::max(layout.largest_linear, layout.head);
+  weight_buffer_ = Buffer<float>(MemCategory::Workspace, shared);
+  if (config_.tie_word_embeddings) {
+    head_grad_ = Buffer<float>(MemCategory::Gradients, layout.head);
+    own_linear_grad_ = Buffer<float>(MemCategory::Gradients, layout.largest_linear);
+    linear_grad_ = own_linear_grad_.data();
+  } else {
+    head_grad_ = Buffer<float>(MemCategory::Gradients, shared);
+    linear_grad_ = head_grad_.data();
+  }
+  vector_grads_ = Buffer<float>(MemCategory::Gradients, layout.vector_floats);
+  vector_offsets_ = layout.vector_offsets;
+}
+
+void TensorStore::bind_views() {
+  const auto resident = [this](const std::string& name) -> float* {
+    const auto found = index_.find(name);
+    return found == index_.end() || is_matrix(specs_[found->second].role) ? nullptr : vector(found->second);
+  };
+  const std::vector<std::string> suffixes = layer_vector_suffixes(specs_);
+  layer_vector_grads_ = bind_layer_params(0, [&](const std::string& name) -> float* {
+    for (size_t k = 0; k < suffixes.size(); ++k) {
+      if (name == layer_param_name(0, suffixes[k])) return vector_grads_.data() + vector_offsets_[k];
+    }
+    return nullptr;
+  });
+  for (int layer = 0; layer < config_.num_layers; ++layer) {
+    layer_vectors_.push_back(bind_layer_params(layer, resident));
+    layer_vector_params_.emplace_back();
+    for (const std::string& suffix : suffixes) layer_vector_params_.back().push_back(index_of(layer_param_name(layer, suffix)));
+  }
+  head_weights_ = {nullptr, resident("model.norm.weight"), weight_buffer_.data()};
+  head_grads_ = {nullptr, vector_grads_.data(), head_grad_.data()};
+}
+
+size_t TensorStore::index_of(const std::string& name) const {
+  const auto found = index_.find(name);
+  if (found == index_.end()) fail("no parameter named '", name, "'");
+  return found->second;
+}
+
+size_t TensorStore::linear_index(int layer, Linear which) const {
+  return index_of(layer_param_name(layer, std::string(linear_module(which)) + ".weight"));
+}
+
+const float* TensorStore::load_weight(size_t index) {
+  if (weight_holder_ != index) {
+    load(index, weight_buffer_.data());
+    weight_holder_ = index;
+  }
+  return weight_buffer_.data();
+}
+
+const float* TensorStore::linear_weight(int layer, Linear which) { return load_weight(linear_index(layer, which)); }
+
+void TensorStore::embed(float* out, const int* tokens, int N) {
+  const size_t table = index_of("model.embed_tokens.weight");
+  const int C = config_.hidden_size;
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) load_row(table, tokens[n], out + static_cast<size_t>(n) * C);
+}
+
+const HeadParams& TensorStore::head_weights() {
+  load_weight(index_of(config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
+  return head_weights_;
+}
+
+// Zeroes a gradient buffer at its first use in a pass.
+static void open_buffer(Buffer<float>& buffer, bool& open) {
+  if (open) return;
+  std::memset(buffer.data(), 0, buffer.size() * sizeof(float));
+  open = true;
+}
+
+const LayerParams& TensorStore::layer_grads(int) {
+  open_buffer(vector_grads_, vector_grads_open_);
+  return layer_vector_grads_;
+}
+
+float* TensorStore::linear_grad(int layer, Linear which) {
+  std::memset(linear_grad_, 0, shape_numel(specs_[linear_index(layer, which)].shape) * sizeof(float));
+  return linear_grad_;
+}
+
+void TensorStore::linear_grad_done(int layer, Linear which) { consume(linear_index(layer, which), linear_grad_); }
+
+void TensorStore::layer_grads_done(int layer) {
+  const std::vector<size_t>& members = layer_vector_params_.at(layer);
+  for (size_t k = members.size(); k-- > 0;) consume(members[k], vector_grads_.data() + vector_offsets_[k]);
+  vector_grads_open_ = false;
+}
+
+const HeadParams& TensorStore::head_grads() {
+  open_buffer(vector_grads_, vector_grads_open_);
+  open_buffer(head_grad_, head_grad_open_);
+  return head_grads_;
+}
+
+void TensorStore::head_grads_done() {
+  consume(index_of("model.norm.weight"), vector_grads_.data());
+  vector_grads_open_ = false;
+  if (config_.tie_word_embeddings) return;  // the embedding's gradient adds to the same matrix
+  consume(index_of("lm_head.weight"), head_grad_.data());
+  head_grad_open_ = false;
+}
+
+float* TensorStore::embedding_grad() {
+  open_buffer(head_grad_, head_grad_open_);
+  return head_grad_.data();
+}
+
+void TensorStore::embedding_grad_done() {
+  consume(index_of("model.embed_tokens.weight"), head_grad_.data());
+  head_grad_open_ = false;
+  ++passes_;  // the embedding's gradient is the last of a backward pass
+}
+
+}  // namespace qft

@@ -1,0 +1,93 @@
+#pragma once
+// A ParameterStore for compressed training state (QFT's INT8, mixed
+// precision's BF16): matrices are materialised in FP32 one at a time and
+// each gradient is handed to the subclass the moment it is complete. Norm
+// weights and biases stay FP32 and resident. The FP32 working buffers:
+//   - one weight buffer holds the linear weight in use or the LM head;
+//   - untied, one gradient buffer serves the LM head, each linear and then
+//     the embedding, since each is consumed before the next begins; tied,
+//     the LM head's gradient waits for the embedding's, so the linear
+//     gradients get their own buffer;
+//   - one small buffer holds a layer's (or the final norm's) vector gradients.
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/memory.h"
+#include "model/parameter_store.h"
+
+namespace qft {
+
+class TensorStore : public ParameterStore {
+ public:
+  // Bytes of the FP32 working buffers.
+  struct WorkingMemory {
+    size_t grads = 0;
+    size_t weights = 0;
+  };
+  static WorkingMemory working_memory(const ModelConfig& config);
+  static bool is_matrix(ParamRole role) {
+    return role == ParamRole::Embedding || role == ParamRole::LmHead || role == ParamRole::Linear;
+  }
+
+  const std::vector<ParamSpec>& specs() const { return specs_; }
+
+  const LayerParams& layer_weights(int layer) override { return layer_vectors_.at(layer); }
+  const float* linear_weight(int layer, Linear which) override;
+  void embed(float* out, const int* tokens, int N) override;
+  const HeadParams& head_weights() override;
+  const LayerParams& layer_grads(int layer) override;
+  float* linear_grad(int layer, Linear which) override;
+  void linear_grad_done(int layer, Linear which) override;
+  void layer_grads_done(int layer) override;
+  const HeadParams& head_grads() override;
+  void head_grads_done() override;
+  float* embedding_grad() override;
+  void embedding_grad_done() override;
+
+ protected:
+  TensorStore(const ModelConfig& config, std::vector<ParamSpec> specs);
+  // Builds the views once the subclass's vectors exist.
+  void bind_views();
+
+  // FP32 values of a matrix parameter, out (numel), or of one of its rows.
+  virtual void load(size_t index, float* out) const = 0;
+  virtual void load_row(size_t index, int row, float* out) const = 0;
+  // The resident FP32 values of a norm weight or bias.
+  virtual float* vector(size_t index) = 0;
+  // grad (numel) of parameter `index` is complete.
+  virtual void consume(size_t index, const float* grad) = 0;
+
+  // The FP32 copy of a parameter that was just changed is stale.
+  void invalidate(size_t index) {
+    if (weight_holder_ == index) weight_holder_ = SIZE_MAX;
+  }
+  size_t index_of(const std::string& name) const;
+  // Backward passes completed (one per micro-batch) since the last reset.
+  int passes_ = 0;
+
+  ModelConfig config_;
+  std::vector<ParamSpec> specs_;
+
+ private:
+  const float* load_weight(size_t index);
+  size_t linear_index(int layer, Linear which) const;
+
+  std::map<std::string, size_t> index_;
+  Buffer<float> weight_buffer_;      // (max(largest linear, V·C))
+  size_t weight_holder_ = SIZE_MAX;  // the parameter in weight_buffer_
+  Buffer<float> head_grad_;          // (V, C), or shared with the linears when untied
+  bool head_grad_open_ = false;
+  Buffer<float> own_linear_grad_;    // tied models only
+  float* linear_grad_ = nullptr;     // (largest linear)
+  Buffer<float> vector_grads_;
+  bool vector_grads_open_ = false;
+
+  std::vector<LayerParams> layer_vectors_;  // resident FP32 norms and biases, per layer
+  LayerParams layer_vector_grads_;          // views into vector_grads_ (the same for every layer)
+  std::vector<size_t> vector_offsets_;      // of a layer's vectors in vector_grads_
+  std::vector<std::vector<size_t>> layer_vector_params_;
+  HeadParams head_weights_, head_grads_;
+};
+
+}  // namespace qft
