@@ -5,6 +5,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "quant/bf16.h"
 #include "quant/dynamic_map.h"
 #include "quant/hybrid.h"
 #include "quant/philox.h"
@@ -217,6 +218,25 @@ TEST(DynamicCodeBook, FollowsTheDefinition) {
   for (float x : {0.3f, 0.5f, 0.77f, -0.42f}) {
     EXPECT_NEAR(signed_book[nearest_code(signed_book, x)], x, 0.9 / 64 / 2 + 1e-6) << x;
   }
+}
+
+}  // namespace
+}  // namespace qft
+
+namespace qft {
+namespace {
+
+// Expected bit patterns from the bfloat16 definition (float32's top half,
+// round to nearest, ties to even).
+TEST(Bfloat16, RoundsToNearestEven) {
+  EXPECT_EQ(float_to_bf16(1.0f), 0x3F80);
+  EXPECT_EQ(float_to_bf16(1.0f + 0x1.0p-8f), 0x3F80);      // halfway, to the even 0x3F80
+  EXPECT_EQ(float_to_bf16(1.0f + 3 * 0x1.0p-8f), 0x3F82);  // halfway, to the even 0x3F82
+  EXPECT_EQ(float_to_bf16(1.0f + 0x1.0p-8f + 0x1.0p-20f), 0x3F81);
+  EXPECT_EQ(float_to_bf16(-2.0f), 0xC000);
+  EXPECT_EQ(float_to_bf16(INFINITY), 0x7F80);
+  EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(NAN))));
+  EXPECT_EQ(bf16_to_float(0x4049), 3.140625f);
 }
 
 }  // namespace

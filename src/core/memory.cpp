@@ -25,6 +25,7 @@ const char* category_name(MemCategory category) {
     case MemCategory::OptimizerState: return "optimizer_state";
     case MemCategory::Activations: return "activations";
     case MemCategory::Workspace: return "workspace";
+    case MemCategory::WeightCopies: return "weight_copies";
   }
   return "unknown";
 }

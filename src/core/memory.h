@@ -9,8 +9,9 @@
 
 namespace qft {
 
-enum class MemCategory { Weights, Gradients, OptimizerState, Activations, Workspace };
-inline constexpr int kMemCategoryCount = 5;
+// WeightCopies: FP32 master weights of mixed-precision training.
+enum class MemCategory { Weights, Gradients, OptimizerState, Activations, Workspace, WeightCopies };
+inline constexpr int kMemCategoryCount = 6;
 
 const char* category_name(MemCategory category);
 

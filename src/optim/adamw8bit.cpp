@@ -30,12 +30,7 @@ AdamW8bit::AdamW8bit(const OptimizerSettings& settings, const std::vector<ParamS
 }
 
 void AdamW8bit::step(ParamSet& weights, const ParamSet& grads, float lr) {
-  ++steps_;
-  const float beta1 = settings_.beta1, beta2 = settings_.beta2, eps = settings_.eps;
-  const double correction1 = 1.0 - std::pow(static_cast<double>(beta1), steps_);
-  const float sqrt_correction2 = static_cast<float>(std::sqrt(1.0 - std::pow(static_cast<double>(beta2), steps_)));
-  const float step_size = static_cast<float>(lr / correction1);
-  const float decay = 1.0f - lr * settings_.weight_decay;
+  const AdamWStep adam = AdamWStep::at(settings_, ++steps_, lr);
   for (size_t t = 0; t < tensors_.size(); ++t) {
     const Tensor& tensor = tensors_[t];
     float* w = weights.data(t);
@@ -51,13 +46,14 @@ void AdamW8bit::step(ParamSet& weights, const ParamSet& grads, float lr) {
       float m[kBlock], v[kBlock];
       float m_max = 0.0f, v_max = 0.0f;
       for (size_t i = begin; i < end; ++i) {
-        // De-quantize, then the AdamW moment updates in FP32.
-        m[i - begin] = beta1 * signed_book_[m_codes[i]] * m_absmax + (1.0f - beta1) * g[i];
-        v[i - begin] = beta2 * unsigned_book_[v_codes[i]] * v_absmax + (1.0f - beta2) * g[i] * g[i];
-        m_max = std::max(m_max, std::abs(m[i - begin]));
-        v_max = std::max(v_max, v[i - begin]);
-        const float denominator = std::sqrt(v[i - begin]) / sqrt_correction2 + eps;
-        w[i] = w[i] * decay - step_size * m[i - begin] / denominator;
+        // De-quantize, then AdamW in FP32.
+        float& mi = m[i - begin];
+        float& vi = v[i - begin];
+        mi = signed_book_[m_codes[i]] * m_absmax;
+        vi = unsigned_book_[v_codes[i]] * v_absmax;
+        w[i] = adam.update(w[i], mi, vi, g[i]);
+        m_max = std::max(m_max, std::abs(mi));
+        v_max = std::max(v_max, vi);
       }
       m_absmax = m_max;
       v_absmax = v_max;

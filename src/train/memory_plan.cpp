@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "model/parameters.h"
 #include "model/transformer.h"
+#include "train/mixed_store.h"
 #include "train/qft_store.h"
 
 namespace qft {
@@ -48,7 +49,6 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings) 
   plan.activations = transformer.activation_bytes();
   plan.workspace = transformer.workspace_bytes();
   const size_t fp32 = counts.padded_floats * sizeof(float);
-  const size_t bf16 = static_cast<size_t>(counts.params) * 2;
   const size_t int8_blockwise = static_cast<size_t>(counts.params) + counts.blocks * sizeof(float);
   const std::string& optimizer = settings.optimizer;
   size_t construction_peak = 0;  // QLion builds its state next to one FP32 tensor
@@ -69,8 +69,12 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings) 
     plan.weights = plan.grads = fp32;
     plan.momentum = plan.variances = int8_blockwise;
   } else if (optimizer == "mixed-adamw") {
-    plan.weights = plan.grads = bf16;
-    plan.weight_copies = plan.momentum = plan.variances = fp32;
+    const MixedMemory memory = MixedPrecisionStore::memory(config);
+    plan.weights = memory.weights;
+    plan.grads = memory.grads;
+    plan.weight_copies = memory.weight_copies;
+    plan.momentum = plan.variances = memory.moments / 2;
+    plan.workspace += memory.workspace;
   } else {
     fail("unknown optimizer '", optimizer, "' (expected qlion, lion, adamw, adamw8bit or mixed-adamw)");
   }

@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "model/transformer.h"
+#include "train/mixed_store.h"
 
 namespace qft {
 namespace {
@@ -85,6 +86,30 @@ class QftTraining final : public Training {
   int grad_accum_;
 };
 
+class MixedPrecisionTraining final : public Training {
+ public:
+  MixedPrecisionTraining(const ModelSource& source, const TrainingSettings& settings)
+      : config_(source.config()),
+        store_(source, settings.fp32),
+        transformer_(config_, store_, {.checkpointing = settings.checkpointing}) {}
+
+  double step(int, float lr, const std::vector<Batch>& micro_batches) override {
+    store_.begin_step();
+    const double loss = forward_backward_all(transformer_, micro_batches);
+    store_.end_step(lr);
+    return loss;
+  }
+
+  void save(const std::string& directory) override {
+    save_hf_model(directory, config_, [&](size_t i, float* out) { store_.master(i, out); });
+  }
+
+ private:
+  ModelConfig config_;
+  MixedPrecisionStore store_;
+  Transformer transformer_;
+};
+
 }  // namespace
 
 std::unique_ptr<Training> make_training(const ModelSource& source, const TrainingSettings& settings) {
@@ -98,7 +123,8 @@ std::unique_ptr<Training> make_training(const ModelSource& source, const Trainin
   if (settings.optimizer == "lion" || settings.optimizer == "adamw" || settings.optimizer == "adamw8bit") {
     return std::make_unique<Fp32Training>(source, settings);
   }
-  fail("unknown optimizer '", settings.optimizer, "' (expected qlion, lion, adamw or adamw8bit)");
+  if (settings.optimizer == "mixed-adamw") return std::make_unique<MixedPrecisionTraining>(source, settings);
+  fail("unknown optimizer '", settings.optimizer, "' (expected qlion, lion, adamw, adamw8bit or mixed-adamw)");
 }
 
 }  // namespace qft

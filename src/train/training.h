@@ -14,7 +14,7 @@
 namespace qft {
 
 struct TrainingSettings {
-  std::string optimizer = "qlion";  // qlion | lion | adamw
+  std::string optimizer = "qlion";  // qlion | lion | adamw | adamw8bit | mixed-adamw
   OptimizerSettings fp32;           // betas, eps, weight decay (all optimizers)
   QftSettings qft;                  // qlion only; lion settings come from fp32
   int grad_accum = 1;

@@ -31,7 +31,8 @@ Rounding parse_rounding(const std::string& name) {
 TrainingSettings training_settings(const Args& args) {
   TrainingSettings settings;
   settings.optimizer = args.get("optimizer");
-  settings.fp32 = default_optimizer_settings(settings.optimizer == "qlion" ? "lion" : settings.optimizer);
+  const std::string& name = settings.optimizer;
+  settings.fp32 = default_optimizer_settings(name == "qlion" ? "lion" : name == "mixed-adamw" ? "adamw" : name);
   if (args.has("beta1")) settings.fp32.beta1 = args.get_float("beta1");
   if (args.has("beta2")) settings.fp32.beta2 = args.get_float("beta2");
   settings.fp32.eps = args.get_float("eps");
@@ -89,7 +90,7 @@ int run_train(int argc, char** argv) {
            {"grad-accum", "N", "micro-batches per optimizer step (qlion: 1 updates inside backward)", "1"},
            {"steps", "N", "optimizer steps", ""},
            {"lr", "X", "learning rate (constant)", ""},
-           {"optimizer", "NAME", "qlion (INT8 weights, gradients, momentum) | lion | adamw (FP32) | adamw8bit (8-bit block-wise moments)", "qlion"},
+           {"optimizer", "NAME", "qlion (INT8 weights, gradients, momentum) | lion | adamw (FP32) | adamw8bit (8-bit block-wise moments) | mixed-adamw (BF16 weights and gradients, FP32 master and moments)", "qlion"},
            {"weight-decay", "W", "decoupled weight decay, applied to every parameter", "0"},
            {"beta1", "B1", "first beta (default: 0.9)", ""},
            {"beta2", "B2", "second beta (default: 0.999 for adamw and adamw8bit, 0.99 for lion and qlion)", ""},

@@ -1,0 +1,46 @@
+#pragma once
+// Mixed-precision AdamW, the usual baseline of Table 1: matrices stored and
+// used in BF16, gradients accumulated in BF16, an FP32 master copy of every
+// parameter and FP32 AdamW moments. Norm weights and biases are used at BF16
+// precision too, held in FP32 (they are a tiny part of the model).
+#include <memory>
+#include <vector>
+
+#include "model/weights.h"
+#include "optim/optimizer.h"
+#include "train/tensor_store.h"
+
+namespace qft {
+
+struct MixedMemory {
+  size_t weights = 0, grads = 0, weight_copies = 0, moments = 0, workspace = 0;
+};
+
+class MixedPrecisionStore final : public TensorStore {
+ public:
+  static MixedMemory memory(const ModelConfig& config);
+
+  MixedPrecisionStore(const ModelSource& source, const OptimizerSettings& adamw);
+  ~MixedPrecisionStore() override;
+
+  void begin_step() { passes_ = 0; }
+  // AdamW on the master weights from the accumulated gradients; writes the
+  // BF16 weights back and clears the gradients.
+  void end_step(float lr);
+  // The FP32 master value of parameter `index`.
+  void master(size_t index, float* out) const;
+
+ private:
+  struct Param;
+
+  void load(size_t index, float* out) const override;
+  void load_row(size_t index, int row, float* out) const override;
+  float* vector(size_t index) override;
+  void consume(size_t index, const float* grad) override;
+
+  OptimizerSettings adamw_;
+  std::vector<std::unique_ptr<Param>> params_;
+  int64_t steps_ = 0;
+};
+
+}  // namespace qft
