@@ -220,6 +220,25 @@ TEST(DynamicCodeBook, FollowsTheDefinition) {
   }
 }
 
+// The table-driven encoder agrees with the binary search everywhere,
+// midpoints and codes themselves included.
+TEST(DynamicCodeBook, EncoderEqualsNearestCode) {
+  for (bool is_signed : {true, false}) {
+    const CodeBook book = dynamic_code_book(is_signed);
+    const CodeBookEncoder encoder(book);
+    std::vector<float> probes = {0.0f, -0.0f, 1.0f, -1.0f, 1e-9f, -1e-9f};
+    for (int i = 0; i < 255; ++i) {
+      probes.push_back(book[i]);
+      probes.push_back((book[i] + book[i + 1]) / 2);
+      probes.push_back(std::nextafter((book[i] + book[i + 1]) / 2, 2.0f));
+    }
+    std::mt19937 generator(5);
+    std::uniform_real_distribution<float> uniform(is_signed ? -1.0f : 0.0f, 1.0f);
+    for (int i = 0; i < 100000; ++i) probes.push_back(uniform(generator) * std::pow(10.0f, -static_cast<float>(i % 7)));
+    for (float x : probes) ASSERT_EQ(encoder.encode(x), nearest_code(book, x)) << x << (is_signed ? " signed" : " unsigned");
+  }
+}
+
 }  // namespace
 }  // namespace qft
 

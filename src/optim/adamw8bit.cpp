@@ -11,7 +11,11 @@ constexpr size_t kBlock = 256;
 }  // namespace
 
 AdamW8bit::AdamW8bit(const OptimizerSettings& settings, const std::vector<ParamSpec>& specs)
-    : settings_(settings), signed_book_(dynamic_code_book(true)), unsigned_book_(dynamic_code_book(false)) {
+    : settings_(settings),
+      signed_book_(dynamic_code_book(true)),
+      unsigned_book_(dynamic_code_book(false)),
+      signed_encoder_(signed_book_),
+      unsigned_encoder_(unsigned_book_) {
   size_t values = 0, blocks = 0;
   for (const ParamSpec& spec : specs) {
     const size_t count = static_cast<size_t>(shape_numel(spec.shape));
@@ -58,8 +62,8 @@ void AdamW8bit::step(ParamSet& weights, const ParamSet& grads, float lr) {
       m_absmax = m_max;
       v_absmax = v_max;
       for (size_t i = begin; i < end; ++i) {
-        m_codes[i] = nearest_code(signed_book_, m_max > 0 ? m[i - begin] / m_max : 0.0f);
-        v_codes[i] = nearest_code(unsigned_book_, v_max > 0 ? v[i - begin] / v_max : 0.0f);
+        m_codes[i] = signed_encoder_.encode(m_max > 0 ? m[i - begin] / m_max : 0.0f);
+        v_codes[i] = unsigned_encoder_.encode(v_max > 0 ? v[i - begin] / v_max : 0.0f);
       }
     });
   }

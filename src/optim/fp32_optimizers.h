@@ -43,6 +43,7 @@ class AdamW8bit final : public Optimizer {
   };
   OptimizerSettings settings_;
   CodeBook signed_book_, unsigned_book_;
+  CodeBookEncoder signed_encoder_, unsigned_encoder_;
   std::vector<Tensor> tensors_;
   Buffer<uint8_t> momentum_, variance_;
   Buffer<float> momentum_absmax_, variance_absmax_;

@@ -30,12 +30,27 @@ CodeBook dynamic_code_book(bool is_signed) {
   return book;
 }
 
+namespace {
+
+std::array<float, 255> code_midpoints(const CodeBook& book) {
+  std::array<float, 255> midpoints;
+  for (int i = 0; i < 255; ++i) midpoints[i] = (book[i] + book[i + 1]) / 2;
+  return midpoints;
+}
+
+}  // namespace
+
+// The code is the number of midpoints below x: nearest, ties to the lower.
 uint8_t nearest_code(const CodeBook& book, float x) {
-  const auto upper = std::lower_bound(book.begin(), book.end(), x);
-  if (upper == book.begin()) return 0;
-  if (upper == book.end()) return 255;
-  const auto lower = upper - 1;
-  return static_cast<uint8_t>((x - *lower <= *upper - x ? lower : upper) - book.begin());
+  const std::array<float, 255> midpoints = code_midpoints(book);
+  return static_cast<uint8_t>(std::lower_bound(midpoints.begin(), midpoints.end(), x) - midpoints.begin());
+}
+
+CodeBookEncoder::CodeBookEncoder(const CodeBook& book) : midpoints_(code_midpoints(book)), start_(65536) {
+  for (uint32_t top = 0; top < 65536; ++top) {
+    const float x = std::bit_cast<float>(top << 16);
+    start_[top] = std::isnan(x) ? 0 : nearest_code(book, x);
+  }
 }
 
 }  // namespace qft
