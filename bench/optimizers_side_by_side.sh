@@ -6,15 +6,13 @@
 # tokens/s of steps 2..STEPS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 THREADS=${THREADS:-2}
 STEPS=${STEPS:-4}
 BUILD=${BUILD:-build}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
-python3 -c "
-import random; random.seed(0)
-for _ in range($STEPS): print(' '.join(str(random.randrange(49152)) for _ in range(512)))
-" > "$WORK/tokens.txt"
+random_token_lines "$STEPS" 49152 512 > "$WORK/tokens.txt"
 for optimizer in adamw mixed-adamw adamw8bit lion qlion; do
   "$BUILD/qft" train --config bench/smollm2-135m-config.json --init random --tokens "$WORK/tokens.txt" \
     --batch 1 --steps "$STEPS" --lr 1e-4 --optimizer "$optimizer" --checkpointing --threads "$THREADS" --json \

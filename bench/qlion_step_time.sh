@@ -5,6 +5,7 @@
 # see the same machine noise; prints each run and the ratio of the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 THREADS=${THREADS:-2}
 ROUNDS=${ROUNDS:-3}
 STEPS=${STEPS:-5}
@@ -12,10 +13,7 @@ BUILD=${BUILD:-build}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-python3 -c "
-import random; random.seed(0)
-for _ in range($STEPS): print(' '.join(str(random.randrange(49152)) for _ in range(512)))
-" > "$WORK/tokens.txt"
+random_token_lines "$STEPS" 49152 512 > "$WORK/tokens.txt"
 
 for round in $(seq "$ROUNDS"); do
   for optimizer in lion qlion; do

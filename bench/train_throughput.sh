@@ -6,6 +6,7 @@
 # the process peak RSS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2}
 STEPS=${STEPS:-6}
@@ -13,10 +14,7 @@ BUILD=${BUILD:-build}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-python3 -c "
-import random; random.seed(0)
-for _ in range($WARMUP + $STEPS): print(' '.join(str(random.randrange(49152)) for _ in range(512)))
-" > "$WORK/tokens.txt"
+random_token_lines $(($WARMUP + $STEPS)) 49152 512 > "$WORK/tokens.txt"
 
 for optimizer in lion adamw; do
   OMP_NUM_THREADS=$THREADS "$BUILD/qft" train --config bench/smollm2-135m-config.json --init random \
