@@ -71,6 +71,13 @@ void attention_backward(float* dq, float* dk, float* dv, float* workspace, const
                         const float* lse, const std::vector<SequenceSpan>& sequences,
                         const AttentionShape& shape);
 
+// ---- attention of N new queries over a key/value cache, for generation.
+// Query row i sits at position start + i and sees cache rows 0 … start + i.
+// out (N, H·D); q (N, H·D); k_cache, v_cache (≥ start + N, KV·D);
+// scores: scratch of (start + N) floats per thread.
+void attention_cached(float* out, float* scores, const float* q, const float* k_cache, const float* v_cache,
+                      int N, int start, int H, int KV, int D);
+
 // ---- cross-entropy: turns logits (R, V) into dlogits in place.
 // Rows with target < 0 predict nothing: zero gradient and no loss.
 // dlogits = (softmax − onehot) · grad_scale. Returns the summed loss (double).
