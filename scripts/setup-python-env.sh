@@ -40,6 +40,8 @@ PINS=(
   "packaging==26.3"
   "regex==2026.11.15"
   "tqdm==4.70.1"
+  "jinja2==3.1.6"
+  "markupsafe==3.0.4"
 )
 
 die() { echo "setup-python-env: ERROR: $*" >&2; exit 1; }
