@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Every reference generator, run by the tests' `reference` fixture:
+#   make_all.sh PYENV_DIR OUT_DIR
+set -euo pipefail
+PYENV=$1
+OUT=$2
+HERE=$(cd "$(dirname "$0")" && pwd)
+bash "$HERE/../../scripts/setup-python-env.sh" "$PYENV"
+"$PYENV/bin/python" "$HERE/make_reference.py" "$OUT" > /dev/null
+"$PYENV/bin/python" "$HERE/make_chat_reference.py" "$OUT"
