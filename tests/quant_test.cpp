@@ -5,7 +5,7 @@
 #include <random>
 
 #include "core/error.h"
-#include "quant/bf16.h"
+#include "core/float16.h"
 #include "quant/dynamic_map.h"
 #include "quant/hybrid.h"
 #include "quant/philox.h"
@@ -256,6 +256,23 @@ TEST(Bfloat16, RoundsToNearestEven) {
   EXPECT_EQ(float_to_bf16(INFINITY), 0x7F80);
   EXPECT_TRUE(std::isnan(bf16_to_float(float_to_bf16(NAN))));
   EXPECT_EQ(bf16_to_float(0x4049), 3.140625f);
+}
+
+// binary16 bit patterns from the IEEE 754 definition.
+TEST(Float16, RoundsToNearestEven) {
+  EXPECT_EQ(float_to_half(1.0f), 0x3C00);
+  EXPECT_EQ(float_to_half(-2.0f), 0xC000);
+  EXPECT_EQ(float_to_half(65504.0f), 0x7BFF);
+  EXPECT_EQ(float_to_half(65519.0f), 0x7BFF);
+  EXPECT_EQ(float_to_half(65520.0f), 0x7C00);  // halfway to the next binade: infinity
+  EXPECT_EQ(float_to_half(1.0f + 0x1.0p-11f), 0x3C00);      // halfway, to even
+  EXPECT_EQ(float_to_half(1.0f + 3 * 0x1.0p-11f), 0x3C02);  // halfway, to even
+  EXPECT_EQ(float_to_half(0x1.0p-24f), 0x0001);             // smallest subnormal
+  EXPECT_EQ(float_to_half(0x1.0p-25f), 0x0000);             // halfway to zero: even
+  EXPECT_EQ(float_to_half(3 * 0x1.0p-25f), 0x0002);
+  EXPECT_EQ(float_to_half(0x1.0p-14f), 0x0400);             // smallest normal
+  EXPECT_TRUE(std::isnan(half_to_float(float_to_half(NAN))));
+  for (uint32_t bits = 0; bits < 0x7C00; ++bits) ASSERT_EQ(float_to_half(half_to_float(bits)), bits);
 }
 
 }  // namespace

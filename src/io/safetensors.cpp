@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/float16.h"
 
 namespace qft {
 namespace {
@@ -22,28 +23,6 @@ DType parse_dtype(const std::string& path, const std::string& tensor, const std:
   const auto found = names.find(name);
   if (found == names.end()) fail(path, ": tensor '", tensor, "': unsupported dtype '", name, "'");
   return found->second;
-}
-
-float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  uint32_t exponent = (h >> 10) & 0x1f;
-  uint32_t mantissa = h & 0x3ffu;
-  uint32_t bits;
-  if (exponent == 0x1f) {
-    bits = sign | 0x7f800000u | (mantissa << 13);
-  } else if (exponent != 0) {
-    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-  } else if (mantissa == 0) {
-    bits = sign;
-  } else {  // subnormal: renormalise
-    exponent = 113;
-    while (!(mantissa & 0x400u)) {
-      mantissa <<= 1;
-      --exponent;
-    }
-    bits = sign | (exponent << 23) | ((mantissa & 0x3ffu) << 13);
-  }
-  return std::bit_cast<float>(bits);
 }
 
 }  // namespace
@@ -168,14 +147,18 @@ void convert_to_f32(float* out, const TensorRecord& record) {
 }
 
 void write_safetensors(const std::string& path, const std::vector<TensorInfo>& tensors,
-                       const std::function<void(size_t, float*)>& fill) {
+                       const std::function<void(size_t, float*)>& fill, DType dtype) {
+  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16) {
+    fail(path, ": cannot write dtype ", dtype_name(dtype), " (F32, F16 or BF16)");
+  }
+  const size_t element = dtype_size(dtype);
   nlohmann::json header = nlohmann::json::object();
   uint64_t offset = 0;
   size_t largest = 0;
   for (const TensorInfo& tensor : tensors) {
     const size_t count = static_cast<size_t>(shape_numel(tensor.shape));
-    header[tensor.name] = {{"dtype", "F32"}, {"shape", tensor.shape}, {"data_offsets", {offset, offset + count * 4}}};
-    offset += count * 4;
+    header[tensor.name] = {{"dtype", dtype_name(dtype)}, {"shape", tensor.shape}, {"data_offsets", {offset, offset + count * element}}};
+    offset += count * element;
     largest = std::max(largest, count);
   }
   std::string text = header.dump();
@@ -186,9 +169,16 @@ void write_safetensors(const std::string& path, const std::vector<TensorInfo>& t
   writer.write(&header_bytes, 8);
   writer.write(text.data(), text.size());
   std::vector<float> staging(largest);
+  std::vector<uint16_t> narrow(dtype == DType::F32 ? 0 : largest);
   for (size_t i = 0; i < tensors.size(); ++i) {
     fill(i, staging.data());
-    writer.write(staging.data(), static_cast<size_t>(shape_numel(tensors[i].shape)) * sizeof(float));
+    const size_t count = static_cast<size_t>(shape_numel(tensors[i].shape));
+    if (dtype == DType::F32) {
+      writer.write(staging.data(), count * sizeof(float));
+      continue;
+    }
+    for (size_t j = 0; j < count; ++j) narrow[j] = dtype == DType::F16 ? float_to_half(staging[j]) : float_to_bf16(staging[j]);
+    writer.write(narrow.data(), count * sizeof(uint16_t));
   }
   writer.commit();
 }

@@ -59,8 +59,9 @@ struct TensorInfo {
   std::string name;
   Shape shape;
 };
-// The same, producing one tensor at a time: fill(i, out) writes tensor i.
+// The same, producing one tensor at a time: fill(i, out) writes tensor i as
+// float32, stored as `dtype` (F32, F16 or BF16; rounded to nearest even).
 void write_safetensors(const std::string& path, const std::vector<TensorInfo>& tensors,
-                       const std::function<void(size_t, float*)>& fill);
+                       const std::function<void(size_t, float*)>& fill, DType dtype = DType::F32);
 
 }  // namespace qft

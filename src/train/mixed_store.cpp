@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "quant/bf16.h"
+#include "core/float16.h"
 
 namespace qft {
 

@@ -1,5 +1,6 @@
 #pragma once
-// bfloat16: the top 16 bits of an IEEE float32.
+// 16-bit floats: bfloat16 (the top half of an IEEE float32) and IEEE
+// binary16, both ways, rounding to nearest even.
 #include <bit>
 #include <cstdint>
 
@@ -13,5 +14,8 @@ inline uint16_t float_to_bf16(float value) {
   if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
   return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
+
+float half_to_float(uint16_t half);
+uint16_t float_to_half(float value);
 
 }  // namespace qft
