@@ -1,0 +1,30 @@
+#pragma once
+// Writing a model as an HF directory that transformers and vLLM load:
+// config.json, model.safetensors (F32, F16 or BF16), generation_config.json
+// and the tokenizer's files, through a temporary directory renamed into
+// place, so a failure leaves nothing behind.
+#include <functional>
+#include <map>
+#include <string>
+
+#include "io/safetensors.h"
+#include "model/config.h"
+
+namespace qft {
+
+struct HfExport {
+  DType dtype = DType::BF16;
+  // Further files by name (tokenizer.json, tokenizer_config.json, …).
+  std::map<std::string, std::string> files;
+  int bos_token_id = -1, eos_token_id = -1;  // for generation_config.json; -1: unknown
+};
+
+// fill(i, out) produces parameter i of parameter_specs(config) in FP32.
+// DIR must not exist.
+void export_hf_model(const std::string& directory, const ModelConfig& config,
+                     const std::function<void(size_t, float*)>& fill, const HfExport& options);
+
+// "bf16" | "f16" | "f32" → DType; throws naming the choices.
+DType parse_export_dtype(const std::string& name);
+
+}  // namespace qft
