@@ -19,6 +19,11 @@
 # its LlamaConfig honours an explicit head_dim != hidden_size/num_attention_heads
 # (also true of 4.45.2-4.48.3, which were tried too).
 #
+# gguf 0.19.0 (the newest; needs only numpy >= 1.17, pyyaml, requests, tqdm) is
+# ggml's own reader/writer and de-quantizer, and what transformers' GGUF loading
+# (>= 0.10.0) uses. accelerate is required by transformers' GGUF loading; 1.2.1
+# is the newest that accepts torch 1.13 (1.3.0+ require torch >= 2.0).
+#
 # Idempotent: a stamp file records the pinned set; when it matches and the
 # imports work, nothing is reinstalled. Quiet on success, loud on failure.
 set -euo pipefail
@@ -42,6 +47,8 @@ PINS=(
   "tqdm==4.70.1"
   "jinja2==3.1.6"
   "markupsafe==3.0.4"
+  "gguf==0.19.0"
+  "accelerate==1.2.1"
 )
 
 die() { echo "setup-python-env: ERROR: $*" >&2; exit 1; }
@@ -64,7 +71,9 @@ for m in (numpy, torch):
     if not m.__file__.startswith("/usr/lib/python3/dist-packages/"):
         sys.exit(f"{m.__name__} imported from {m.__file__}, expected Debian's dist-packages")
 import safetensors.torch  # noqa: F401
+import gguf, accelerate  # noqa: F401,E401
 import transformers
+from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint  # noqa: F401
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralForCausalLM,  # noqa: F401
                           Qwen2ForCausalLM)
 c = LlamaConfig(vocab_size=8, hidden_size=16, intermediate_size=8, num_hidden_layers=1,

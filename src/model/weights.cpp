@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
+#include <stdexcept>
 
 #include "core/error.h"
 #include "quant/philox.h"
@@ -41,7 +43,175 @@ void fill_normal(float* out, size_t count, float stddev, uint64_t seed, uint32_t
   }
 }
 
+// ------------------------------------------------------------------ GGUF ---
+
+struct NamePair {
+  const char* hf;
+  const char* gguf;
+};
+
+constexpr NamePair kGgufHeadNames[] = {
+    {"model.embed_tokens.weight", "token_embd.weight"},
+    {"model.norm.weight", "output_norm.weight"},
+    {"lm_head.weight", "output.weight"},
+};
+
+// model.layers.N.<hf module> ↔ blk.N.<gguf module>, then .weight or .bias.
+constexpr NamePair kGgufLayerModules[] = {
+    {"input_layernorm", "attn_norm"},      {"post_attention_layernorm", "ffn_norm"},
+    {"self_attn.q_proj", "attn_q"},        {"self_attn.k_proj", "attn_k"},
+    {"self_attn.v_proj", "attn_v"},        {"self_attn.o_proj", "attn_output"},
+    {"mlp.gate_proj", "ffn_gate"},         {"mlp.up_proj", "ffn_up"},
+    {"mlp.down_proj", "ffn_down"},
+};
+
+// llama.cpp's name for an HF parameter name of parameter_specs().
+std::string gguf_tensor_name(const std::string& hf_name) {
+  for (const NamePair& pair : kGgufHeadNames) {
+    if (hf_name == pair.hf) return pair.gguf;
+  }
+  const std::string prefix = "model.layers.";
+  if (hf_name.rfind(prefix, 0) == 0) {
+    const size_t dot = hf_name.find('.', prefix.size());
+    const size_t suffix = hf_name.rfind('.');
+    if (dot != std::string::npos && suffix > dot) {
+      const std::string layer = hf_name.substr(prefix.size(), dot - prefix.size());
+      const std::string module = hf_name.substr(dot + 1, suffix - dot - 1);
+      for (const NamePair& pair : kGgufLayerModules) {
+        if (module == pair.hf) return "blk." + layer + "." + pair.gguf + hf_name.substr(suffix);
+      }
+    }
+  }
+  throw std::logic_error("no GGUF name for parameter '" + hf_name + "'");
+}
+
+// The HF config.json that the GGUF metadata describes, validated by the same
+// parser as an HF directory's.
+ModelConfig gguf_model_config(const GgufFile& file) {
+  const std::string& path = file.path();
+  const std::string arch = file.get_string("general.architecture");
+  const char* hf_class = arch == "llama"     ? "LlamaForCausalLM"
+                         : arch == "mistral" ? "MistralForCausalLM"
+                         : arch == "qwen2"   ? "Qwen2ForCausalLM"
+                                             : nullptr;
+  if (!hf_class) {
+    fail(path, ": unsupported general.architecture '", arch, "' (supported: llama, mistral, qwen2)");
+  }
+  const std::string p = arch + ".";
+  const auto size_key = [&](const std::string& key) {
+    const uint64_t value = file.get_uint(p + key);
+    if (value == 0 || value > (1u << 30)) fail(path, ": metadata '", p, key, "' = ", value, " is out of range");
+    return static_cast<int64_t>(value);
+  };
+  if (file.has(p + "expert_count") && file.get_uint(p + "expert_count") > 0) {
+    fail(path, ": mixture-of-experts models ('", p, "expert_count') are not supported");
+  }
+  if (file.has(p + "rope.scaling.type") && file.get_string(p + "rope.scaling.type") != "none") {
+    fail(path, ": RoPE scaling ('", p, "rope.scaling.type' = '", file.get_string(p + "rope.scaling.type"),
+         "') is not supported yet");
+  }
+  if (file.find_tensor("rope_freqs.weight")) {
+    fail(path, ": tensor 'rope_freqs.weight' (per-frequency RoPE scaling) is not supported yet");
+  }
+
+  const GgufTensor& embed = file.tensor("token_embd.weight");
+  if (embed.dims.size() != 2) {
+    fail(path, ": tensor 'token_embd.weight' has ", embed.dims.size(), " dimensions, expected 2");
+  }
+  nlohmann::json json;
+  json["architectures"] = {hf_class};
+  json["vocab_size"] = embed.dims[1];
+  json["hidden_size"] = size_key("embedding_length");
+  json["intermediate_size"] = size_key("feed_forward_length");
+  json["num_hidden_layers"] = size_key("block_count");
+  json["num_attention_heads"] = size_key("attention.head_count");
+  if (file.has(p + "attention.head_count_kv")) json["num_key_value_heads"] = size_key("attention.head_count_kv");
+  // The head dimension, as llama.cpp reads it: key_length, else hidden / heads.
+  if (file.has(p + "attention.key_length")) {
+    json["head_dim"] = size_key("attention.key_length");
+    if (file.has(p + "attention.value_length") && size_key("attention.value_length") != json["head_dim"]) {
+      fail(path, ": '", p, "attention.value_length' differs from '", p, "attention.key_length' (not supported)");
+    }
+  }
+  if (file.has(p + "context_length")) json["max_position_embeddings"] = size_key("context_length");
+  if (file.has(p + "rope.freq_base")) json["rope_theta"] = file.get_float(p + "rope.freq_base");
+  json["rms_norm_eps"] = file.get_float(p + "attention.layer_norm_rms_epsilon");
+  json["tie_word_embeddings"] = file.find_tensor("output.weight") == nullptr;
+  if (arch == "llama") {
+    json["attention_bias"] = file.find_tensor("blk.0.attn_q.bias") != nullptr;
+    json["mlp_bias"] = file.find_tensor("blk.0.ffn_gate.bias") != nullptr;
+  }
+  const ModelConfig config = parse_model_config(json, path);
+  if (file.has(p + "rope.dimension_count") && file.get_uint(p + "rope.dimension_count") != static_cast<uint64_t>(config.head_dim)) {
+    fail(path, ": '", p, "rope.dimension_count' = ", file.get_uint(p + "rope.dimension_count"),
+         " differs from the head dimension ", config.head_dim,
+         " (attention.key_length, else embedding_length / head_count): partial RoPE is not supported");
+  }
+  return config;
+}
+
+// rows (heads·D, cols) stored as llama.cpp's converter writes Q and K: within
+// each head, HF row j·D/2 + i sits at row 2i + j. Puts them back in HF order.
+void unpermute_head_rows(float* rows, int heads, int64_t head_dim, int64_t cols) {
+  const int64_t half = head_dim / 2;
+  Buffer<float> head(MemCategory::Workspace, static_cast<size_t>(head_dim * cols));
+  for (int h = 0; h < heads; ++h) {
+    float* block = rows + h * head_dim * cols;
+    std::copy(block, block + head_dim * cols, head.data());
+    for (int64_t i = 0; i < half; ++i) {
+      for (int64_t j = 0; j < 2; ++j) {
+        std::copy_n(head.data() + (2 * i + j) * cols, cols, block + (j * half + i) * cols);
+      }
+    }
+  }
+}
+
 }  // namespace
+
+ModelSource ModelSource::gguf_file(const std::string& path) {
+  ModelSource source;
+  source.gguf_ = std::make_shared<GgufFile>(path);
+  const GgufFile& file = *source.gguf_;
+  source.config_ = gguf_model_config(file);
+  source.specs_ = parameter_specs(source.config_);
+  // llama.cpp's converter interleaves the Q and K rows of "llama" files (Mistral
+  // models included) for its RoPE; "qwen2" files keep HF's order (NeoX RoPE).
+  // llama.cpp has no "mistral" architecture: such files are read in HF order,
+  // as transformers' GGUF loading reads them.
+  const bool interleaved = file.get_string("general.architecture") == "llama";
+  std::set<std::string> used;
+  for (const ParamSpec& spec : source.specs_) {
+    const std::string name = gguf_tensor_name(spec.name);
+    const GgufTensor* tensor = file.find_tensor(name);
+    if (!tensor) fail(path, ": tensor '", name, "' (", spec.name, ") is missing");
+    if (tensor->shape() != spec.shape) {
+      fail(path, ": tensor '", name, "' has shape ", shape_text(tensor->shape()), " (GGUF dimensions reversed), ",
+           "the metadata implies ", shape_text(spec.shape), " for ", spec.name);
+    }
+    if (!ggml_type_dequantizable(tensor->type)) {
+      fail(path, ": tensor '", name, "' has type ", ggml_type_name(tensor->type), ", which qft cannot de-quantize");
+    }
+    GgufSlot slot{tensor, 0};
+    if (interleaved && (name.find(".attn_q.") != std::string::npos)) slot.unpermute_heads = source.config_.num_heads;
+    if (interleaved && (name.find(".attn_k.") != std::string::npos)) slot.unpermute_heads = source.config_.num_kv_heads;
+    source.gguf_slots_.push_back(slot);
+    used.insert(name);
+  }
+  std::string unused;
+  for (const GgufTensor& tensor : file.tensors()) {
+    if (!used.count(tensor.name)) unused += (unused.empty() ? "'" : ", '") + tensor.name + "'";
+  }
+  if (!unused.empty()) fail(path, ": tensors this model layout does not use: ", unused);
+  return source;
+}
+
+ModelSource ModelSource::open(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code error;
+  if (fs::is_directory(path, error)) return hf_directory(path);
+  if (!fs::exists(path, error)) fail(path, ": no such file or directory");
+  return gguf_file(path);
+}
 
 ModelSource ModelSource::hf_directory(const std::string& directory) {
   ModelSource source;
@@ -68,6 +238,15 @@ ModelSource ModelSource::random(const std::string& config_path, uint64_t seed) {
 
 void ModelSource::fill(size_t index, float* out) const {
   const ParamSpec& spec = specs_.at(index);
+  if (gguf_) {
+    const GgufSlot& slot = gguf_slots_.at(index);
+    gguf_->dequantize(*slot.tensor, out);
+    if (slot.unpermute_heads > 0) {
+      const int64_t rows = spec.shape[0], cols = spec.shape.size() > 1 ? spec.shape[1] : 1;
+      unpermute_head_rows(out, slot.unpermute_heads, rows / slot.unpermute_heads, cols);
+    }
+    return;
+  }
   if (checkpoint_) {
     convert_to_f32(out, checkpoint_->tensor(spec.name));
     return;
@@ -96,6 +275,11 @@ std::unique_ptr<ParamSet> load_fp32_weights(const ModelSource& source) {
 
 LoadedModel load_hf_model(const std::string& directory) {
   const ModelSource source = ModelSource::hf_directory(directory);
+  return {source.config(), load_fp32_weights(source)};
+}
+
+LoadedModel load_model(const std::string& path) {
+  const ModelSource source = ModelSource::open(path);
   return {source.config(), load_fp32_weights(source)};
 }
 
