@@ -7,6 +7,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   libdnnl-dev nlohmann-json3-dev libopenblas-openmp-dev
   libgtest-dev libbenchmark-dev
+  libpcre2-dev libicu-dev libsentencepiece-dev
   python3 python3-venv python3-numpy python3-torch
 )
 
