@@ -6,5 +6,7 @@ namespace qft::cli {
 int run_grad(int argc, char** argv);
 int run_train(int argc, char** argv);
 int run_memory(int argc, char** argv);
+int run_tokenize(int argc, char** argv);
+int run_generate(int argc, char** argv);
 
 }  // namespace qft::cli

@@ -18,11 +18,13 @@ constexpr Command kCommands[] = {
     {"grad", "loss and FP32 gradients of a model on token sequences", qft::cli::run_grad},
     {"train", "train a model on token sequences (QFT's INT8 QLion, or FP32 AdamW / Lion)", qft::cli::run_train},
     {"memory", "the memory plan of a training configuration (the QFT paper's Table 1)", qft::cli::run_memory},
+    {"tokenize", "token ids of text, or text of token ids, with a model's tokenizer", qft::cli::run_tokenize},
+    {"generate", "generate text from a model (KV cache; greedy or top-p sampling)", qft::cli::run_generate},
 };
 
 void print_usage(std::FILE* stream) {
   std::fputs("usage: qft COMMAND [options]   (qft COMMAND --help for its options)\n\ncommands:\n", stream);
-  for (const Command& command : kCommands) std::fprintf(stream, "  %-8s %s\n", command.name, command.summary);
+  for (const Command& command : kCommands) std::fprintf(stream, "  %-9s %s\n", command.name, command.summary);
 }
 
 }  // namespace
