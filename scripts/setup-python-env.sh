@@ -24,6 +24,10 @@
 # (>= 0.10.0) uses. accelerate is required by transformers' GGUF loading; 1.2.1
 # is the newest that accepts torch 1.13 (1.3.0+ require torch >= 2.0).
 #
+# sentencepiece and protobuf: the tokenizer reference trains a SentencePiece model and
+# converts it to LlamaTokenizerFast (transformers' slow->fast conversion reads the
+# model's protobuf).
+#
 # Idempotent: a stamp file records the pinned set; when it matches and the
 # imports work, nothing is reinstalled. Quiet on success, loud on failure.
 set -euo pipefail
@@ -38,6 +42,8 @@ PINS=(
   "transformers==4.49.0"
   "safetensors==0.8.0"
   "tokenizers==0.21.4"
+  "sentencepiece==0.2.0"
+  "protobuf==7.36.2"
   "huggingface-hub==0.36.2"
   "hf-xet==1.8.0"
   "filelock==4.2.12"
@@ -71,6 +77,8 @@ for m in (numpy, torch):
     if not m.__file__.startswith("/usr/lib/python3/dist-packages/"):
         sys.exit(f"{m.__name__} imported from {m.__file__}, expected Debian's dist-packages")
 import safetensors.torch  # noqa: F401
+import sentencepiece  # noqa: F401
+from sentencepiece import sentencepiece_model_pb2  # noqa: F401  (needs protobuf)
 import gguf, accelerate  # noqa: F401,E401
 import transformers
 from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint  # noqa: F401

@@ -165,7 +165,7 @@ TEST_P(WrittenTokenizerJson, LoadsBackInQftAndHf) {
   EXPECT_EQ(reloaded->chat_template(), tokenizer->chat_template());
   expect_agreement(name + " written and reloaded", *reloaded, read_json(expected_path));
 
-  const auto hf = test::run_command(std::string(QFT_PYTHON) + " " + QFT_SOURCE_DIR +
+  const auto hf = test::run_command(std::string(QFT_PYENV_DIR) + "/bin/python " + QFT_SOURCE_DIR +
                                     "/tests/reference/check_tokenizer_json.py " + dir.path() + " " + tokenizer_dir() +
                                     "/corpus.json " + expected_path);
   std::printf("%s", hf.output.c_str());

@@ -11,3 +11,6 @@ bash "$HERE/../../scripts/setup-python-env.sh" "$PYENV"
 # GGUF: every tensor/metadata type, tiny models as HF + GGUF, and SmolLM2-135M
 # (fetched into the build directory's models/) through transformers' GGUF loading.
 "$PYENV/bin/python" "$HERE/make_gguf_reference.py" "$OUT/gguf" "$(dirname "$OUT")/models" > /dev/null
+# Tokenizers: HF `tokenizers` ids for SmolLM2's GGUF vocabulary and trained byte-level
+# BPE and SentencePiece tokenizers on a corpus of ~3400 strings.
+"$PYENV/bin/python" "$HERE/make_tokenizer_reference.py" "$OUT" > /dev/null
