@@ -148,9 +148,9 @@ INSTANTIATE_TEST_SUITE_P(Cases, HfReference,
                                          "options_json", "spm_model", "spm_gguf", "spm_json", "spm_json_nonlegacy"),
                          [](const auto& info) { return info.param; });
 
-// A byte-level BPE from GGUF written as tokenizer.json: our loader and HF's (tokenizers
-// and transformers' AutoTokenizer, via check_tokenizer_json.py) both read it back to the
-// same ids as the reference.
+// A tokenizer from GGUF written as tokenizer.json: our loader and HF's (tokenizers and
+// transformers' AutoTokenizer, via check_tokenizer_json.py) both read it back to the same
+// ids as the reference.
 class WrittenTokenizerJson : public testing::TestWithParam<std::string> {};
 
 TEST_P(WrittenTokenizerJson, LoadsBackInQftAndHf) {
@@ -173,8 +173,19 @@ TEST_P(WrittenTokenizerJson, LoadsBackInQftAndHf) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Gguf, WrittenTokenizerJson,
-                         testing::Values("smollm2_gguf", "llama3_gguf", "qwen2_gguf", "gpt2_gguf"),
+                         testing::Values("smollm2_gguf", "llama3_gguf", "qwen2_gguf", "gpt2_gguf", "spm_gguf"),
                          [](const auto& info) { return info.param; });
+
+// The merges written for a GGUF llama vocabulary are the ones transformers' slow->fast
+// conversion generates from the same SentencePiece model, in the same order.
+TEST(Tokenizer, GgufLlamaMergesAreTransformers) {
+  const auto written = load_case("spm_gguf")->to_tokenizer_json();
+  const auto converted = read_json(tokenizer_dir() + "/spm_json/tokenizer.json");
+  EXPECT_EQ(written.at("model").at("merges"), converted.at("model").at("merges"));
+  EXPECT_EQ(written.at("model").at("vocab"), converted.at("model").at("vocab"));
+  EXPECT_EQ(written.at("normalizer"), converted.at("normalizer"));
+  EXPECT_EQ(written.at("decoder"), converted.at("decoder"));
+}
 
 TEST(Tokenizer, SmolLM2FromGgufKnowsItsSpecialTokens) {
   const auto tokenizer = load_case("smollm2_gguf");
@@ -226,7 +237,7 @@ TEST(Tokenizer, ClearErrors) {
   llama.scores.clear();
   EXPECT_NE(message([&] { load_tokenizer(llama); }).find("scores"), std::string::npos);
   EXPECT_NE(message([&] { load_tokenizer("/nonexistent").get(); }).find("/nonexistent"), std::string::npos);
-  const auto spm = load_case("spm_model");
+  const auto spm = load_case("spm_model");  // libsentencepiece: no tokenizer.json of ours
   EXPECT_NE(message([&] { spm->to_tokenizer_json(); }).find("has no tokenizer.json form"), std::string::npos);
 }
 

@@ -1,7 +1,10 @@
 // GGUF tokenizer metadata to tokenizers: a "gpt2" vocabulary becomes the tokenizer.json
 // that HF would ship for it (so it can be written back out as one); a "llama"
-// vocabulary becomes LLaMA-2's pipeline around SentencePiece's merge-by-score BPE.
+// vocabulary becomes LLaMA-2's pipeline around SentencePiece's merge-by-score BPE, and
+// is written out as LLaMA-2's tokenizer.json with merges generated from the scores.
+#include <algorithm>
 #include <map>
+#include <unordered_map>
 
 #include "core/error.h"
 #include "text/pipeline_tokenizer.h"
@@ -145,9 +148,51 @@ std::unique_ptr<Tokenizer> byte_level_bpe(const GgufTokenizerData& gguf) {
   return text::tokenizer_from_json(spec, kWhere);
 }
 
-// LLaMA-2's tokenizer.json around SentencePiece's BPE: "▁" prepended (add_space_prefix)
-// and standing for every space; decoding reverses both.
-std::unique_ptr<Tokenizer> sentencepiece_bpe(const GgufTokenizerData& gguf) {
+// HF's merges for a SentencePiece vocabulary, as transformers' slow->fast conversion
+// generates them (transformers 4.49): every split of every piece into two pieces,
+// ordered by the piece's score (highest first), the lengths in characters of the left
+// and the right half (longest first), the piece's id, then the ids of the halves.
+json merges_from_scores(const GgufTokenizerData& gguf) {
+  std::unordered_map<std::string, int> ids;
+  for (size_t id = 0; id < gguf.tokens.size(); ++id) ids[gguf.tokens[id]] = static_cast<int>(id);
+  struct Merge {
+    float score;
+    size_t left_chars, right_chars;
+    int piece, left, right;
+  };
+  auto characters = [](std::string_view text) {
+    size_t count = 0;
+    for (const char c : text) count += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+    return count;
+  };
+  std::vector<Merge> merges;
+  for (size_t id = 0; id < gguf.tokens.size(); ++id) {
+    const std::string& piece = gguf.tokens[id];
+    for (size_t split = 1; split < piece.size(); ++split) {
+      if ((static_cast<unsigned char>(piece[split]) & 0xC0) == 0x80) continue;  // inside a character
+      const auto left = ids.find(piece.substr(0, split)), right = ids.find(piece.substr(split));
+      if (left != ids.end() && right != ids.end()) {
+        merges.push_back(Merge{gguf.scores[id], characters(left->first), characters(right->first),
+                               static_cast<int>(id), left->second, right->second});
+      }
+    }
+  }
+  std::sort(merges.begin(), merges.end(), [](const Merge& a, const Merge& b) {
+    if (a.score != b.score) return a.score > b.score;
+    if (a.left_chars != b.left_chars) return a.left_chars > b.left_chars;
+    if (a.right_chars != b.right_chars) return a.right_chars > b.right_chars;
+    if (a.piece != b.piece) return a.piece < b.piece;
+    return a.left != b.left ? a.left < b.left : a.right < b.right;
+  });
+  json list = json::array();
+  for (const Merge& merge : merges) list.push_back({gguf.tokens[merge.left], gguf.tokens[merge.right]});
+  return list;
+}
+
+// LLaMA-2's tokenizer.json: "▁" prepended (add_space_prefix) and standing for every
+// space, a BPE with byte fallback, decoding reversing both. Our encoder uses the same
+// stages around SentencePiece's merge-by-score BPE instead of the generated merges.
+json llama_tokenizer_json(const GgufTokenizerData& gguf, bool with_model) {
   const bool add_bos = gguf.add_bos.value_or(true);
   const bool add_eos = gguf.add_eos.value_or(false);
   const bool prefix = gguf.add_space_prefix.value_or(true);
@@ -158,22 +203,62 @@ std::unique_ptr<Tokenizer> sentencepiece_bpe(const GgufTokenizerData& gguf) {
                    {{"type", "ByteFallback"}},
                    {{"type", "Fuse"}}};
   if (prefix) decoders.push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});
+  json spec = {{"version", "1.0"},
+               {"truncation", nullptr},
+               {"padding", nullptr},
+               {"added_tokens", added_tokens_json(gguf, true)},
+               {"normalizer", {{"type", "Sequence"}, {"normalizers", normalizers}}},
+               {"pre_tokenizer", nullptr},
+               {"post_processor", template_json(gguf, add_bos, add_eos)},
+               {"decoder", {{"type", "Sequence"}, {"decoders", decoders}}}};
+  if (with_model) {
+    json vocab = json::object();
+    for (size_t id = 0; id < gguf.tokens.size(); ++id) vocab[gguf.tokens[id]] = id;
+    spec["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", gguf.unk >= 0 ? json(gguf.tokens[gguf.unk]) : json()},
+                     {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr}, {"fuse_unk", true},
+                     {"byte_fallback", true}, {"ignore_merges", false}, {"vocab", std::move(vocab)},
+                     {"merges", merges_from_scores(gguf)}};
+  }
+  return spec;
+}
 
+std::unique_ptr<Tokenizer> sentencepiece_bpe(const GgufTokenizerData& gguf) {
+  const json spec = llama_tokenizer_json(gguf, false);
   PipelineParts parts;
   parts.kind = "SentencePiece BPE (by score)";
-  parts.normalizer = text::make_normalizer({{"type", "Sequence"}, {"normalizers", normalizers}}, kWhere);
-  parts.decoder = text::make_decoder({{"type", "Sequence"}, {"decoders", decoders}}, kWhere);
-  parts.post_processor = text::make_post_processor(template_json(gguf, add_bos, add_eos), kWhere);
-  for (const auto& item : added_tokens_json(gguf, true)) {
+  parts.normalizer = text::make_normalizer(spec.at("normalizer"), kWhere);
+  parts.decoder = text::make_decoder(spec.at("decoder"), kWhere);
+  parts.post_processor = text::make_post_processor(spec.at("post_processor"), kWhere);
+  for (const auto& item : spec.at("added_tokens")) {
     parts.added_tokens.push_back(text::AddedToken{item.at("id").get<int>(), item.at("content").get<std::string>(),
                                                   false, false, false, false, item.at("special").get<bool>()});
   }
   const std::optional<int> unk = gguf.unk >= 0 ? std::optional<int>(gguf.unk) : std::nullopt;
   parts.model = std::make_unique<text::ScoreBpe>(gguf.tokens, gguf.scores, gguf.token_types, unk, kWhere);
+  parts.tokenizer_json = [gguf] { return llama_tokenizer_json(gguf, true); };
   return std::make_unique<PipelineTokenizer>(std::move(parts));
 }
 
 }  // namespace
+
+std::string gguf_pre_name(const json& tokenizer_json) {
+  const json& pre = tokenizer_json.value("pre_tokenizer", json());
+  const json parts = pre.is_object() && pre.value("type", "") == "Sequence" ? pre.value("pretokenizers", json::array())
+                                                                           : json::array({pre});
+  bool digits = false, byte_level_split = false;
+  std::string pattern;
+  for (const json& part : parts) {
+    if (!part.is_object()) continue;
+    const std::string type = part.value("type", "");
+    if (type == "Digits") digits = part.value("individual_digits", false);
+    if (type == "ByteLevel") byte_level_split = part.value("use_regex", true);
+    if (type == "Split" && part.contains("pattern") && part["pattern"].contains("Regex")) pattern = part["pattern"]["Regex"];
+  }
+  if (pattern == kLlama3Pattern) return "llama-bpe";
+  if (pattern == kQwen2Pattern) return "qwen2";
+  if (pattern.empty() && byte_level_split) return digits ? "smollm" : "gpt-2";
+  fail(kWhere, ": no llama.cpp pre-tokenizer name matches this tokenizer.json's pre_tokenizer");
+}
 
 std::unique_ptr<Tokenizer> load_tokenizer(const GgufTokenizerData& gguf) {
   if (gguf.tokens.empty()) fail(kWhere, ": no tokens (tokenizer.ggml.tokens)");

@@ -106,7 +106,7 @@ int PipelineTokenizer::vocab_size() const {
 
 json PipelineTokenizer::to_tokenizer_json() const {
   if (!parts_.tokenizer_json) return Tokenizer::to_tokenizer_json();
-  return *parts_.tokenizer_json;
+  return parts_.tokenizer_json();
 }
 
 // ---------------------------------------------------------------------------- tokenizer.json
@@ -195,7 +195,7 @@ std::unique_ptr<PipelineTokenizer> tokenizer_from_json(const json& spec, const s
     parts.post_processor = make_post_processor(member(spec, "post_processor"), where);
     parts.decoder = make_decoder(member(spec, "decoder"), where);
     parts.added_tokens = added_from_json(member(spec, "added_tokens"), where);
-    parts.tokenizer_json = spec;
+    parts.tokenizer_json = [spec] { return spec; };
     return std::make_unique<PipelineTokenizer>(std::move(parts));
   } catch (const json::exception& error) {
     fail(where, ": malformed tokenizer.json: ", error.what());

@@ -1,6 +1,7 @@
 #pragma once
 // The tokenizer every source builds: HF's encode pipeline (added tokens, normalizer,
 // pre-tokenizer, model, post-processor) and decode (decoder chain) over swappable parts.
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -22,7 +23,9 @@ struct PipelineParts {
   std::vector<AddedToken> added_tokens;
   PostProcessor post_processor;
   std::unique_ptr<Decoder> decoder;  // null: tokens joined by spaces, as HF does
-  std::optional<nlohmann::json> tokenizer_json;  // the equivalent tokenizer.json, when there is one
+  // Makes the equivalent tokenizer.json, when there is one (on demand: generating it can
+  // cost more than loading).
+  std::function<nlohmann::json()> tokenizer_json;
 };
 
 class PipelineTokenizer : public Tokenizer {
