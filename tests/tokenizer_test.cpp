@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "test_util.h"
+#include "text/model_tokenizer.h"
 #include "text/tokenizer.h"
 
 namespace qft {
@@ -147,6 +148,14 @@ INSTANTIATE_TEST_SUITE_P(Cases, HfReference,
                                          "llama3_gguf", "qwen2_json", "qwen2_gguf", "gpt2_json", "gpt2_gguf",
                                          "options_json", "spm_model", "spm_gguf", "spm_json", "spm_json_nonlegacy"),
                          [](const auto& info) { return info.param; });
+
+// The SmolLM2 GGUF file itself, through qft's GGUF reader (not the Python dump).
+TEST(Tokenizer, SmolLM2GgufFileMatchesHf) {
+  const std::string path = fs::path(QFT_REFERENCE_DIR).parent_path() / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf";
+  const auto tokenizer = load_model_tokenizer(path);
+  expect_agreement("SmolLM2-135M-Instruct.Q4_1.gguf", *tokenizer,
+                   read_json(tokenizer_dir() + "/smollm2_gguf/expected.json"));
+}
 
 // A tokenizer from GGUF written as tokenizer.json: our loader and HF's (tokenizers and
 // transformers' AutoTokenizer, via check_tokenizer_json.py) both read it back to the same
