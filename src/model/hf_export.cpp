@@ -49,10 +49,7 @@ void export_hf_model(const std::string& directory, const ModelConfig& config,
     if (options.eos_token_id >= 0) json["eos_token_id"] = generation["eos_token_id"] = options.eos_token_id;
     write_text(temporary / "config.json", json.dump(2) + "\n");
     write_text(temporary / "generation_config.json", generation.dump(2) + "\n");
-    for (const auto& [name, contents] : options.files) {
-      if (name.find('/') != std::string::npos) fail("export: file name '", name, "' must not contain '/'");
-      write_text(temporary / name, contents);
-    }
+    if (options.write_files) options.write_files(temporary.string());
     std::vector<TensorInfo> tensors;
     for (const ParamSpec& spec : parameter_specs(config)) tensors.push_back({spec.name, spec.shape});
     write_safetensors((temporary / "model.safetensors").string(), tensors, fill, options.dtype);

@@ -4,7 +4,6 @@
 // and the tokenizer's files, through a temporary directory renamed into
 // place, so a failure leaves nothing behind.
 #include <functional>
-#include <map>
 #include <string>
 
 #include "io/safetensors.h"
@@ -14,8 +13,8 @@ namespace qft {
 
 struct HfExport {
   DType dtype = DType::BF16;
-  // Further files by name (tokenizer.json, tokenizer_config.json, …).
-  std::map<std::string, std::string> files;
+  // Writes further files (the tokenizer's) into the directory being built.
+  std::function<void(const std::string& directory)> write_files;
   int bos_token_id = -1, eos_token_id = -1;  // for generation_config.json; -1: unknown
 };
 

@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "core/error.h"
+#include "model/gguf_layout.h"
 #include "quant/philox.h"
 
 namespace qft {
@@ -44,46 +45,6 @@ void fill_normal(float* out, size_t count, float stddev, uint64_t seed, uint32_t
 }
 
 // ------------------------------------------------------------------ GGUF ---
-
-struct NamePair {
-  const char* hf;
-  const char* gguf;
-};
-
-constexpr NamePair kGgufHeadNames[] = {
-    {"model.embed_tokens.weight", "token_embd.weight"},
-    {"model.norm.weight", "output_norm.weight"},
-    {"lm_head.weight", "output.weight"},
-};
-
-// model.layers.N.<hf module> ↔ blk.N.<gguf module>, then .weight or .bias.
-constexpr NamePair kGgufLayerModules[] = {
-    {"input_layernorm", "attn_norm"},      {"post_attention_layernorm", "ffn_norm"},
-    {"self_attn.q_proj", "attn_q"},        {"self_attn.k_proj", "attn_k"},
-    {"self_attn.v_proj", "attn_v"},        {"self_attn.o_proj", "attn_output"},
-    {"mlp.gate_proj", "ffn_gate"},         {"mlp.up_proj", "ffn_up"},
-    {"mlp.down_proj", "ffn_down"},
-};
-
-// llama.cpp's name for an HF parameter name of parameter_specs().
-std::string gguf_tensor_name(const std::string& hf_name) {
-  for (const NamePair& pair : kGgufHeadNames) {
-    if (hf_name == pair.hf) return pair.gguf;
-  }
-  const std::string prefix = "model.layers.";
-  if (hf_name.rfind(prefix, 0) == 0) {
-    const size_t dot = hf_name.find('.', prefix.size());
-    const size_t suffix = hf_name.rfind('.');
-    if (dot != std::string::npos && suffix > dot) {
-      const std::string layer = hf_name.substr(prefix.size(), dot - prefix.size());
-      const std::string module = hf_name.substr(dot + 1, suffix - dot - 1);
-      for (const NamePair& pair : kGgufLayerModules) {
-        if (module == pair.hf) return "blk." + layer + "." + pair.gguf + hf_name.substr(suffix);
-      }
-    }
-  }
-  throw std::logic_error("no GGUF name for parameter '" + hf_name + "'");
-}
 
 // The HF config.json that the GGUF metadata describes, validated by the same
 // parser as an HF directory's.
@@ -148,22 +109,6 @@ ModelConfig gguf_model_config(const GgufFile& file) {
          " (attention.key_length, else embedding_length / head_count): partial RoPE is not supported");
   }
   return config;
-}
-
-// rows (heads·D, cols) stored as llama.cpp's converter writes Q and K: within
-// each head, HF row j·D/2 + i sits at row 2i + j. Puts them back in HF order.
-void unpermute_head_rows(float* rows, int heads, int64_t head_dim, int64_t cols) {
-  const int64_t half = head_dim / 2;
-  Buffer<float> head(MemCategory::Workspace, static_cast<size_t>(head_dim * cols));
-  for (int h = 0; h < heads; ++h) {
-    float* block = rows + h * head_dim * cols;
-    std::copy(block, block + head_dim * cols, head.data());
-    for (int64_t i = 0; i < half; ++i) {
-      for (int64_t j = 0; j < 2; ++j) {
-        std::copy_n(head.data() + (2 * i + j) * cols, cols, block + (j * half + i) * cols);
-      }
-    }
-  }
 }
 
 }  // namespace

@@ -67,6 +67,10 @@ struct GgufTokenizerData {
   std::string chat_template;         // tokenizer.chat_template
 };
 
+// llama.cpp's tokenizer.ggml.pre name for a byte-level BPE tokenizer.json's
+// pre-tokenizer: "smollm", "llama-bpe", "qwen2" or "gpt-2"; throws for others.
+std::string gguf_pre_name(const nlohmann::json& tokenizer_json);
+
 // tokenizer.json if the directory has one, else tokenizer.model.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& hf_directory);
 std::unique_ptr<Tokenizer> load_tokenizer(const GgufTokenizerData& gguf);

@@ -20,6 +20,7 @@ constexpr Command kCommands[] = {
     {"memory", "the memory plan of a training configuration (the QFT paper's Table 1)", qft::cli::run_memory},
     {"tokenize", "token ids of text, or text of token ids, with a model's tokenizer", qft::cli::run_tokenize},
     {"generate", "generate text from a model (KV cache; greedy or top-p sampling)", qft::cli::run_generate},
+    {"export", "write a model as an HF directory or a GGUF file", qft::cli::run_export},
 };
 
 void print_usage(std::FILE* stream) {

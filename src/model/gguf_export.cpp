@@ -1,0 +1,123 @@
+#include "model/gguf_export.h"
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "model/gguf_layout.h"
+#include "model/parameters.h"
+#include "text/tokenizer.h"
+
+namespace qft {
+namespace {
+
+// llama.cpp's general.file_type for the matrices' type.
+uint32_t file_type(GgmlType type) {
+  switch (type) {
+    case GgmlType::F32: return 0;
+    case GgmlType::F16: return 1;
+    case GgmlType::Q8_0: return 7;
+    case GgmlType::BF16: return 32;
+    default: fail("no GGUF file type for ", ggml_type_name(type));
+  }
+}
+
+const char* gguf_architecture(Architecture architecture) {
+  // llama.cpp runs Mistral's dense models as "llama".
+  return architecture == Architecture::Qwen2 ? "qwen2" : "llama";
+}
+
+void add_hyper_parameters(GgufWriter& writer, const ModelConfig& c, const GgufExport& options) {
+  const std::string arch = gguf_architecture(c.architecture);
+  const std::string p = arch + ".";
+  writer.add_string("general.architecture", arch);
+  if (!options.name.empty()) writer.add_string("general.name", options.name);
+  writer.add_uint32("general.file_type", file_type(options.matrix_type));
+  writer.add_uint32(p + "context_length", c.max_position_embeddings);
+  writer.add_uint32(p + "embedding_length", c.hidden_size);
+  writer.add_uint32(p + "block_count", c.num_layers);
+  writer.add_uint32(p + "feed_forward_length", c.intermediate_size);
+  writer.add_uint32(p + "attention.head_count", c.num_heads);
+  writer.add_uint32(p + "attention.head_count_kv", c.num_kv_heads);
+  writer.add_float32(p + "attention.layer_norm_rms_epsilon", c.rms_norm_eps);
+  writer.add_float32(p + "rope.freq_base", c.rope_theta);
+  writer.add_uint32(p + "rope.dimension_count", c.head_dim);
+  if (c.head_dim * c.num_heads != c.hidden_size) {
+    writer.add_uint32(p + "attention.key_length", c.head_dim);
+    writer.add_uint32(p + "attention.value_length", c.head_dim);
+  }
+  writer.add_uint32(p + "vocab_size", c.vocab_size);
+}
+
+}  // namespace
+
+GgmlType parse_gguf_matrix_type(const std::string& name) {
+  if (name == "bf16") return GgmlType::BF16;
+  if (name == "f16") return GgmlType::F16;
+  if (name == "f32") return GgmlType::F32;
+  if (name == "q8_0") return GgmlType::Q8_0;
+  fail("unknown GGUF dtype '", name, "' (expected bf16, f16, f32 or q8_0)");
+}
+
+void export_gguf_model(const std::string& path, const ModelConfig& config,
+                       const std::function<void(size_t, float*)>& fill, const GgufExport& options) {
+  GgufWriter writer;
+  add_hyper_parameters(writer, config, options);
+  if (options.add_tokenizer) options.add_tokenizer(writer);
+  const std::vector<ParamSpec> specs = parameter_specs(config);
+  std::vector<int> interleave_heads(specs.size(), 0);
+  const bool interleaved = config.architecture != Architecture::Qwen2;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const ParamSpec& spec = specs[i];
+    GgmlType type = GgmlType::F32;
+    if (spec.shape.size() == 2) {
+      // Rows that do not fill Q8_0 blocks fall back to F16, as llama.cpp's converter does.
+      type = options.matrix_type == GgmlType::Q8_0 && spec.shape[1] % 32 != 0 ? GgmlType::F16 : options.matrix_type;
+    }
+    writer.add_tensor(gguf_tensor_name(spec.name), spec.shape, type);
+    if (interleaved && spec.name.find(".self_attn.q_proj.") != std::string::npos) interleave_heads[i] = config.num_heads;
+    if (interleaved && spec.name.find(".self_attn.k_proj.") != std::string::npos) interleave_heads[i] = config.num_kv_heads;
+  }
+  writer.write(path, [&](size_t i, float* out) {
+    fill(i, out);
+    if (interleave_heads[i] == 0) return;
+    const int64_t rows = specs[i].shape[0];
+    const int64_t cols = specs[i].shape.size() == 2 ? specs[i].shape[1] : 1;
+    permute_head_rows(out, interleave_heads[i], rows / interleave_heads[i], cols);
+  });
+}
+
+void add_gguf_tokenizer(GgufWriter& writer, const Tokenizer& tokenizer) {
+  if (tokenizer.kind() != "byte-level BPE") {
+    fail("exporting a ", tokenizer.kind(), " tokenizer to GGUF is not supported (byte-level BPE only)");
+  }
+  const nlohmann::json json = tokenizer.to_tokenizer_json();
+  std::vector<std::string> tokens;
+  std::vector<int32_t> types;
+  for (int id = 0; id < tokenizer.vocab_size(); ++id) {
+    tokens.push_back(tokenizer.id_to_token(id));
+    types.push_back(tokenizer.is_special(id) ? 3 : 1);  // control : normal
+  }
+  std::vector<std::string> merges;
+  for (const auto& merge : json.at("model").at("merges")) {
+    merges.push_back(merge.is_string() ? merge.get<std::string>() : merge[0].get<std::string>() + " " + merge[1].get<std::string>());
+  }
+  writer.add_string("tokenizer.ggml.model", "gpt2");
+  writer.add_string("tokenizer.ggml.pre", gguf_pre_name(json));
+  writer.add_string_array("tokenizer.ggml.tokens", tokens);
+  writer.add_int32_array("tokenizer.ggml.token_type", types);
+  writer.add_string_array("tokenizer.ggml.merges", merges);
+  if (tokenizer.bos_id()) writer.add_uint32("tokenizer.ggml.bos_token_id", *tokenizer.bos_id());
+  if (tokenizer.eos_id()) writer.add_uint32("tokenizer.ggml.eos_token_id", *tokenizer.eos_id());
+  if (tokenizer.pad_id()) writer.add_uint32("tokenizer.ggml.padding_token_id", *tokenizer.pad_id());
+  const std::vector<int> empty = tokenizer.encode("", true);
+  writer.add_bool("tokenizer.ggml.add_bos_token", !empty.empty() && empty.front() == tokenizer.bos_id());
+  if (!tokenizer.chat_template().empty()) writer.add_string("tokenizer.chat_template", tokenizer.chat_template());
+}
+
+void copy_gguf_tokenizer(GgufWriter& writer, const GgufFile& source) {
+  for (const auto& [key, value] : source.metadata()) {
+    if (key.rfind("tokenizer.", 0) == 0) writer.add_value(key, value);
+  }
+}
+
+}  // namespace qft

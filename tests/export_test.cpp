@@ -1,0 +1,148 @@
+// qft export, checked by reading the results back and by loading them with
+// transformers (an HF directory, and a GGUF file through transformers' own
+// GGUF loader, which undoes llama.cpp's Q/K layout independently of qft).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/float16.h"
+#include "data/batch.h"
+#include "io/gguf.h"
+#include "model/transformer.h"
+#include "model/weights.h"
+#include "test_util.h"
+
+namespace qft {
+namespace {
+
+namespace fs = std::filesystem;
+using test::run_command;
+using test::TempDir;
+
+const std::string kQft = QFT_BINARY;
+const char* const kText = "The quick brown fox jumps over the lazy dog. 1234 🙂 naïve café";
+
+std::string export_model(const std::string& model, const std::string& out, const std::string& options) {
+  const auto result = run_command(kQft + " export --model " + model + " --out " + out + " " + options);
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  return out;
+}
+
+std::vector<std::vector<float>> all_tensors(const ModelSource& source) {
+  std::vector<std::vector<float>> tensors;
+  for (size_t i = 0; i < source.specs().size(); ++i) {
+    tensors.emplace_back(shape_numel(source.specs()[i].shape));
+    source.fill(i, tensors.back().data());
+  }
+  return tensors;
+}
+
+TEST(Export, HfRoundTripIsExactInF32AndRoundedInBf16) {
+  TempDir dir;
+  for (const char* name : {"qwen2_bias", "llama_gqa_untied"}) {
+    const std::string model = test::reference_case(name);
+    const auto original = all_tensors(ModelSource::hf_directory(model));
+    const auto f32 = all_tensors(ModelSource::hf_directory(export_model(model, dir.file(std::string(name) + "-f32"), "--dtype f32")));
+    const auto bf16 = all_tensors(ModelSource::hf_directory(export_model(model, dir.file(std::string(name) + "-bf16"), "--dtype bf16")));
+    EXPECT_EQ(f32, original) << name;
+    for (size_t i = 0; i < original.size(); ++i) {
+      for (size_t j = 0; j < original[i].size(); ++j) ASSERT_EQ(bf16[i][j], bf16_to_float(float_to_bf16(original[i][j])));
+    }
+    const auto config = nlohmann::json::parse(test::read_text(dir.file(std::string(name) + "-bf16/config.json")));
+    EXPECT_EQ(config.at("torch_dtype"), "bfloat16");
+  }
+}
+
+TEST(Export, RefusesAnExistingTargetAndBadOptions) {
+  TempDir dir;
+  const std::string model = test::reference_case("llama_tied");
+  fs::create_directories(dir.file("taken"));
+  EXPECT_NE(run_command(kQft + " export --model " + model + " --out " + dir.file("taken")).exit_code, 0);
+  EXPECT_NE(run_command(kQft + " export --model " + model + " --out " + dir.file("x") + " --dtype q8_0").exit_code, 0);
+  EXPECT_NE(run_command(kQft + " export --model " + model + " --out " + dir.file("x") + " --format onnx").exit_code, 0);
+  EXPECT_FALSE(fs::exists(dir.file("x")));
+}
+
+struct Loaded {
+  std::vector<int> ids;
+  double loss;
+};
+
+Loaded transformers_load(const std::string& kind, const std::string& path, const std::vector<int>& ids) {
+  std::string id_text;
+  for (int id : ids) id_text += (id_text.empty() ? "" : " ") + std::to_string(id);
+  const auto result = run_command(std::string(QFT_PYENV_DIR) + "/bin/python " + QFT_SOURCE_DIR +
+                                  "/tests/reference/export_check.py " + kind + " " + path + " '" + kText + "' '" +
+                                  id_text + "'");
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  std::string output = result.output;  // transformers' warnings first, the JSON last
+  while (!output.empty() && output.back() == '\n') output.pop_back();
+  const auto json = nlohmann::json::parse(output.substr(output.rfind('\n') + 1));
+  return {json.at("ids").get<std::vector<int>>(), json.at("loss").get<double>()};
+}
+
+std::string smollm2_path() {
+  std::ifstream file(test::reference_case("gguf/smollm2/model_path.txt"));
+  std::string path;
+  std::getline(file, path);
+  return path;
+}
+
+double qft_loss(const std::string& model, const std::vector<int>& ids) {
+  LoadedModel loaded = load_model(model);
+  Transformer transformer(loaded.config, *loaded.weights, nullptr);
+  return transformer.loss(make_batch({ids}));
+}
+
+// SmolLM2's GGUF → HF (f32) → GGUF (f32): transformers loads both exports,
+// tokenizes like qft, and computes the loss qft computes from the original.
+TEST(Export, SmolLM2GgufToHfToGgufLoadsInTransformers) {
+  TempDir dir;
+  const std::string gguf = smollm2_path();
+  const std::string hf = export_model(gguf, dir.file("hf"), "--dtype f32");
+  const std::string back = export_model(hf, dir.file("back.gguf"), "--format gguf --dtype f32");
+
+  const auto qft_ids = run_command(kQft + " tokenize --model " + gguf + " --text '" + kText + "'");
+  ASSERT_EQ(qft_ids.exit_code, 0);
+  std::vector<int> ids;
+  std::istringstream fields(qft_ids.output);
+  for (int id; fields >> id;) ids.push_back(id);
+  const double expected = qft_loss(gguf, ids);
+
+  const Loaded from_hf = transformers_load("hf", hf, ids);
+  EXPECT_EQ(from_hf.ids, ids);
+  EXPECT_NEAR(from_hf.loss, expected, 1e-4 * expected);  // transformers keeps RMSNorm and RoPE in float32
+  const Loaded from_gguf = transformers_load("gguf", back, ids);
+  EXPECT_NEAR(from_gguf.loss, expected, 1e-4 * expected);
+  EXPECT_EQ(from_gguf.loss, from_hf.loss);  // the same weights reach transformers both ways
+
+  // The round trip keeps every tensor (f32 both ways) and the tokenizer.
+  EXPECT_EQ(all_tensors(ModelSource::gguf_file(back)), all_tensors(ModelSource::gguf_file(gguf)));
+  const GgufFile original(gguf), copy(back);
+  for (const char* key : {"tokenizer.ggml.tokens", "tokenizer.ggml.merges"}) {
+    EXPECT_EQ(copy.get_string_array(key), original.get_string_array(key)) << key;
+  }
+  EXPECT_EQ(copy.get_int_array("tokenizer.ggml.token_type"), original.get_int_array("tokenizer.ggml.token_type"));
+  EXPECT_EQ(copy.get_string("tokenizer.ggml.pre"), original.get_string("tokenizer.ggml.pre"));
+  EXPECT_EQ(copy.get_uint("tokenizer.ggml.eos_token_id"), original.get_uint("tokenizer.ggml.eos_token_id"));
+  EXPECT_EQ(copy.get_string("tokenizer.chat_template"), original.get_string("tokenizer.chat_template"));
+}
+
+// Q8_0 export: within Q8_0's rounding of the source, and transformers loads it.
+TEST(Export, SmolLM2Q8_0) {
+  TempDir dir;
+  const std::string gguf = smollm2_path();
+  const std::string q8 = export_model(gguf, dir.file("q8.gguf"), "--format gguf --dtype q8_0");
+  const GgufFile file(q8);
+  EXPECT_EQ(file.tensor("blk.0.attn_q.weight").type, GgmlType::Q8_0);
+  EXPECT_EQ(file.tensor("blk.0.attn_norm.weight").type, GgmlType::F32);
+  const std::vector<int> ids = {504, 2365, 6354, 16438, 27003, 690, 260, 23790, 2767, 30};
+  const double original = qft_loss(gguf, ids);
+  EXPECT_NEAR(qft_loss(q8, ids), original, 0.01 * original);
+  EXPECT_NEAR(transformers_load("gguf", q8, ids).loss, qft_loss(q8, ids), 1e-4 * original);
+}
+
+}  // namespace
+}  // namespace qft
