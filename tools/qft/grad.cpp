@@ -36,7 +36,7 @@ int run_grad(int argc, char** argv) {
             "of --tokens (each line is its own sequence; positions start at 0) and writes the FP32\n"
             "gradient of every parameter, under its HF name, to --out. Prints one JSON line:\n"
             "{\"loss\": L, \"tokens\": number of predicted positions}.",
-            {{"model", "DIR", "HF model directory (config.json + safetensors)", ""},
+            {{"model", "PATH", "HF model directory (config.json + safetensors) or GGUF file", ""},
              {"tokens", "FILE", "one sequence per line, whitespace-separated token ids", ""},
              {"out", "FILE", "gradients as a .safetensors file (written atomically)", ""},
              {"checkpointing", "", "recompute each layer's activations during backward", ""},
@@ -45,7 +45,7 @@ int run_grad(int argc, char** argv) {
   args.require({"model", "tokens", "out"});
   apply_threads(args);
 
-  LoadedModel model = load_hf_model(args.get("model"));
+  LoadedModel model = load_model(args.get("model"));
   const auto sequences = read_token_file(args.get("tokens"), model.config.vocab_size);
   int64_t predicted = 0;
   for (const TokenSequence& sequence : sequences) predicted += std::max<int64_t>(sequence.size() - 1, 0);
