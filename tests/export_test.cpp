@@ -144,5 +144,26 @@ TEST(Export, SmolLM2Q8_0) {
   EXPECT_NEAR(transformers_load("gguf", q8, ids).loss, qft_loss(q8, ids), 1e-4 * original);
 }
 
+// The user's path through the CLI on the real model.
+TEST(ModelTools, TokenizeRoundTripsAndGenerateAnswersFromTheGguf) {
+  const std::string gguf = smollm2_path();
+  const auto ids = run_command(kQft + " tokenize --model " + gguf + " --text '" + kText + "'");
+  ASSERT_EQ(ids.exit_code, 0) << ids.output;
+  const auto text = run_command(kQft + " tokenize --model " + gguf + " --decode --text '" + ids.output + "'");
+  EXPECT_EQ(text.output, std::string(kText) + "\n");
+  const auto answer = run_command(kQft + " generate --model " + gguf +
+                                  " --chat --prompt 'What is the capital of France?' --max-new-tokens 24");
+  ASSERT_EQ(answer.exit_code, 0) << answer.output;
+  EXPECT_NE(answer.output.find("Paris"), std::string::npos) << answer.output;
+  const auto sampled = [&](int seed) {
+    return run_command(kQft + " generate --model " + gguf + " --prompt 'Once upon a time' --max-new-tokens 12" +
+                       " --temperature 0.8 --top-p 0.9 --seed " + std::to_string(seed)).output;
+  };
+  EXPECT_EQ(sampled(3), sampled(3));
+  const auto unknown = run_command(kQft + " generate --model " + gguf + " --prompt hi --chat-template vicuna");
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.output.find("chatml, llama2, llama3, alpaca"), std::string::npos) << unknown.output;
+}
+
 }  // namespace
 }  // namespace qft

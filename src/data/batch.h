@@ -24,6 +24,9 @@ struct Batch {
 // Each sequence predicts its own tokens 1..n−1 from the ones before.
 Batch make_batch(const std::vector<TokenSequence>& sequences);
 
+// Whitespace-separated ids in [0, vocab_size); errors start with `where`.
+TokenSequence parse_token_ids(const std::string& text, int vocab_size, const std::string& where);
+
 // One sequence per line, whitespace-separated ids in [0, vocab_size); empty
 // lines are skipped. Errors name the file and line.
 std::vector<TokenSequence> read_token_file(const std::string& path, int vocab_size);

@@ -2,11 +2,11 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
+#include "data/batch.h"
 #include "text/model_tokenizer.h"
 
 namespace qft::cli {
@@ -20,23 +20,6 @@ std::vector<std::string> inputs(const Args& args) {
   std::vector<std::string> lines;
   for (std::string line; std::getline(file, line);) lines.push_back(line);
   return lines;
-}
-
-std::vector<int> parse_ids(const std::string& text, int vocab_size) {
-  std::istringstream fields(text);
-  std::vector<int> ids;
-  for (std::string field; fields >> field;) {
-    size_t used = 0;
-    long long id = -1;
-    try {
-      id = std::stoll(field, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != field.size() || id < 0 || id >= vocab_size) fail("'", field, "' is not a token id of this vocabulary");
-    ids.push_back(static_cast<int>(id));
-  }
-  return ids;
 }
 
 }  // namespace
@@ -58,7 +41,7 @@ int run_tokenize(int argc, char** argv) {
   const bool special = !args.flag("no-special");
   for (const std::string& input : inputs(args)) {
     if (args.flag("decode")) {
-      const std::string text = tokenizer->decode(parse_ids(input, tokenizer->vocab_size()), !special);
+      const std::string text = tokenizer->decode(parse_token_ids(input, tokenizer->vocab_size(), "--decode"), !special);
       std::printf("%s\n", args.flag("json") ? nlohmann::json{{"text", text}}.dump().c_str() : text.c_str());
       continue;
     }
