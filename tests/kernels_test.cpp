@@ -423,9 +423,12 @@ TEST(KernelsTest, CrossEntropy) {
   const double want_loss = cross_entropy_reference(x, targets, V);
 
   Floats untouched = logits;
-  const double forward_loss = cross_entropy_forward(untouched.data(), targets.data(), R, V);
-  expect_close(Doubles{forward_loss}, Doubles{want_loss}, kForwardTolerance, "loss (forward only)");
-  EXPECT_EQ(untouched, logits) << "cross_entropy_forward must leave the logits alone";
+  std::vector<double> row_losses(R, -1.0);
+  cross_entropy_rows(row_losses.data(), untouched.data(), targets.data(), R, V);
+  expect_close(Doubles{row_losses[0] + row_losses[1] + row_losses[2] + row_losses[3]}, Doubles{want_loss},
+               kForwardTolerance, "loss (rows)");
+  EXPECT_EQ(row_losses[1], 0.0) << "a row with target -1 has no loss";
+  EXPECT_EQ(untouched, logits) << "cross_entropy_rows must leave the logits alone";
 
   Floats dlogits = logits;
   const double loss = cross_entropy_forward_backward(dlogits.data(), targets.data(), R, V, grad_scale);

@@ -83,7 +83,7 @@ void attention_cached(float* out, float* scores, const float* q, const float* k_
 // dlogits = (softmax − onehot) · grad_scale. Returns the summed loss (double).
 double cross_entropy_forward_backward(float* logits, const int* targets, int R, int V,
                                       float grad_scale);
-// Summed loss only, logits untouched.
-double cross_entropy_forward(const float* logits, const int* targets, int R, int V);
+// losses (R): each row's loss (0 where target < 0), logits untouched.
+void cross_entropy_rows(double* losses, const float* logits, const int* targets, int R, int V);
 
 }  // namespace qft::kernels

@@ -222,7 +222,7 @@ void Transformer::layer_backward(int layer, const LayerActivations& a, const flo
   kernels::rmsnorm_backward(dresid, g.input_norm, s.dln, x_in, w.input_norm, a.rstd1, N, C);
 }
 
-double Transformer::head_forward_backward(bool training, int64_t denominator) {
+double Transformer::head_forward_backward(bool training, int64_t denominator, double* row_losses) {
   const ModelConfig& c = config_;
   const Batch& batch = *batch_;
   const Scratch& s = *scratch_;
@@ -245,10 +245,12 @@ double Transformer::head_forward_backward(bool training, int64_t denominator) {
       kernels::linear_backward(s.dln + static_cast<size_t>(r0) * C, store_.head_grads().lm_head, nullptr,
                                s.logits, rows_in, w.lm_head, rows, C, V);
     } else {
-      loss_sum += kernels::cross_entropy_forward(s.logits, batch.targets.data() + r0, rows, V);
+      kernels::cross_entropy_rows(row_losses + r0, s.logits, batch.targets.data() + r0, rows, V);
     }
   }
-  if (training) {
+  if (!training) {
+    for (int r = 0; r < N; ++r) loss_sum += row_losses[r];
+  } else {
     zero(s.dresid, static_cast<size_t>(N) * C);
     kernels::rmsnorm_backward(s.dresid, store_.head_grads().final_norm, s.dln, x_final, w.final_norm,
                               final_rstd_.data(), N, C);
@@ -268,7 +270,7 @@ void Transformer::forward() {
 double Transformer::forward_backward(const Batch& batch, int64_t denominator) {
   prepare(batch, true);
   forward();
-  const double loss = head_forward_backward(true, denominator > 0 ? denominator : batch.predicted);
+  const double loss = head_forward_backward(true, denominator > 0 ? denominator : batch.predicted, nullptr);
   float* dresid = scratch_->dresid;  // (N, C)
   for (int layer = config_.num_layers - 1; layer >= 0; --layer) {
     LayerActivations& acts = activations_for(layer);
@@ -283,9 +285,18 @@ double Transformer::forward_backward(const Batch& batch, int64_t denominator) {
 }
 
 double Transformer::loss(const Batch& batch) {
+  std::vector<double> losses(batch.size());
   prepare(batch, false);
   forward();
-  return head_forward_backward(false, batch.predicted);
+  return head_forward_backward(false, batch.predicted, losses.data());
+}
+
+std::vector<double> Transformer::token_losses(const Batch& batch) {
+  std::vector<double> losses(batch.size());
+  prepare(batch, false);
+  forward();
+  head_forward_backward(false, batch.predicted, losses.data());
+  return losses;
 }
 
 }  // namespace qft

@@ -47,6 +47,9 @@ class Transformer {
   double forward_backward(const Batch& batch, int64_t denominator = 0);
   // The same mean loss, without gradients or stored activations.
   double loss(const Batch& batch);
+  // (N): −log p(target) of every row of the batch, 0 where nothing is
+  // predicted (target < 0); what evaluation sums per sequence or choice.
+  std::vector<double> token_losses(const Batch& batch);
 
   const ModelConfig& config() const { return config_; }
 
@@ -82,7 +85,8 @@ class Transformer {
   void layer_backward(int layer, const LayerActivations& acts, const float* x_in, float* dresid);
   // Final norm, LM head and loss in row chunks; when training, also their
   // backward, leaving the gradient of the last residual in the scratch.
-  double head_forward_backward(bool training, int64_t denominator);
+  // Without training, row_losses (N) receives each row's loss.
+  double head_forward_backward(bool training, int64_t denominator, double* row_losses);
 
   ModelConfig config_;
   TransformerOptions options_;

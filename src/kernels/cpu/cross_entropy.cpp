@@ -44,12 +44,12 @@ double cross_entropy_forward_backward(float* logits, const int* targets, int R, 
   });
 }
 
-double cross_entropy_forward(const float* logits, const int* targets, int R, int V) {
-  return sum_row_losses(R, [&](int r) -> double {
+void cross_entropy_rows(double* losses, const float* logits, const int* targets, int R, int V) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < R; ++r) {
     const float* row = logits + static_cast<size_t>(r) * V;
-    if (targets[r] < 0) return 0.0;
-    return log_sum_exp(row, V) - row[targets[r]];
-  });
+    losses[r] = targets[r] < 0 ? 0.0 : static_cast<double>(log_sum_exp(row, V) - row[targets[r]]);
+  }
 }
 
 }  // namespace qft::kernels
