@@ -42,9 +42,11 @@ class Fp32Training final : public Training {
   }
 
   void save(const std::string& directory) override {
-    save_hf_model(directory, config_, [&](size_t i, float* out) {
-      std::copy(weights_->data(i), weights_->data(i) + weights_->numel(i), out);
-    });
+    save_hf_model(directory, config_, [&](size_t i, float* out) { parameter(i, out); });
+  }
+  double evaluate(const Batch& batch) override { return transformer_.loss(batch); }
+  void parameter(size_t index, float* out) override {
+    std::copy(weights_->data(index), weights_->data(index) + weights_->numel(index), out);
   }
 
  private:
@@ -76,8 +78,10 @@ class QftTraining final : public Training {
   void new_epoch() override { store_.refresh_thresholds(); }
 
   void save(const std::string& directory) override {
-    save_hf_model(directory, config_, [&](size_t i, float* out) { store_.dequantize(i, out); });
+    save_hf_model(directory, config_, [&](size_t i, float* out) { parameter(i, out); });
   }
+  double evaluate(const Batch& batch) override { return transformer_.loss(batch); }
+  void parameter(size_t index, float* out) override { store_.dequantize(index, out); }
 
  private:
   ModelConfig config_;
@@ -101,8 +105,10 @@ class MixedPrecisionTraining final : public Training {
   }
 
   void save(const std::string& directory) override {
-    save_hf_model(directory, config_, [&](size_t i, float* out) { store_.master(i, out); });
+    save_hf_model(directory, config_, [&](size_t i, float* out) { parameter(i, out); });
   }
+  double evaluate(const Batch& batch) override { return transformer_.loss(batch); }
+  void parameter(size_t index, float* out) override { store_.master(index, out); }
 
  private:
   ModelConfig config_;

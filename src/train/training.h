@@ -30,6 +30,10 @@ class Training {
   virtual void new_epoch() {}
   // Saves the model as an HF directory (FP32 safetensors).
   virtual void save(const std::string& directory) = 0;
+  // The mean loss over the batch's predicted tokens, without training.
+  virtual double evaluate(const Batch& batch) = 0;
+  // Parameter `index` (of parameter_specs) in FP32: what an export writes.
+  virtual void parameter(size_t index, float* out) = 0;
 };
 
 std::unique_ptr<Training> make_training(const ModelSource& source, const TrainingSettings& settings);
