@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include "core/error.h"
+#include "quant/quantizer.h"
 
 namespace qft::cli {
 
@@ -34,6 +35,33 @@ ModelSource model_source_from_args(const Args& args) {
   }
   if (!args.has("init") || args.get("init") != "random") fail("--config needs --init random");
   return ModelSource::random(args.get("config"), static_cast<uint64_t>(args.get_int64("seed")));
+}
+
+namespace {
+
+Rounding parse_rounding(const std::string& name) {
+  if (name == "stochastic") return Rounding::Stochastic;
+  if (name == "nearest") return Rounding::Nearest;
+  fail("--rounding must be stochastic or nearest, got '", name, "'");
+}
+
+}  // namespace
+
+TrainingSettings training_settings(const Args& args) {
+  TrainingSettings settings;
+  settings.optimizer = args.get("optimizer");
+  const std::string& name = settings.optimizer;
+  settings.fp32 = default_optimizer_settings(name == "qlion" ? "lion" : name == "mixed-adamw" ? "adamw" : name);
+  if (args.has("beta1")) settings.fp32.beta1 = args.get_float("beta1");
+  if (args.has("beta2")) settings.fp32.beta2 = args.get_float("beta2");
+  settings.fp32.eps = args.get_float("eps");
+  settings.fp32.weight_decay = args.get_float("weight-decay");
+  settings.qft.rounding = parse_rounding(args.get("rounding"));
+  settings.qft.outlier_fraction = args.get_float("outlier-fraction");
+  settings.qft.seed = static_cast<uint64_t>(args.get_int64("seed"));
+  settings.grad_accum = args.get_int("grad-accum");
+  settings.checkpointing = args.flag("checkpointing");
+  return settings;
 }
 
 }  // namespace qft::cli

@@ -22,29 +22,6 @@ nlohmann::json memory_report() {
           {"peak_rss_bytes", process_peak_rss_bytes()}};
 }
 
-Rounding parse_rounding(const std::string& name) {
-  if (name == "stochastic") return Rounding::Stochastic;
-  if (name == "nearest") return Rounding::Nearest;
-  fail("--rounding must be stochastic or nearest, got '", name, "'");
-}
-
-TrainingSettings training_settings(const Args& args) {
-  TrainingSettings settings;
-  settings.optimizer = args.get("optimizer");
-  const std::string& name = settings.optimizer;
-  settings.fp32 = default_optimizer_settings(name == "qlion" ? "lion" : name == "mixed-adamw" ? "adamw" : name);
-  if (args.has("beta1")) settings.fp32.beta1 = args.get_float("beta1");
-  if (args.has("beta2")) settings.fp32.beta2 = args.get_float("beta2");
-  settings.fp32.eps = args.get_float("eps");
-  settings.fp32.weight_decay = args.get_float("weight-decay");
-  settings.qft.rounding = parse_rounding(args.get("rounding"));
-  settings.qft.outlier_fraction = args.get_float("outlier-fraction");
-  settings.qft.seed = static_cast<uint64_t>(args.get_int64("seed"));
-  settings.grad_accum = args.get_int("grad-accum");
-  settings.checkpointing = args.flag("checkpointing");
-  return settings;
-}
-
 // The plan for the longest micro-batch the token file can produce.
 PlanSettings plan_settings_for(const TrainingSettings& settings, const std::vector<TokenSequence>& lines, int batch_lines) {
   size_t longest = 2;

@@ -1,0 +1,260 @@
+#include "train/finetune.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <iomanip>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/memory.h"
+#include "data/examples.h"
+#include "io/gguf.h"
+#include "model/gguf_export.h"
+#include "model/hf_export.h"
+#include "text/model_tokenizer.h"
+#include "train/memory_plan.h"
+#include "train/schedule.h"
+
+namespace qft {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+std::vector<Example> tokenize_all(const std::vector<DataRecord>& records, const Tokenizer& tokenizer,
+                                  const ChatTemplate* chat, const FinetuneSettings& settings) {
+  std::vector<Example> examples;
+  for (const DataRecord& record : records) {
+    for (Example& segment : split_into_segments(tokenize_record(record, tokenizer, chat, settings.train_on_prompt),
+                                                settings.seq_len)) {
+      examples.push_back(std::move(segment));
+    }
+  }
+  return examples;
+}
+
+// Micro-batches of an epoch: the examples in a seeded order, grouped by count
+// or, packed, by a budget of batch × seq_len tokens.
+std::vector<std::vector<const Example*>> micro_batches(const std::vector<Example>& examples,
+                                                       const FinetuneSettings& settings, int epoch) {
+  std::vector<size_t> order(examples.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  shuffle_indices(order, settings.seed * 1000003 + static_cast<uint64_t>(epoch));
+  std::vector<std::vector<const Example*>> batches;
+  const size_t budget = static_cast<size_t>(settings.batch) * settings.seq_len;
+  size_t tokens = 0;
+  for (size_t index : order) {
+    const Example& example = examples[index];
+    const bool full = !batches.empty() && (settings.pack ? tokens + example.tokens.size() > budget
+                                                         : batches.back().size() == static_cast<size_t>(settings.batch));
+    if (batches.empty() || full) {
+      batches.emplace_back();
+      tokens = 0;
+    }
+    batches.back().push_back(&example);
+    tokens += example.tokens.size();
+  }
+  return batches;
+}
+
+double evaluate_all(Training& training, const std::vector<Example>& examples, const FinetuneSettings& settings) {
+  if (examples.empty()) return NAN;
+  double loss_sum = 0.0;
+  int64_t predicted = 0;
+  FinetuneSettings by_tokens = settings;
+  by_tokens.pack = true;
+  for (const auto& group : micro_batches(examples, by_tokens, -1)) {
+    const Batch batch = make_training_batch(group);
+    if (batch.predicted == 0) continue;
+    loss_sum += training.evaluate(batch) * static_cast<double>(batch.predicted);
+    predicted += batch.predicted;
+  }
+  return predicted ? loss_sum / static_cast<double>(predicted) : NAN;
+}
+
+void write_text_atomically(const fs::path& path, const std::string& text) {
+  const fs::path temporary = path.string() + ".tmp";
+  std::ofstream(temporary, std::ios::binary) << text;
+  fs::rename(temporary, path);
+}
+
+}  // namespace
+
+std::string loss_curve_svg(const std::vector<std::pair<int, double>>& train,
+                           const std::vector<std::pair<int, double>>& eval) {
+  const double width = 720, height = 400, left = 60, right = 20, top = 20, bottom = 40;
+  double max_step = 1, low = INFINITY, high = -INFINITY;
+  for (const auto* series : {&train, &eval}) {
+    for (const auto& [step, loss] : *series) {
+      max_step = std::max(max_step, static_cast<double>(step));
+      if (std::isfinite(loss)) low = std::min(low, loss), high = std::max(high, loss);
+    }
+  }
+  if (!(low < high)) low -= 1, high += 1;
+  const auto x = [&](double step) { return left + (width - left - right) * step / max_step; };
+  const auto y = [&](double loss) { return top + (height - top - bottom) * (high - loss) / (high - low); };
+  std::ostringstream svg;
+  svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
+      << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  svg << "<line x1=\"" << left << "\" y1=\"" << height - bottom << "\" x2=\"" << width - right << "\" y2=\""
+      << height - bottom << "\" stroke=\"black\"/>\n<line x1=\"" << left << "\" y1=\"" << top << "\" x2=\"" << left
+      << "\" y2=\"" << height - bottom << "\" stroke=\"black\"/>\n";
+  for (int tick = 0; tick <= 4; ++tick) {
+    const double loss = low + (high - low) * tick / 4, step = max_step * tick / 4;
+    svg << "<text x=\"" << left - 6 << "\" y=\"" << y(loss) + 4 << "\" text-anchor=\"end\">" << std::fixed
+        << std::setprecision(2) << loss << "</text>\n";
+    svg << "<text x=\"" << x(step) << "\" y=\"" << height - bottom + 16 << "\" text-anchor=\"middle\">"
+        << std::setprecision(0) << step << "</text>\n";
+  }
+  svg << "<text x=\"" << (width + left) / 2 << "\" y=\"" << height - 6 << "\" text-anchor=\"middle\">step</text>\n";
+  const auto polyline = [&](const std::vector<std::pair<int, double>>& series, const char* color, const char* name, int row) {
+    svg << "<polyline fill=\"none\" stroke=\"" << color << "\" stroke-width=\"1.5\" points=\"";
+    for (const auto& [step, loss] : series) {
+      if (std::isfinite(loss)) svg << std::setprecision(1) << x(step) << "," << y(loss) << " ";
+    }
+    svg << "\"/>\n<text x=\"" << width - right - 120 << "\" y=\"" << top + 14 * row << "\" fill=\"" << color << "\">"
+        << name << "</text>\n";
+  };
+  polyline(train, "#1f77b4", "training loss", 1);
+  if (!eval.empty()) polyline(eval, "#d62728", "evaluation loss", 2);
+  svg << "</svg>\n";
+  return svg.str();
+}
+
+FinetuneResult run_finetune(const FinetuneSettings& settings, const std::function<void(const std::string&)>& log,
+                            const std::function<void(const FinetuneProgress&)>& progress) {
+  if (settings.batch < 1 || settings.epochs < 1 || settings.seq_len < 2 || !(settings.lr > 0)) {
+    fail("--batch, --epochs must be at least 1, --seq-len at least 2, --lr positive");
+  }
+  if (settings.eval_split < 0 || settings.eval_split >= 1) fail("--eval-split must be in [0, 1)");
+  const fs::path out(settings.out);
+  fs::create_directories(out);
+  if (fs::exists(out / "model")) fail((out / "model").string(), ": already exists; choose a new --out");
+
+  const ModelSource source = ModelSource::open(settings.model);
+  const auto tokenizer = load_model_tokenizer(settings.model);
+  DataSet data = read_instruction_data(settings.data, settings.data_format, settings.strict);
+  for (const std::string& skipped : data.skipped) log("skipped " + skipped);
+  std::optional<ChatTemplate> chat;
+  if (data.format != DataFormat::Text) {
+    chat = settings.chat_template.empty() ? ChatTemplate::detect(tokenizer->chat_template())
+                                          : ChatTemplate::named(settings.chat_template);
+  }
+
+  // Hold out the evaluation records: another file, or a seeded slice of this one.
+  std::vector<DataRecord> train_records = std::move(data.records), eval_records;
+  if (!settings.eval_data.empty()) {
+    eval_records = read_instruction_data(settings.eval_data, data.format, settings.strict).records;
+  } else if (settings.eval_split > 0) {
+    std::vector<size_t> order(train_records.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    shuffle_indices(order, settings.seed);
+    const size_t held = std::max<size_t>(1, static_cast<size_t>(std::ceil(settings.eval_split * order.size())));
+    std::vector<DataRecord> kept;
+    for (size_t i = 0; i < order.size(); ++i) (i < held ? eval_records : kept).push_back(train_records[order[i]]);
+    train_records = std::move(kept);
+  }
+  const std::vector<Example> train = tokenize_all(train_records, *tokenizer, chat ? &*chat : nullptr, settings);
+  const std::vector<Example> eval = tokenize_all(eval_records, *tokenizer, chat ? &*chat : nullptr, settings);
+  if (train.empty()) fail(settings.data, ": no example has a token to train on");
+
+  const int grad_accum = settings.training.grad_accum;
+  const int steps_per_epoch = static_cast<int>((micro_batches(train, settings, 0).size() + grad_accum - 1) / grad_accum);
+  const int total_steps = settings.max_steps > 0 ? settings.max_steps : steps_per_epoch * settings.epochs;
+  size_t longest = 2;
+  for (const Example& example : train) longest = std::max(longest, example.tokens.size());
+  PlanSettings plan_settings;
+  plan_settings.optimizer = settings.training.optimizer;
+  plan_settings.grad_accum = grad_accum;
+  plan_settings.seq_len = static_cast<int>(settings.pack ? static_cast<size_t>(settings.seq_len) : longest);
+  plan_settings.batch = settings.batch;
+  plan_settings.checkpointing = settings.training.checkpointing;
+  plan_settings.outlier_fraction = settings.training.qft.outlier_fraction;
+  const MemoryPlan plan = plan_memory(source.config(), plan_settings);
+  log(plan_table(plan, source.config(), plan_settings));
+  const size_t limit = settings.max_memory ? settings.max_memory : physical_memory_bytes();
+  if (plan.peak > limit) {
+    fail("the plan's peak of ", plan.peak / 1073741824.0, " GiB exceeds the allowed ", limit / 1073741824.0,
+         " GiB (--max-memory); try --checkpointing, a smaller --batch or --seq-len, or --optimizer qlion");
+  }
+  log(std::to_string(train.size()) + " training and " + std::to_string(eval.size()) + " evaluation sequences; " +
+      std::to_string(total_steps) + " steps (" + std::to_string(steps_per_epoch) + " per epoch)");
+
+  auto training = make_training(source, settings.training);
+  const LrSchedule schedule{settings.lr, total_steps, static_cast<int>(std::round(settings.warmup_ratio * total_steps)),
+                            settings.min_lr_ratio};
+  std::ofstream metrics(out / "metrics.jsonl");
+  std::vector<std::pair<int, double>> train_curve, eval_curve;
+  const auto record_eval = [&](int step) {
+    const double loss = evaluate_all(*training, eval, settings);
+    if (std::isnan(loss)) return loss;
+    eval_curve.emplace_back(step, loss);
+    metrics << nlohmann::json{{"step", step}, {"eval_loss", loss}}.dump() << "\n" << std::flush;
+    write_text_atomically(out / "loss.svg", loss_curve_svg(train_curve, eval_curve));
+    FinetuneProgress report;
+    report.step = step;
+    report.total_steps = total_steps;
+    report.eval_loss = loss;
+    progress(report);
+    return loss;
+  };
+
+  FinetuneResult result;
+  result.eval_loss_before = record_eval(0);
+  const auto start = Clock::now();
+  int step = 0;
+  for (int epoch = 0; step < total_steps; ++epoch) {
+    if (epoch > 0) training->new_epoch();
+    const auto batches = micro_batches(train, settings, epoch);
+    for (size_t first = 0; first + grad_accum <= batches.size() && step < total_steps; first += grad_accum) {
+      ++step;
+      std::vector<Batch> step_batches;
+      int tokens = 0;
+      for (int i = 0; i < grad_accum; ++i) {
+        step_batches.push_back(make_training_batch(batches[first + i]));
+        tokens += step_batches.back().size();
+      }
+      const auto step_start = Clock::now();
+      const float lr = schedule.at(step);
+      const double loss = training->step(step, lr, step_batches);
+      const double seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
+      const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+      train_curve.emplace_back(step, loss);
+      metrics << nlohmann::json{{"step", step}, {"epoch", epoch + 1}, {"loss", loss}, {"lr", lr}, {"tokens", tokens},
+                                {"seconds", seconds}}.dump()
+              << "\n" << std::flush;
+      FinetuneProgress report{step, total_steps, epoch + 1, loss, lr, tokens / seconds,
+                              elapsed / step * (total_steps - step), memory_stats().total_current, std::nullopt};
+      progress(report);
+      if (settings.eval_every > 0 && step % settings.eval_every == 0 && step < total_steps) record_eval(step);
+    }
+  }
+  result.steps = step;
+  result.eval_loss_after = record_eval(step);
+  write_text_atomically(out / "loss.svg", loss_curve_svg(train_curve, eval_curve));
+
+  result.model_directory = (out / "model").string();
+  const auto fill = [&](size_t i, float* values) { training->parameter(i, values); };
+  HfExport hf;
+  hf.dtype = parse_export_dtype(settings.export_dtype);
+  hf.write_files = [&](const std::string& directory) { write_tokenizer_files(*tokenizer, directory); };
+  hf.bos_token_id = tokenizer->bos_id().value_or(-1);
+  hf.eos_token_id = tokenizer->eos_id().value_or(-1);
+  export_hf_model(result.model_directory, source.config(), fill, hf);
+  if (settings.export_gguf) {
+    GgufExport gguf;
+    gguf.matrix_type = parse_gguf_matrix_type(settings.export_dtype);
+    gguf.add_tokenizer = [&](GgufWriter& writer) {
+      if (source.gguf()) copy_gguf_tokenizer(writer, *source.gguf());
+      else add_gguf_tokenizer(writer, *tokenizer);
+    };
+    export_gguf_model((out / "model.gguf").string(), source.config(), fill, gguf);
+  }
+  return result;
+}
+
+}  // namespace qft

@@ -1,0 +1,64 @@
+#pragma once
+// qft finetune's pipeline: instruction data → masked examples → shuffled
+// micro-batches → training with a warm-up + cosine schedule, periodic
+// evaluation, a metrics log and a loss-curve plot → the model exported.
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "data/instruction_data.h"
+#include "train/training.h"
+
+namespace qft {
+
+struct FinetuneSettings {
+  std::string model, data, out;
+  std::optional<DataFormat> data_format;
+  bool strict = false;
+  std::string chat_template;  // a name, or "" for the model's own
+  bool train_on_prompt = false;
+  int seq_len = 2048;         // the paper's segment length
+  bool pack = false;          // fill micro-batches by tokens (batch × seq_len) instead of by count
+  int batch = 1;
+  int epochs = 3;
+  int max_steps = 0;          // 0: the epochs decide
+  float lr = 2e-5f;
+  float warmup_ratio = 0.03f;
+  float min_lr_ratio = 0.0f;
+  uint64_t seed = 0;
+  float eval_split = 0.0f;
+  std::string eval_data;
+  int eval_every = 0;         // steps; 0: before training and at the end only
+  std::string export_dtype = "bf16";
+  bool export_gguf = false;
+  size_t max_memory = 0;      // 0: physical RAM
+  TrainingSettings training;
+};
+
+// What the pipeline reports as it goes; the CLI draws it.
+struct FinetuneProgress {
+  int step = 0, total_steps = 0, epoch = 0;
+  double loss = 0, lr = 0, tokens_per_second = 0, seconds_left = 0;
+  size_t memory_bytes = 0;
+  std::optional<double> eval_loss;
+};
+
+struct FinetuneResult {
+  double eval_loss_before = 0, eval_loss_after = 0;
+  int steps = 0;
+  std::string model_directory;
+};
+
+// `log` receives one line of text (plan, warnings, summaries); `progress`
+// is called after every step and evaluation.
+FinetuneResult run_finetune(const FinetuneSettings& settings, const std::function<void(const std::string&)>& log,
+                            const std::function<void(const FinetuneProgress&)>& progress);
+
+// An SVG line plot of training loss (and evaluation loss) against step.
+std::string loss_curve_svg(const std::vector<std::pair<int, double>>& train,
+                           const std::vector<std::pair<int, double>>& eval);
+
+}  // namespace qft
