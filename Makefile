@@ -19,7 +19,7 @@ test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
 demo: build
-	bash scripts/demo-train.sh
+	bash scripts/demo.sh
 
 bench: build
 	bash bench/train_throughput.sh

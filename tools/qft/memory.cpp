@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
+#include "model/weights.h"
 #include "train/memory_plan.h"
 
 namespace qft::cli {
@@ -14,7 +15,7 @@ int run_memory(int argc, char** argv) {
   Args args("memory",
             "Prints the memory a training run needs, by Table 1 column of the QFT paper (weights,\n"
             "grads, weight copies, momentum, variances, activations, total) plus workspace and peak,\n"
-            "in GiB and bytes per parameter. Nothing is allocated; --model reads only config.json.",
+            "in GiB and bytes per parameter. Nothing is allocated; --model reads only the configuration.",
             {{"model", "PATH", "HF model directory (its config.json)", ""},
              {"config", "FILE", "HF config.json", ""},
              {"optimizer", "NAME", "qlion | lion | adamw | adamw8bit | mixed-adamw", "qlion"},
@@ -28,8 +29,8 @@ int run_memory(int argc, char** argv) {
   if (!args.parse(argc, argv)) return 0;
   apply_threads(args);
   if (args.has("model") == args.has("config")) fail("give exactly one of --model DIR or --config FILE");
-  const ModelConfig config =
-      load_model_config(args.has("model") ? args.get("model") + "/config.json" : args.get("config"));
+  const ModelConfig config = args.has("model") ? ModelSource::open(args.get("model")).config()
+                                                : load_model_config(args.get("config"));
   PlanSettings settings;
   settings.optimizer = args.get("optimizer");
   settings.grad_accum = args.get_int("grad-accum");
