@@ -14,3 +14,6 @@ bash "$HERE/../../scripts/setup-python-env.sh" "$PYENV"
 # Tokenizers: HF `tokenizers` ids for SmolLM2's GGUF vocabulary and trained byte-level
 # BPE and SentencePiece tokenizers on a corpus of ~3400 strings.
 "$PYENV/bin/python" "$HERE/make_tokenizer_reference.py" "$OUT" > /dev/null
+# Evaluation: SmolLM2's log-likelihoods of hand-written multiple-choice questions,
+# tokenized as lm-evaluation-harness does.
+"$PYENV/bin/python" "$HERE/make_eval_reference.py" "$OUT" "$(dirname "$OUT")/models" > /dev/null

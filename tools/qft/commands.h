@@ -9,6 +9,7 @@ int run_memory(int argc, char** argv);
 int run_tokenize(int argc, char** argv);
 int run_generate(int argc, char** argv);
 int run_export(int argc, char** argv);
+int run_eval(int argc, char** argv);
 int run_finetune(int argc, char** argv);
 
 }  // namespace qft::cli

@@ -21,6 +21,7 @@ constexpr Command kCommands[] = {
     {"tokenize", "token ids of text, or text of token ids, with a model's tokenizer", qft::cli::run_tokenize},
     {"generate", "generate text from a model (KV cache; greedy or top-p sampling)", qft::cli::run_generate},
     {"export", "write a model as an HF directory or a GGUF file", qft::cli::run_export},
+    {"eval", "perplexity, or multiple-choice accuracy as lm-evaluation-harness scores it", qft::cli::run_eval},
     {"finetune", "instruction-tune a model (QFT by default) and export it", qft::cli::run_finetune},
 };
 

@@ -1,0 +1,198 @@
+// qft eval: perplexity on text or instruction data, or multiple-choice accuracy.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "commands.h"
+#include "common.h"
+#include "core/error.h"
+#include "eval/choice.h"
+#include "eval/perplexity.h"
+#include "model/transformer.h"
+#include "text/model_tokenizer.h"
+
+namespace qft::cli {
+namespace {
+
+using nlohmann::json;
+
+int positive(const Args& args, const std::string& name, int minimum) {
+  const int value = args.get_int(name);
+  if (value < minimum) fail("--", name, " must be at least ", minimum, ", got ", value);
+  return value;
+}
+
+// A line on stderr per batch when someone is watching; nothing in logs.
+std::function<void(size_t, size_t)> progress_printer(const char* unit) {
+  if (!isatty(STDERR_FILENO)) return {};
+  return [unit](size_t done, size_t total) {
+    std::fprintf(stderr, "\r%zu / %zu %s", done, total, unit);
+    if (done == total) std::fprintf(stderr, "\n");
+  };
+}
+
+// The model's chat template for conversations: the one named, else the
+// tokenizer's if qft recognises it (plain text needs none).
+std::optional<ChatTemplate> chat_template(const Args& args, const Tokenizer& tokenizer) {
+  if (args.has("chat-template")) return ChatTemplate::named(args.get("chat-template"));
+  if (tokenizer.chat_template().empty()) return std::nullopt;
+  try {
+    return ChatTemplate::detect(tokenizer.chat_template());
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+}
+
+// One JSON line per question: its line in --data, label, predictions and
+// log-likelihoods, to compare with another harness question by question.
+void write_details(const std::string& path, const ChoiceResult& result) {
+  std::ofstream file(path);
+  if (!file) fail(path, ": cannot write");
+  for (const QuestionResult& question : result.questions) {
+    file << json{{"line", question.line}, {"label", question.label}, {"predicted", question.predicted},
+                 {"predicted_norm", question.predicted_norm}, {"loglikelihoods", question.loglikelihoods}}.dump()
+         << "\n";
+  }
+  if (!file.flush()) fail(path, ": write failed");
+}
+
+}  // namespace
+
+int run_eval(int argc, char** argv) {
+  Args args("eval",
+            "Evaluates a model (an HF directory or a GGUF file).\n"
+            "  --task perplexity: the mean next-token loss (nats/token) and its exp over --data:\n"
+            "    plain text (.txt, or JSON/JSONL {\"text\"} records), where every token after the\n"
+            "    first counts, or instruction data (Alpaca, ShareGPT, messages) rendered with the\n"
+            "    chat template, where only the assistant's tokens count. Texts longer than --seq-len\n"
+            "    are cut into windows of --seq-len tokens overlapping by one.\n"
+            "  --task choice: multiple-choice accuracy on JSONL records {\"context\", \"choices\",\n"
+            "    \"label\"[, \"subject\"]} as lm-evaluation-harness scores them: acc takes the choice\n"
+            "    with the highest summed log-likelihood, acc_norm the highest per byte of the choice.\n"
+            "    --shots K prepends K solved examples: the first K of the same subject in\n"
+            "    --fewshot-data, else K other records of --data drawn with --seed. Records with a\n"
+            "    subject (MMLU) are also reported per subject with macro averages.\n"
+            "Prints a summary, or with --json one JSON object.",
+            {{"model", "PATH", "HF model directory or GGUF file", ""},
+             {"data", "FILE", "evaluation data (see above)", ""},
+             {"task", "NAME", "perplexity or choice", ""},
+             {"shots", "K", "choice: solved examples before each question", "0"},
+             {"fewshot-data", "FILE", "choice: where the examples come from (MMLU: mmlu_dev.jsonl)", ""},
+             {"seed", "S", "choice: seed of the examples drawn from --data itself", "1234"},
+             {"limit", "N", "evaluate only the first N records of --data", ""},
+             {"limit-per-subject", "N", "choice: only the first N records of each subject", ""},
+             {"seq-len", "T", "perplexity: window length (default 1024); choice: longest sequence, "
+                              "contexts cut from the left (default: the model's context length)", ""},
+             {"add-bos", "", "choice: begin every sequence with the BOS token (lm-eval's add_bos_token)", ""},
+             {"chat-template", "NAME", "perplexity on conversations: chatml, llama2, llama3 or alpaca "
+                                       "(default: the model's)", ""},
+             {"batch-tokens", "N", "tokens packed into one forward pass", "4096"},
+             {"details", "FILE", "choice: write each question's log-likelihoods and predictions (JSONL)", ""},
+             {"json", "", "print one JSON object", ""},
+             threads_option()});
+  if (!args.parse(argc, argv)) return 0;
+  args.require({"model", "data", "task"});
+  apply_threads(args);
+  const std::string task = args.get("task");
+  if (task != "perplexity" && task != "choice") fail("--task must be perplexity or choice, got '", task, "'");
+  if (task == "perplexity") {
+    for (const char* name : {"shots", "fewshot-data", "limit-per-subject", "add-bos", "details"}) {
+      if (args.has(name)) fail("--", name, " applies to --task choice only");
+    }
+  } else if (args.has("chat-template")) {
+    fail("--chat-template applies to --task perplexity only");
+  }
+  const int limit = args.has("limit") ? positive(args, "limit", 1) : 0;
+  const size_t batch_tokens = static_cast<size_t>(positive(args, "batch-tokens", 2));
+
+  // The data is read and checked before the model is loaded, so a bad file fails at once.
+  const int seq_len = args.has("seq-len") ? positive(args, "seq-len", 2) : 0;
+  std::vector<ChoiceRecord> records, fewshot;
+  if (task == "choice") {
+    records = read_choice_data(args.get("data"));
+    if (args.has("fewshot-data")) fewshot = read_choice_data(args.get("fewshot-data"));
+  }
+  const std::string path = args.get("model");
+  const auto tokenizer = load_model_tokenizer(path);
+  std::vector<ScoredSequence> sequences;
+  if (task == "perplexity") {
+    const std::optional<ChatTemplate> chat = chat_template(args, *tokenizer);
+    sequences = read_perplexity_data(args.get("data"), *tokenizer, chat ? &*chat : nullptr, limit);
+  }
+
+  LoadedModel model = load_model(path);
+  if (tokenizer->vocab_size() > model.config.vocab_size) {
+    fail("the tokenizer has ", tokenizer->vocab_size(), " tokens but the model only ", model.config.vocab_size);
+  }
+  Transformer transformer(model.config, *model.weights, nullptr);
+  // Rows run through the model, for the throughput figure.
+  int64_t rows = 0;
+  const TokenScorer scorer = [&](const Batch& batch) {
+    rows += batch.size();
+    return transformer.token_losses(batch);
+  };
+  const auto start = std::chrono::steady_clock::now();
+  auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+
+  json out = {{"task", task}};
+  if (task == "perplexity") {
+    const int window = seq_len ? seq_len : 1024;
+    const PerplexityResult result = evaluate_perplexity(sequences, scorer, window, batch_tokens, progress_printer("windows"));
+    out.update({{"loss", result.mean_loss}, {"perplexity", result.perplexity}, {"tokens", result.tokens},
+                {"sequences", result.sequences}, {"windows", result.windows}, {"seq_len", window}});
+    if (!args.flag("json")) {
+      std::printf("loss %.6f nats/token, perplexity %.4f over %lld tokens (%lld sequences, %lld windows of <= %d)\n",
+                  result.mean_loss, result.perplexity, static_cast<long long>(result.tokens),
+                  static_cast<long long>(result.sequences), static_cast<long long>(result.windows), window);
+    }
+  } else {
+    ChoiceOptions options;
+    options.shots = positive(args, "shots", 0);
+    options.seed = static_cast<uint64_t>(args.get_int64("seed"));
+    options.limit = limit;
+    options.limit_per_subject = args.has("limit-per-subject") ? positive(args, "limit-per-subject", 1) : 0;
+    options.add_bos = args.flag("add-bos");
+    options.max_length = seq_len ? seq_len : model.config.max_position_embeddings;
+    options.batch_tokens = batch_tokens;
+    const ChoiceResult result = evaluate_choice(records, fewshot, *tokenizer, scorer, options, progress_printer("questions"));
+    auto score_json = [](const ChoiceScore& score) {
+      return json{{"count", score.count}, {"acc", score.acc()}, {"acc_norm", score.acc_norm()},
+                  {"acc_stderr", score.acc_stderr()}, {"acc_norm_stderr", score.acc_norm_stderr()}};
+    };
+    out.update(score_json(result.overall));
+    out["shots"] = options.shots;
+    if (!result.subjects.empty()) {
+      json subjects = json::object();
+      for (const auto& [subject, score] : result.subjects) subjects[subject] = score_json(score);
+      out.update({{"subjects", subjects}, {"macro_acc", result.macro_acc}, {"macro_acc_norm", result.macro_acc_norm}});
+    }
+    if (args.has("details")) write_details(args.get("details"), result);
+    if (!args.flag("json")) {
+      for (const auto& [subject, score] : result.subjects) {
+        std::printf("%-40s acc %.4f  acc_norm %.4f  (%lld)\n", subject.c_str(), score.acc(), score.acc_norm(),
+                    static_cast<long long>(score.count));
+      }
+      if (!result.subjects.empty()) {
+        std::printf("macro average over %zu subjects: acc %.4f  acc_norm %.4f\n", result.subjects.size(),
+                    result.macro_acc, result.macro_acc_norm);
+      }
+      std::printf("acc %.4f ± %.4f, acc_norm %.4f ± %.4f over %lld questions, %d-shot\n", result.overall.acc(),
+                  result.overall.acc_stderr(), result.overall.acc_norm(), result.overall.acc_norm_stderr(),
+                  static_cast<long long>(result.overall.count), options.shots);
+    }
+  }
+  const double elapsed = seconds();
+  out.update({{"seconds", elapsed}, {"tokens_per_second", rows / elapsed}});
+  if (args.flag("json")) {
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::printf("%.1f s, %.0f tokens/s\n", elapsed, rows / elapsed);
+  }
+  return 0;
+}
+
+}  // namespace qft::cli
