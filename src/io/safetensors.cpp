@@ -19,7 +19,7 @@ DType parse_dtype(const std::string& path, const std::string& tensor, const std:
   static const std::map<std::string, DType> names = {
       {"F64", DType::F64}, {"F32", DType::F32}, {"F16", DType::F16}, {"BF16", DType::BF16},
       {"I64", DType::I64}, {"I32", DType::I32}, {"I16", DType::I16}, {"I8", DType::I8},
-      {"U8", DType::U8},   {"BOOL", DType::BOOL}};
+      {"U8", DType::U8},   {"BOOL", DType::BOOL}, {"U16", DType::U16}};
   const auto found = names.find(name);
   if (found == names.end()) fail(path, ": tensor '", tensor, "': unsupported dtype '", name, "'");
   return found->second;
@@ -39,6 +39,7 @@ const char* dtype_name(DType dtype) {
     case DType::I8: return "I8";
     case DType::U8: return "U8";
     case DType::BOOL: return "BOOL";
+    case DType::U16: return "U16";
   }
   return "?";
 }
@@ -47,7 +48,7 @@ size_t dtype_size(DType dtype) {
   switch (dtype) {
     case DType::F64: case DType::I64: return 8;
     case DType::F32: case DType::I32: return 4;
-    case DType::F16: case DType::BF16: case DType::I16: return 2;
+    case DType::F16: case DType::BF16: case DType::I16: case DType::U16: return 2;
     case DType::I8: case DType::U8: case DType::BOOL: return 1;
   }
   return 0;

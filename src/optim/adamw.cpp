@@ -1,5 +1,7 @@
 #include <cmath>
 
+#include "core/error.h"
+#include "io/state_file.h"
 #include "optim/fp32_optimizers.h"
 
 namespace qft {
@@ -25,6 +27,21 @@ void AdamW::step(ParamSet& weights, const ParamSet& grads, float lr) {
   const size_t n = weights.total_numel();
 #pragma omp parallel for simd schedule(static)
   for (size_t i = 0; i < n; ++i) w[i] = adam.update(w[i], m[i], v[i], g[i]);
+}
+
+void AdamW::save_state(StateWriter& writer) const {
+  const Shape shape = {static_cast<int64_t>(momentum_.size())};
+  writer.add("optimizer.adamw.m", DType::F32, shape, momentum_.data());
+  writer.add("optimizer.adamw.v", DType::F32, shape, variance_.data());
+  writer.add_int64("optimizer.adamw.steps", steps_);
+}
+
+void AdamW::load_state(const StateReader& reader) {
+  const Shape shape = {static_cast<int64_t>(momentum_.size())};
+  reader.read("optimizer.adamw.m", DType::F32, shape, momentum_.data());
+  reader.read("optimizer.adamw.v", DType::F32, shape, variance_.data());
+  steps_ = reader.read_int64("optimizer.adamw.steps");
+  if (steps_ < 0) fail(reader.path(), ": negative AdamW step count");
 }
 
 }  // namespace qft

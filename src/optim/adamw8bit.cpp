@@ -1,6 +1,8 @@
 #include <cmath>
 
+#include "core/error.h"
 #include "core/parallel.h"
+#include "io/state_file.h"
 #include "optim/fp32_optimizers.h"
 
 namespace qft {
@@ -67,6 +69,25 @@ void AdamW8bit::step(ParamSet& weights, const ParamSet& grads, float lr) {
       }
     });
   }
+}
+
+void AdamW8bit::save_state(StateWriter& writer) const {
+  const Shape values = {static_cast<int64_t>(momentum_.size())}, blocks = {static_cast<int64_t>(momentum_absmax_.size())};
+  writer.add("optimizer.adamw8bit.m_codes", DType::U8, values, momentum_.data());
+  writer.add("optimizer.adamw8bit.v_codes", DType::U8, values, variance_.data());
+  writer.add("optimizer.adamw8bit.m_absmax", DType::F32, blocks, momentum_absmax_.data());
+  writer.add("optimizer.adamw8bit.v_absmax", DType::F32, blocks, variance_absmax_.data());
+  writer.add_int64("optimizer.adamw8bit.steps", steps_);
+}
+
+void AdamW8bit::load_state(const StateReader& reader) {
+  const Shape values = {static_cast<int64_t>(momentum_.size())}, blocks = {static_cast<int64_t>(momentum_absmax_.size())};
+  reader.read("optimizer.adamw8bit.m_codes", DType::U8, values, momentum_.data());
+  reader.read("optimizer.adamw8bit.v_codes", DType::U8, values, variance_.data());
+  reader.read("optimizer.adamw8bit.m_absmax", DType::F32, blocks, momentum_absmax_.data());
+  reader.read("optimizer.adamw8bit.v_absmax", DType::F32, blocks, variance_absmax_.data());
+  steps_ = reader.read_int64("optimizer.adamw8bit.steps");
+  if (steps_ < 0) fail(reader.path(), ": negative 8-bit AdamW step count");
 }
 
 }  // namespace qft

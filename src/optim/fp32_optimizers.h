@@ -9,6 +9,8 @@ class AdamW final : public Optimizer {
  public:
   AdamW(const OptimizerSettings& settings, size_t numel);
   void step(ParamSet& weights, const ParamSet& grads, float lr) override;
+  void save_state(StateWriter& writer) const override;
+  void load_state(const StateReader& reader) override;
 
  private:
   OptimizerSettings settings_;
@@ -21,6 +23,8 @@ class Lion final : public Optimizer {
  public:
   Lion(const OptimizerSettings& settings, size_t numel);
   void step(ParamSet& weights, const ParamSet& grads, float lr) override;
+  void save_state(StateWriter& writer) const override;
+  void load_state(const StateReader& reader) override;
 
  private:
   OptimizerSettings settings_;
@@ -36,6 +40,8 @@ class AdamW8bit final : public Optimizer {
  public:
   AdamW8bit(const OptimizerSettings& settings, const std::vector<ParamSpec>& specs);
   void step(ParamSet& weights, const ParamSet& grads, float lr) override;
+  void save_state(StateWriter& writer) const override;
+  void load_state(const StateReader& reader) override;
 
  private:
   struct Tensor {

@@ -1,5 +1,6 @@
 #include <algorithm>
 
+#include "io/state_file.h"
 #include "optim/fp32_optimizers.h"
 
 namespace qft {
@@ -29,6 +30,15 @@ void Lion::step(ParamSet& weights, const ParamSet& grads, float lr) {
     lion_update(weights.all() + begin, momentum_.data() + begin, grads.all() + begin,
                 std::min(kChunk, n - begin), lr, settings_);
   }
+}
+
+// Lion keeps no step count: its update does not depend on the step.
+void Lion::save_state(StateWriter& writer) const {
+  writer.add("optimizer.lion.m", DType::F32, {static_cast<int64_t>(momentum_.size())}, momentum_.data());
+}
+
+void Lion::load_state(const StateReader& reader) {
+  reader.read("optimizer.lion.m", DType::F32, {static_cast<int64_t>(momentum_.size())}, momentum_.data());
 }
 
 }  // namespace qft

@@ -10,6 +10,9 @@
 
 namespace qft {
 
+class StateWriter;
+class StateReader;
+
 struct OptimizerSettings {
   std::string name = "lion";  // adamw | adamw8bit | lion
   float beta1 = 0.9f;
@@ -26,6 +29,10 @@ class Optimizer {
   virtual ~Optimizer() = default;
   // One update of `weights` from `grads` at learning rate `lr`.
   virtual void step(ParamSet& weights, const ParamSet& grads, float lr) = 0;
+  // Checkpoints: every tensor of the optimizer's state and its step count
+  // (names start with "optimizer."); load checks sizes and restores exactly.
+  virtual void save_state(StateWriter& writer) const = 0;
+  virtual void load_state(const StateReader& reader) = 0;
 };
 
 // The Lion update of n elements in place: c = β1·m + (1−β1)·g;

@@ -112,6 +112,37 @@ void HybridMatrix::refresh(float outlier_fraction, const RoundingContext& roundi
   split([this](int row, float* out) { dequantize_row(out, row); }, outlier_fraction, rounding);
 }
 
+void HybridMatrix::restore_outliers(const int32_t* row_start, const uint16_t* columns, const float* values,
+                                    int64_t outliers, float threshold_min, float threshold_max) {
+  if (outliers < 0 || outliers > static_cast<int64_t>(rows()) * cols()) fail(name_, ": ", outliers, " outliers do not fit");
+  if (row_start[0] != 0 || row_start[rows()] != outliers) fail(name_, ": outlier row starts do not span the outliers");
+  for (int r = 0; r < rows(); ++r) {
+    if (row_start[r + 1] < row_start[r]) fail(name_, ": outlier row starts decrease at row ", r);
+    for (int32_t i = row_start[r]; i < row_start[r + 1]; ++i) {
+      if (columns[i] >= cols() || (i > row_start[r] && columns[i] <= columns[i - 1])) {
+        fail(name_, ": outlier columns of row ", r, " are out of order or out of range");
+      }
+      if (!std::isfinite(values[i])) fail(name_, ": outlier in row ", r, " is NaN or Inf");
+    }
+  }
+  if (std::isnan(threshold_min) || std::isnan(threshold_max) || threshold_min > threshold_max) {
+    fail(name_, ": invalid outlier thresholds [", threshold_min, ", ", threshold_max, "]");
+  }
+  Buffer<int32_t> starts(MemCategory::Weights, static_cast<size_t>(rows()) + 1);
+  Buffer<uint16_t> new_columns(MemCategory::Weights, static_cast<size_t>(outliers));
+  Buffer<float> new_values(MemCategory::Weights, static_cast<size_t>(outliers));
+  std::memcpy(starts.data(), row_start, starts.size() * sizeof(int32_t));
+  if (outliers > 0) {
+    std::memcpy(new_columns.data(), columns, new_columns.size() * sizeof(uint16_t));
+    std::memcpy(new_values.data(), values, new_values.size() * sizeof(float));
+  }
+  row_start_ = std::move(starts);
+  outlier_columns_ = std::move(new_columns);
+  outlier_values_ = std::move(new_values);
+  threshold_min_ = threshold_min;
+  threshold_max_ = threshold_max;
+}
+
 void HybridMatrix::dequantize_row(float* out, int row) const {
   qft::dequantize_row(out, dense_.row_codes(row), dense_.range(row), cols());
   for (int32_t i = row_start_[row]; i < row_start_[row + 1]; ++i) out[outlier_columns_[i]] = outlier_values_[i];

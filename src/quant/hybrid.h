@@ -50,6 +50,20 @@ class HybridMatrix {
   float threshold_min() const { return threshold_min_; }
   float threshold_max() const { return threshold_max_; }
 
+  // The stored state, for checkpoints: D (codes and per-row ranges), S in
+  // CSR (row starts (rows + 1), columns and values (outliers)) and the thresholds.
+  const QuantizedRows& dense() const { return dense_; }
+  QuantizedRows& dense() { return dense_; }
+  const int32_t* outlier_row_start() const { return row_start_.data(); }
+  const uint16_t* outlier_columns() const { return outlier_columns_.data(); }
+  const float* outlier_values() const { return outlier_values_.data(); }
+  // Replaces S and the thresholds with a checkpoint's (D is written through
+  // dense()). Throws naming the matrix unless the CSR structure is one this
+  // matrix can hold: starts from 0, non-decreasing, ending at `outliers`;
+  // columns increasing within a row and below cols(); finite values.
+  void restore_outliers(const int32_t* row_start, const uint16_t* columns, const float* values, int64_t outliers,
+                        float threshold_min, float threshold_max);
+
   // Bytes of a (rows, cols) matrix with `outliers` entries in S.
   static size_t bytes(int64_t rows, int64_t cols, int64_t outliers);
   // Outliers assign() keeps for `count` values: exact up to ties for

@@ -46,6 +46,11 @@ class QuantizedRows {
   const uint8_t* row_codes(int row) const { return codes_.data() + static_cast<size_t>(row) * cols_; }
   RowRange& range(int row) { return ranges_[row]; }
   RowRange range(int row) const { return ranges_[row]; }
+  // All codes (rows × cols) and ranges (rows), for checkpoints.
+  uint8_t* codes() { return codes_.data(); }
+  const uint8_t* codes() const { return codes_.data(); }
+  RowRange* ranges() { return ranges_.data(); }
+  const RowRange* ranges() const { return ranges_.data(); }
 
   void quantize(const float* values, const RoundingContext& rounding, const std::string& tensor);  // (rows, cols)
   void dequantize(float* out) const;                                                               // (rows, cols)

@@ -51,15 +51,43 @@ MixedPrecisionStore::MixedPrecisionStore(const ModelSource& source, const Optimi
     param->v = Buffer<float>(MemCategory::OptimizerState, param->count);
     params_.push_back(std::move(param));
   }
+  for (size_t i = 0; i < params_.size(); ++i) round_from_master(i);
+  bind_views();
+}
+
+void MixedPrecisionStore::round_from_master(size_t index) {
+  Param& param = *params_[index];
+  for (size_t j = 0; j < param.count; ++j) {
+    const uint16_t rounded = float_to_bf16(param.master[j]);
+    if (param.bf16.size()) param.bf16[j] = rounded;
+    else param.vector[j] = bf16_to_float(rounded);
+  }
+  invalidate(index);
+}
+
+void MixedPrecisionStore::save_state(StateWriter& writer) const {
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const Param& param = *params_[i];
+    const std::string& name = specs_[i].name;
+    writer.add(name, DType::F32, specs_[i].shape, param.master.data());
+    writer.add(name + ".adamw.m", DType::F32, specs_[i].shape, param.m.data());
+    writer.add(name + ".adamw.v", DType::F32, specs_[i].shape, param.v.data());
+  }
+  writer.add_int64("optimizer.adamw.steps", steps_);
+}
+
+void MixedPrecisionStore::load_state(const StateReader& reader) {
   for (size_t i = 0; i < params_.size(); ++i) {
     Param& param = *params_[i];
-    for (size_t j = 0; j < param.count; ++j) {
-      const uint16_t rounded = float_to_bf16(param.master[j]);
-      if (param.bf16.size()) param.bf16[j] = rounded;
-      else param.vector[j] = bf16_to_float(rounded);
-    }
+    const std::string& name = specs_[i].name;
+    reader.read(name, DType::F32, specs_[i].shape, param.master.data());
+    reader.read(name + ".adamw.m", DType::F32, specs_[i].shape, param.m.data());
+    reader.read(name + ".adamw.v", DType::F32, specs_[i].shape, param.v.data());
+    std::fill(param.grad.data(), param.grad.data() + param.count, uint16_t{0});
+    round_from_master(i);
   }
-  bind_views();
+  steps_ = reader.read_int64("optimizer.adamw.steps");
+  if (steps_ < 0) fail(reader.path(), ": negative AdamW step count");
 }
 
 MixedPrecisionStore::~MixedPrecisionStore() = default;

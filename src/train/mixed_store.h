@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "io/state_file.h"
 #include "model/weights.h"
 #include "optim/optimizer.h"
 #include "train/tensor_store.h"
@@ -27,6 +28,12 @@ class MixedPrecisionStore final : public TensorStore {
   // AdamW on the master weights from the accumulated gradients; writes the
   // BF16 weights back and clears the gradients.
   void end_step(float lr);
+  // Checkpoints: the FP32 master weights, both moments and the step count.
+  // The BF16 weights are rounded from the masters again on load (they are
+  // exactly that after every step) and the gradients are zero between steps.
+  void save_state(StateWriter& writer) const;
+  void load_state(const StateReader& reader);
+
   // The FP32 master value of parameter `index`.
   void master(size_t index, float* out) const;
 
@@ -37,6 +44,8 @@ class MixedPrecisionStore final : public TensorStore {
   void load_row(size_t index, int row, float* out) const override;
   float* vector(size_t index) override;
   void consume(size_t index, const float* grad) override;
+  // BF16 weights (matrices) or BF16-rounded FP32 values (vectors) from the master.
+  void round_from_master(size_t index);
 
   OptimizerSettings adamw_;
   std::vector<std::unique_ptr<Param>> params_;

@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "train/checkpoint.h"
 
 namespace qft {
 namespace {
@@ -112,6 +113,34 @@ void QftStore::refresh_thresholds() {
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!params_[i]->matrix) continue;
     params_[i]->matrix->refresh(settings_.outlier_fraction, rounding(i, kWeight, 0));
+    invalidate(i);
+  }
+}
+
+void QftStore::save_state(StateWriter& writer) const {
+  if (stack_ && !stack_->empty()) fail("a checkpoint is taken between steps, not inside one");
+  for (const auto& param : params_) {
+    const std::string& name = param->spec->name;
+    if (param->matrix) {
+      save_hybrid(writer, name, *param->matrix);
+    } else {
+      writer.add(name, DType::F32, param->spec->shape, param->vector.data());
+    }
+    save_rows(writer, name + ".momentum", param->momentum);
+  }
+}
+
+void QftStore::load_state(const StateReader& reader) {
+  if (stack_ && !stack_->empty()) fail("a checkpoint is loaded between steps, not inside one");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Param& param = *params_[i];
+    const std::string& name = param.spec->name;
+    if (param.matrix) {
+      load_hybrid(reader, name, *param.matrix);
+    } else {
+      reader.read(name, DType::F32, param.spec->shape, param.vector.data());
+    }
+    load_rows(reader, name + ".momentum", param.momentum);
     invalidate(i);
   }
 }

@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "io/state_file.h"
 #include "model/weights.h"
 #include "optim/gradient_stack.h"
 #include "optim/optimizer.h"
@@ -48,6 +49,14 @@ class QftStore final : public TensorStore {
   void end_step();
   // Re-chooses every matrix's outlier thresholds (once per epoch).
   void refresh_thresholds();
+
+  // Checkpoints (train/checkpoint.h): each matrix's INT8 codes, row ranges,
+  // CSR outliers and thresholds, the FP32 norms and biases, the INT8
+  // momentum. Only between steps: every step pops the gradient stack whole,
+  // so it holds nothing then. The step's random numbers are keyed by (seed,
+  // step, parameter, row), so no generator state exists to save.
+  void save_state(StateWriter& writer) const;
+  void load_state(const StateReader& reader);
 
   // Parameter `index` de-quantized to FP32, out (its numel).
   void dequantize(size_t index, float* out) const { load(index, out); }

@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "model/transformer.h"
+#include "train/checkpoint.h"
 #include "train/mixed_store.h"
 
 namespace qft {
@@ -28,16 +29,18 @@ double forward_backward_all(Transformer& transformer, const std::vector<Batch>& 
 class Fp32Training final : public Training {
  public:
   Fp32Training(const ModelSource& source, const TrainingSettings& settings)
-      : config_(source.config()),
+      : Training(source.config(), settings),
+        config_(source.config()),
         weights_(load_fp32_weights(source)),
         grads_(MemCategory::Gradients, source.specs()),
         transformer_(config_, *weights_, &grads_, {.checkpointing = settings.checkpointing}),
         optimizer_(make_optimizer(settings.fp32, source.specs(), weights_->total_numel())) {}
 
-  double step(int, float lr, const std::vector<Batch>& micro_batches) override {
+  double step(int step, float lr, const std::vector<Batch>& micro_batches) override {
     grads_.zero();
     const double loss = forward_backward_all(transformer_, micro_batches);
     optimizer_->step(*weights_, grads_, lr);
+    last_step_ = step;
     return loss;
   }
 
@@ -47,6 +50,20 @@ class Fp32Training final : public Training {
   double evaluate(const Batch& batch) override { return transformer_.loss(batch); }
   void parameter(size_t index, float* out) override {
     std::copy(weights_->data(index), weights_->data(index) + weights_->numel(index), out);
+  }
+
+ protected:
+  void save_state(StateWriter& writer) const override {
+    for (size_t i = 0; i < weights_->specs().size(); ++i) {
+      writer.add(weights_->specs()[i].name, DType::F32, weights_->specs()[i].shape, weights_->data(i));
+    }
+    optimizer_->save_state(writer);
+  }
+  void load_state(const StateReader& reader) override {
+    for (size_t i = 0; i < weights_->specs().size(); ++i) {
+      reader.read(weights_->specs()[i].name, DType::F32, weights_->specs()[i].shape, weights_->data(i));
+    }
+    optimizer_->load_state(reader);
   }
 
  private:
@@ -60,7 +77,8 @@ class Fp32Training final : public Training {
 class QftTraining final : public Training {
  public:
   QftTraining(const ModelSource& source, const TrainingSettings& settings)
-      : config_(source.config()),
+      : Training(source.config(), settings),
+        config_(source.config()),
         store_(source, settings.qft),
         transformer_(config_, store_, {.checkpointing = settings.checkpointing}),
         grad_accum_(settings.grad_accum) {}
@@ -72,6 +90,7 @@ class QftTraining final : public Training {
     store_.begin_step(step, lr);
     const double loss = forward_backward_all(transformer_, micro_batches);
     store_.end_step();
+    last_step_ = step;
     return loss;
   }
 
@@ -83,6 +102,10 @@ class QftTraining final : public Training {
   double evaluate(const Batch& batch) override { return transformer_.loss(batch); }
   void parameter(size_t index, float* out) override { store_.dequantize(index, out); }
 
+ protected:
+  void save_state(StateWriter& writer) const override { store_.save_state(writer); }
+  void load_state(const StateReader& reader) override { store_.load_state(reader); }
+
  private:
   ModelConfig config_;
   QftStore store_;
@@ -93,14 +116,16 @@ class QftTraining final : public Training {
 class MixedPrecisionTraining final : public Training {
  public:
   MixedPrecisionTraining(const ModelSource& source, const TrainingSettings& settings)
-      : config_(source.config()),
+      : Training(source.config(), settings),
+        config_(source.config()),
         store_(source, settings.fp32),
         transformer_(config_, store_, {.checkpointing = settings.checkpointing}) {}
 
-  double step(int, float lr, const std::vector<Batch>& micro_batches) override {
+  double step(int step, float lr, const std::vector<Batch>& micro_batches) override {
     store_.begin_step();
     const double loss = forward_backward_all(transformer_, micro_batches);
     store_.end_step(lr);
+    last_step_ = step;
     return loss;
   }
 
@@ -110,6 +135,10 @@ class MixedPrecisionTraining final : public Training {
   double evaluate(const Batch& batch) override { return transformer_.loss(batch); }
   void parameter(size_t index, float* out) override { store_.master(index, out); }
 
+ protected:
+  void save_state(StateWriter& writer) const override { store_.save_state(writer); }
+  void load_state(const StateReader& reader) override { store_.load_state(reader); }
+
  private:
   ModelConfig config_;
   MixedPrecisionStore store_;
@@ -117,6 +146,64 @@ class MixedPrecisionTraining final : public Training {
 };
 
 }  // namespace
+
+nlohmann::json checkpoint_settings_json(const TrainingSettings& settings) {
+  nlohmann::json json = {{"optimizer", settings.optimizer},     {"beta1", settings.fp32.beta1},
+                         {"beta2", settings.fp32.beta2},         {"eps", settings.fp32.eps},
+                         {"weight_decay", settings.fp32.weight_decay}, {"grad_accum", settings.grad_accum}};
+  if (settings.optimizer == "qlion") {
+    json["outlier_fraction"] = settings.qft.outlier_fraction;
+    json["rounding"] = settings.qft.rounding == Rounding::Stochastic ? "stochastic" : "nearest";
+    json["seed"] = settings.qft.seed;
+    json["stack_gradients"] = settings.qft.stack_gradients;
+  }
+  return json;
+}
+
+void Training::save_checkpoint(const std::string& directory, const nlohmann::json& trainer_state) const {
+  StateWriter state;
+  save_state(state);
+  write_checkpoint(directory,
+                   {{"step", last_step_}, {"model_config", model_config_to_json(model_config_)},
+                    {"training", checkpoint_settings_json(settings_)}, {"trainer_state", trainer_state}},
+                   state);
+}
+
+namespace {
+
+// Names the first key whose value differs between the checkpoint and this run.
+void expect_same(const nlohmann::json& stored, const nlohmann::json& current, const std::string& what,
+                 const std::string& manifest) {
+  if (!stored.is_object()) fail(manifest, ": '", what, "' is missing or not an object");
+  for (const auto& [key, value] : current.items()) {
+    if (!stored.contains(key)) fail(manifest, ": ", what, " lacks '", key, "'");
+    if (stored.at(key) != value) {
+      fail(manifest, ": the checkpoint has ", what, " ", key, " = ", stored.at(key).dump(), ", this run has ", value.dump());
+    }
+  }
+  for (const auto& [key, value] : stored.items()) {
+    if (!current.contains(key)) fail(manifest, ": the checkpoint has ", what, " ", key, " = ", value.dump(), ", which this run lacks");
+  }
+}
+
+}  // namespace
+
+ResumePoint Training::load_checkpoint(const std::string& directory) {
+  const CheckpointFiles files = open_checkpoint(directory);
+  const std::string manifest = files.directory + "/manifest.json";
+  const auto member = [&](const char* key) { return files.manifest.value(key, nlohmann::json()); };
+  expect_same(member("model_config"), model_config_to_json(model_config_), "model config", manifest);
+  expect_same(member("training"), checkpoint_settings_json(settings_), "training setting", manifest);
+  if (files.manifest.at("step").get<int64_t>() > INT32_MAX) fail(manifest, ": step out of range");
+  load_state(*files.state);
+  files.state->expect_all_read();
+  ResumePoint resume;
+  resume.step = files.manifest.at("step").get<int>();
+  resume.trainer_state = files.manifest.value("trainer_state", nlohmann::json::object());
+  resume.directory = files.directory;
+  last_step_ = resume.step;
+  return resume;
+}
 
 std::unique_ptr<Training> make_training(const ModelSource& source, const TrainingSettings& settings) {
   if (settings.grad_accum < 1) fail("--grad-accum must be at least 1");

@@ -6,7 +6,10 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "data/batch.h"
+#include "io/state_file.h"
 #include "model/weights.h"
 #include "optim/optimizer.h"
 #include "train/qft_store.h"
@@ -19,6 +22,13 @@ struct TrainingSettings {
   QftSettings qft;                  // qlion only; lion settings come from fp32
   int grad_accum = 1;
   bool checkpointing = false;
+};
+
+// What load_checkpoint restored besides the training state.
+struct ResumePoint {
+  int step = 0;                  // the last step taken; continue with step + 1
+  nlohmann::json trainer_state;  // as given to save_checkpoint
+  std::string directory;         // the one read: DIR, or DIR.old after an interrupted write
 };
 
 class Training {
@@ -34,7 +44,42 @@ class Training {
   virtual double evaluate(const Batch& batch) = 0;
   // Parameter `index` (of parameter_specs) in FP32: what an export writes.
   virtual void parameter(size_t index, float* out) = 0;
+
+  // Checkpoints (format in train/checkpoint.h), taken between steps:
+  //   training->save_checkpoint(dir, {{"next_example", 123}});
+  //   ... later, maybe in another process: make_training(source, same settings) ...
+  //   const ResumePoint resume = training->load_checkpoint(dir);
+  //   for (int step = resume.step + 1; ...) training->step(step, lr, ...);
+  // A checkpoint holds every bit of state later steps read — weights,
+  // optimizer state and step counts (QFT: INT8 codes, row ranges, CSR
+  // outliers and thresholds, INT8 momentum) — so the continued run's losses
+  // and weights equal an uninterrupted run's bit for bit, given the same
+  // micro-batches, learning rates and new_epoch() calls. The caller keeps its
+  // own position (data order, schedule) in `trainer_state`, a small JSON
+  // value stored in the manifest and handed back by load_checkpoint. DIR is
+  // replaced only by a complete checkpoint. Loading refuses a checkpoint of
+  // another model configuration or other settings (optimizer, betas, eps,
+  // weight decay, grad_accum; QFT's outlier fraction, rounding and seed —
+  // only `checkpointing` may differ) and names the file and tensor when one
+  // is truncated or corrupted; a failed load leaves the object unusable.
+  void save_checkpoint(const std::string& directory, const nlohmann::json& trainer_state = nlohmann::json::object()) const;
+  ResumePoint load_checkpoint(const std::string& directory);
+  // The last step number given to step() (or restored by load_checkpoint).
+  int last_step() const { return last_step_; }
+
+ protected:
+  Training(const ModelConfig& config, const TrainingSettings& settings) : model_config_(config), settings_(settings) {}
+  // Every tensor of the training state; load_state checks and restores them.
+  virtual void save_state(StateWriter& writer) const = 0;
+  virtual void load_state(const StateReader& reader) = 0;
+
+  ModelConfig model_config_;
+  TrainingSettings settings_;
+  int last_step_ = 0;
 };
+
+// The settings a checkpoint records and must agree on, as JSON.
+nlohmann::json checkpoint_settings_json(const TrainingSettings& settings);
 
 std::unique_ptr<Training> make_training(const ModelSource& source, const TrainingSettings& settings);
 

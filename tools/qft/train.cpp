@@ -1,4 +1,7 @@
-// qft train: training on token sequences, B lines per micro-batch.
+// qft train: training on token sequences, B lines per micro-batch;
+// checkpoints, resuming and clean interruption (SIGINT/SIGTERM).
+#include <signal.h>
+
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -8,6 +11,7 @@
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
+#include "io/state_file.h"
 #include "train/memory_plan.h"
 #include "train/training.h"
 
@@ -52,10 +56,67 @@ class LineCursor {
     return make_batch(taken);
   }
 
+  // The next line to hand out, for checkpoints.
+  size_t position() const { return next_; }
+  void seek(size_t position) { next_ = position; }
+
  private:
   const std::vector<TokenSequence>& lines_;
   size_t next_ = 0;
 };
+
+// The signal that asked training to stop (0: none). The handler only sets
+// it; the loop finishes its step, writes a checkpoint and exits 128 + signal.
+volatile sig_atomic_t stop_signal = 0;
+
+void request_stop(int signal) { stop_signal = signal; }
+
+// SA_RESETHAND: a second Ctrl-C ends the process at once (a checkpoint
+// being written is replaced atomically, so that loses nothing saved).
+void handle_stop_signals(bool install) {
+  struct sigaction action {};
+  action.sa_handler = install ? request_stop : SIG_DFL;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = install ? SA_RESTART | SA_RESETHAND : 0;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+// Identifies the token file's contents, so a resumed run continues on the
+// same data from the same line.
+std::string tokens_checksum(const std::vector<TokenSequence>& lines) {
+  uint64_t hash = lines.size();
+  for (const TokenSequence& line : lines) hash = xxh64(line.data(), line.size() * sizeof(int), hash) + line.size();
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash));
+  return text;
+}
+
+nlohmann::json trainer_state(const LineCursor& cursor, const std::vector<TokenSequence>& lines, int batch_lines) {
+  return {{"next_line", cursor.position()}, {"lines", lines.size()}, {"batch", batch_lines},
+          {"tokens_checksum", tokens_checksum(lines)}};
+}
+
+// Where the checkpoint's data position stands, after checking it was taken
+// on the same token file with the same --batch.
+size_t resume_position(const ResumePoint& resume, const std::vector<TokenSequence>& lines, int batch_lines) {
+  const nlohmann::json& state = resume.trainer_state;
+  const std::string where = resume.directory + "/manifest.json";
+  try {
+    if (state.at("tokens_checksum").get<std::string>() != tokens_checksum(lines) ||
+        state.at("lines").get<size_t>() != lines.size()) {
+      fail(where, ": the checkpoint was taken on other --tokens data (", state.at("lines").get<size_t>(), " lines)");
+    }
+    if (state.at("batch").get<int>() != batch_lines) {
+      fail(where, ": the checkpoint was taken with --batch ", state.at("batch").get<int>(), ", this run has ", batch_lines);
+    }
+    const size_t position = state.at("next_line").get<size_t>();
+    if (position > lines.size()) fail(where, ": next_line ", position, " is beyond the token file");
+    return position;
+  } catch (const nlohmann::json::exception& error) {
+    fail(where, ": no qft train position in trainer_state (", error.what(), ")");
+  }
+}
 
 }  // namespace
 
@@ -78,6 +139,9 @@ int run_train(int argc, char** argv) {
            {"json", "", "print one JSON object per step and a final memory report", ""},
            {"max-memory", "SIZE", "refuse a plan whose peak exceeds this (e.g. 16G; default: physical RAM)", ""},
            {"out", "DIR", "save the trained model there as an HF directory (must not exist)", ""},
+           {"checkpoint", "DIR", "write checkpoints there: every --save-every steps, at the end, and on SIGINT/SIGTERM (then exit 130/143)", ""},
+           {"save-every", "N", "steps between checkpoints (needs --checkpoint)", ""},
+           {"resume", "DIR", "continue from this checkpoint: same model, --tokens, --batch and settings; --steps is the total (default --checkpoint: DIR)", ""},
            threads_option()}) {
     options.push_back(option);
   }
@@ -98,6 +162,11 @@ int run_train(int argc, char** argv) {
   const auto out = args.find("out");
   if (out && std::filesystem::exists(*out)) fail(*out, ": already exists; choose a new --out directory");
   const TrainingSettings settings = training_settings(args);
+  const auto resume_from = args.find("resume");
+  const std::optional<std::string> checkpoint = args.has("checkpoint") ? args.find("checkpoint") : resume_from;
+  const int save_every = args.has("save-every") ? args.get_int("save-every") : 0;
+  if (args.has("save-every") && save_every < 1) fail("--save-every must be at least 1");
+  if (save_every && !checkpoint) fail("--save-every needs --checkpoint DIR");
 
   const ModelSource source = model_source_from_args(args);
   const auto sequences = read_token_file(args.get("tokens"), source.config().vocab_size);
@@ -113,7 +182,20 @@ int run_train(int argc, char** argv) {
   auto training = make_training(source, settings);
 
   LineCursor cursor(sequences);
-  for (int step = 1; step <= steps; ++step) {
+  int first_step = 1;
+  if (resume_from) {
+    const ResumePoint resume = training->load_checkpoint(*resume_from);
+    cursor.seek(resume_position(resume, sequences, batch_lines));
+    first_step = resume.step + 1;
+    if (resume.directory != *resume_from) {
+      std::fprintf(stderr, "qft train: %s is missing (a checkpoint write was interrupted); resumed from %s\n",
+                   resume_from->c_str(), resume.directory.c_str());
+    }
+    if (!json) std::printf("resumed from %s after step %d\n", resume.directory.c_str(), resume.step);
+  }
+  const auto save_checkpoint = [&] { training->save_checkpoint(*checkpoint, trainer_state(cursor, sequences, batch_lines)); };
+  handle_stop_signals(true);
+  for (int step = first_step; step <= steps; ++step) {
     bool new_epoch = false;
     std::vector<Batch> micro_batches;
     int tokens = 0;
@@ -133,7 +215,29 @@ int run_train(int argc, char** argv) {
       std::printf("step %d/%d  loss %.6f  lr %.3g  %.1f tokens/s\n", step, steps, loss, lr, tokens / seconds);
     }
     std::fflush(stdout);
+    // Read once: a signal arriving from here on is handled after the next step.
+    const int signal = stop_signal;
+    if (checkpoint && ((save_every && step % save_every == 0) || step == steps || signal)) save_checkpoint();
+    if (signal) {
+      const char* name = signal == SIGINT ? "SIGINT" : "SIGTERM";
+      if (json) {
+        std::printf("%s\n", nlohmann::json{{"interrupted", true}, {"signal", name}, {"step", step},
+                                           {"checkpoint", checkpoint ? nlohmann::json(*checkpoint) : nlohmann::json()}}
+                                .dump()
+                                .c_str());
+        std::fflush(stdout);
+      }
+      if (checkpoint) {
+        std::fprintf(stderr, "qft train: %s after step %d; checkpoint in %s (continue with --resume %s)\n", name, step,
+                     checkpoint->c_str(), checkpoint->c_str());
+      } else {
+        std::fprintf(stderr, "qft train: %s after step %d; no --checkpoint given, nothing saved\n", name, step);
+      }
+      return 128 + signal;
+    }
   }
+  handle_stop_signals(false);
+  if (first_step > steps && !json) std::printf("the checkpoint is at step %d of %d: nothing to train\n", first_step - 1, steps);
   if (out) training->save(*out);
   const nlohmann::json report = memory_report();
   if (json) {

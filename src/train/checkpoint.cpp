@@ -1,0 +1,239 @@
+#include "train/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+
+namespace qft {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kFormat = "qft-checkpoint";
+constexpr const char* kManifest = "manifest.json";
+constexpr const char* kStateFile = "state.safetensors";
+
+std::function<void(const std::string&)>& write_hook() {
+  static std::function<void(const std::string&)> hook;
+  return hook;
+}
+
+void reached(const std::string& stage) {
+  if (write_hook()) write_hook()(stage);
+}
+
+// A rename or a new entry is durable only once its directory is synced.
+void sync_directory(const fs::path& directory) {
+  const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) fail(directory.string(), ": cannot open to sync: ", std::strerror(errno));
+  const int result = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  // Some file systems cannot sync directories; their renames are what they are.
+  if (result != 0 && error != EINVAL && error != EROFS) fail(directory.string(), ": sync failed: ", std::strerror(error));
+}
+
+// DIR without trailing separators, so DIR.tmp and DIR.old are its siblings.
+fs::path target_path(const std::string& directory) {
+  std::string path = directory;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  if (path.empty()) fail("the checkpoint directory is empty");
+  return fs::path(path);
+}
+
+fs::path sibling(const fs::path& target, const char* suffix) { return fs::path(target.string() + suffix); }
+
+fs::path parent_of(const fs::path& target) {
+  return target.has_parent_path() ? target.parent_path() : fs::path(".");
+}
+
+// Whether `directory` holds nothing but checkpoint files (complete or being
+// written), so replacing or removing it cannot destroy anything else.
+bool only_checkpoint_files(const fs::path& directory) {
+  if (!fs::is_directory(directory)) return false;
+  for (const fs::directory_entry& entry : fs::directory_iterator(directory)) {
+    const std::string name = entry.path().filename().string();
+    const bool ours = name == kManifest || name == kStateFile || name.rfind(std::string(kManifest) + ".tmp.", 0) == 0 ||
+                      name.rfind(std::string(kStateFile) + ".tmp.", 0) == 0;
+    if (!ours || !entry.is_regular_file()) return false;
+  }
+  return true;
+}
+
+// Removes a leftover sibling (DIR.tmp, DIR.old) if it is one of ours.
+void remove_leftover(const fs::path& path) {
+  if (!fs::exists(fs::symlink_status(path))) return;
+  if (!only_checkpoint_files(path)) fail(path.string(), ": exists and is not a qft checkpoint; move it away");
+  fs::remove_all(path);
+}
+
+void check_finite_ranges(const StateReader& reader, const std::string& name, const RowRange* ranges, int rows) {
+  for (int row = 0; row < rows; ++row) {
+    if (!std::isfinite(ranges[row].offset) || !std::isfinite(ranges[row].scale) || ranges[row].scale < 0.0f) {
+      fail(reader.path(), ": tensor '", name, "': row ", row, " has an invalid range");
+    }
+  }
+}
+
+void write_directory(const fs::path& target, nlohmann::json manifest, const StateWriter& state) {
+  const fs::path temporary = sibling(target, ".tmp"), old = sibling(target, ".old"), parent = parent_of(target);
+  if (fs::exists(fs::symlink_status(target)) && !only_checkpoint_files(target)) {
+    fail(target.string(), ": exists and is not a qft checkpoint; refusing to replace it");
+  }
+  fs::create_directories(parent);
+  remove_leftover(temporary);  // left by a write that was killed
+  // DIR.old is removed only once DIR is complete (below): when DIR is
+  // missing it is the checkpoint.
+  if (fs::exists(fs::symlink_status(old)) && !only_checkpoint_files(old)) {
+    fail(old.string(), ": exists and is not a qft checkpoint; move it away");
+  }
+  fs::create_directory(temporary);
+  try {
+    const nlohmann::json checksums = state.write((temporary / kStateFile).string(), [] { reached("tensor"); });
+    reached("state");
+    manifest["format"] = kFormat;
+    manifest["version"] = kCheckpointVersion;
+    manifest["state"] = {{"file", kStateFile}, {"bytes", fs::file_size(temporary / kStateFile)}, {"checksums", checksums}};
+    const std::string text = manifest.dump(2) + "\n";
+    AtomicFileWriter writer((temporary / kManifest).string());
+    writer.write(text.data(), text.size());
+    writer.commit();
+    sync_directory(temporary);
+    reached("manifest");
+  } catch (...) {
+    fs::remove_all(temporary);
+    throw;
+  }
+  // From here on, DIR or DIR.old is always a complete checkpoint.
+  std::error_code ignored;
+  try {
+    if (fs::exists(target)) {
+      fs::remove_all(old);  // a leftover, and DIR is complete
+      fs::rename(target, old);
+      sync_directory(parent);
+      reached("moved-aside");
+    }
+    fs::rename(temporary, target);
+    sync_directory(parent);
+    reached("renamed");
+  } catch (const fs::filesystem_error& error) {
+    if (!fs::exists(target) && fs::exists(old)) fs::rename(old, target, ignored);
+    fs::remove_all(temporary, ignored);
+    fail(target.string(), ": cannot put the checkpoint in place: ", error.code().message());
+  }
+  fs::remove_all(old, ignored);
+  reached("done");
+}
+
+CheckpointFiles open_directory(const fs::path& target) {
+  CheckpointFiles files;
+  if (fs::exists(target)) {
+    files.directory = target.string();
+  } else if (fs::exists(sibling(target, ".old") / kManifest)) {
+    files.directory = sibling(target, ".old").string();  // the write of a newer one stopped between its renames
+  } else {
+    fail(target.string(), ": no checkpoint there");
+  }
+  const std::string manifest_path = files.directory + "/" + kManifest;
+  if (!fs::is_regular_file(manifest_path)) fail(manifest_path, ": missing (not a qft checkpoint directory?)");
+  try {
+    std::ifstream stream(manifest_path);
+    files.manifest = nlohmann::json::parse(stream);
+  } catch (const nlohmann::json::exception& error) {
+    fail(manifest_path, ": malformed JSON: ", error.what());
+  }
+  const nlohmann::json& manifest = files.manifest;
+  try {
+    if (!manifest.is_object() || manifest.value("format", "") != kFormat) fail(manifest_path, ": not a qft checkpoint manifest");
+    const int version = manifest.at("version").get<int>();
+    if (version != kCheckpointVersion) {
+      fail(manifest_path, ": checkpoint format version ", version, ", this qft reads version ", kCheckpointVersion);
+    }
+    if (!manifest.at("step").is_number_integer() || manifest.at("step").get<int64_t>() < 0) {
+      fail(manifest_path, ": 'step' must be a non-negative integer");
+    }
+    const nlohmann::json& state = manifest.at("state");
+    if (state.at("file").get<std::string>() != kStateFile) fail(manifest_path, ": unexpected state file name");
+    const std::string state_path = files.directory + "/" + kStateFile;
+    if (!fs::is_regular_file(state_path)) fail(state_path, ": missing");
+    const uint64_t bytes = state.at("bytes").get<uint64_t>(), found = fs::file_size(state_path);
+    if (found != bytes) fail(state_path, ": ", found, " bytes, but the manifest records ", bytes, " (truncated or replaced?)");
+    files.state = std::make_unique<StateReader>(state_path, state.at("checksums"));
+  } catch (const nlohmann::json::exception& error) {
+    fail(manifest_path, ": malformed manifest: ", error.what());
+  }
+  return files;
+}
+
+}  // namespace
+
+void set_checkpoint_write_hook(std::function<void(const std::string& stage)> hook) { write_hook() = std::move(hook); }
+
+// File-system errors (permissions, a full disk) become qft::Error naming the path.
+void write_checkpoint(const std::string& directory, nlohmann::json manifest, const StateWriter& state) {
+  const fs::path target = target_path(directory);
+  try {
+    write_directory(target, std::move(manifest), state);
+  } catch (const fs::filesystem_error& error) {
+    fail(target.string(), ": cannot write the checkpoint: ", error.what());
+  }
+}
+
+CheckpointFiles open_checkpoint(const std::string& directory) {
+  const fs::path target = target_path(directory);
+  try {
+    return open_directory(target);
+  } catch (const fs::filesystem_error& error) {
+    fail(target.string(), ": cannot read the checkpoint: ", error.what());
+  }
+}
+
+void save_rows(StateWriter& writer, const std::string& name, const QuantizedRows& rows) {
+  static_assert(sizeof(RowRange) == 2 * sizeof(float));
+  writer.add(name + ".codes", DType::U8, {rows.rows(), rows.cols()}, rows.codes());
+  writer.add(name + ".ranges", DType::F32, {rows.rows(), 2}, rows.ranges());
+}
+
+void load_rows(const StateReader& reader, const std::string& name, QuantizedRows& rows) {
+  reader.read(name + ".codes", DType::U8, {rows.rows(), rows.cols()}, rows.codes());
+  reader.read(name + ".ranges", DType::F32, {rows.rows(), 2}, rows.ranges());
+  check_finite_ranges(reader, name + ".ranges", rows.ranges(), rows.rows());
+}
+
+void save_hybrid(StateWriter& writer, const std::string& name, const HybridMatrix& matrix) {
+  save_rows(writer, name, matrix.dense());
+  writer.add(name + ".outliers.row_start", DType::I32, {matrix.rows() + 1}, matrix.outlier_row_start());
+  writer.add(name + ".outliers.columns", DType::U16, {matrix.outlier_count()}, matrix.outlier_columns());
+  writer.add(name + ".outliers.values", DType::F32, {matrix.outlier_count()}, matrix.outlier_values());
+  const float thresholds[2] = {matrix.threshold_min(), matrix.threshold_max()};
+  writer.add_copy(name + ".thresholds", DType::F32, {2}, thresholds);
+}
+
+void load_hybrid(const StateReader& reader, const std::string& name, HybridMatrix& matrix) {
+  load_rows(reader, name, matrix.dense());
+  // Copied out first: the mapped file gives no alignment guarantee.
+  std::vector<int32_t> starts(static_cast<size_t>(matrix.rows()) + 1);
+  reader.read(name + ".outliers.row_start", DType::I32, {matrix.rows() + 1}, starts.data());
+  const int64_t outliers = reader.get_vector(name + ".outliers.columns", DType::U16).shape[0];
+  std::vector<uint16_t> column_values(static_cast<size_t>(outliers));
+  std::vector<float> outlier_values(static_cast<size_t>(outliers));
+  reader.read(name + ".outliers.columns", DType::U16, {outliers}, column_values.data());
+  reader.read(name + ".outliers.values", DType::F32, {outliers}, outlier_values.data());
+  float thresholds[2];
+  reader.read(name + ".thresholds", DType::F32, {2}, thresholds);
+  try {
+    matrix.restore_outliers(starts.data(), column_values.data(), outlier_values.data(), outliers, thresholds[0],
+                            thresholds[1]);
+  } catch (const Error& error) {
+    fail(reader.path(), ": ", error.what());
+  }
+}
+
+}  // namespace qft
