@@ -160,6 +160,37 @@ TEST(Choice, PacksWholeQuestionsIntoBatches) {
   EXPECT_EQ(fake.batches.size(), 3u);
 }
 
+// Questions whose choices are single tokens go through the next-token scorer
+// (one call with the context); the others through packed batches. Both give
+// the same log-likelihoods.
+TEST(Choice, SingleTokenChoicesShareOneForward) {
+  ByteTokenizer tokenizer;
+  FakeScorer fake{{{'A', 0.7}, {'B', 0.2}, {'C', 1.5}, {' ', 0.5}, {'x', 1.25}}};
+  std::vector<std::vector<int>> contexts;
+  const NextTokenScorer next_token = [&](const std::vector<int>& context, const std::vector<int>& candidates) {
+    contexts.push_back(context);
+    std::vector<double> result;
+    for (int candidate : candidates) result.push_back(-fake.cost.at(candidate));
+    return result;
+  };
+  const std::vector<ChoiceRecord> records = {record("Q1:", {"A", "B", "C"}, 1), record("Q2:", {" x", "A"}, 0),
+                                             record("Q3:", {"C", "A"}, 1)};
+  const ChoiceResult shared = evaluate_choice(records, {}, tokenizer, fake.scorer(), ChoiceOptions{}, {}, next_token);
+  ASSERT_EQ(contexts.size(), 2u);  // Q1 and Q3; Q2 has a two-token choice
+  EXPECT_EQ(contexts[0], (std::vector<int>{'Q', '1', ':'}));
+  ASSERT_EQ(fake.batches.size(), 1u);
+  EXPECT_EQ(fake.batches[0].sequences.size(), 2u);
+  const ChoiceResult packed = evaluate_choice(records, {}, tokenizer, fake.scorer(), ChoiceOptions{});
+  for (size_t q = 0; q < records.size(); ++q) {
+    ASSERT_EQ(shared.questions[q].loglikelihoods.size(), packed.questions[q].loglikelihoods.size());
+    for (size_t c = 0; c < records[q].choices.size(); ++c) {
+      EXPECT_DOUBLE_EQ(shared.questions[q].loglikelihoods[c], packed.questions[q].loglikelihoods[c]) << q << " " << c;
+    }
+  }
+  EXPECT_DOUBLE_EQ(shared.questions[0].loglikelihoods[1], -0.2);
+  EXPECT_EQ(shared.overall.correct, 2);  // Q2 picks "A" (−0.7) over " x" (−1.75)
+}
+
 // ------------------------------------------------------------- tokenization ---
 
 TEST(Choice, EncodesPairsAsLmEvaluationHarness) {
@@ -427,6 +458,31 @@ TEST_F(SmolLM2Eval, ChoiceLogLikelihoodsMatchTransformers) {
     }
     EXPECT_EQ(result.questions[q].predicted, static_cast<int>(best)) << "question " << q;
     EXPECT_EQ(result.questions[q].predicted_norm, static_cast<int>(best_norm)) << "question " << q;
+  }
+}
+
+// MMLU-style letters after a shared context: the KV-cache generator's
+// next-token log-probabilities equal the packed forward's, per choice.
+TEST_F(SmolLM2Eval, GeneratorScorerMatchesPackedForward) {
+  const std::vector<ChoiceRecord> records = {
+      record("The following are questions about sums.\n\nWhat is 2 + 2?\nA. 3\nB. 4\nC. 5\nD. 22\nAnswer:",
+             {" A", " B", " C", " D"}, 1),
+      record("Which planet is known as the red planet?\nA. Venus\nB. Mars\nAnswer:", {" A", " B"}, 1)};
+  Transformer transformer(model_->config, *model_->weights, nullptr);
+  GeneratorScorer generator(model_->config, *model_->weights);
+  int calls = 0;
+  const NextTokenScorer next_token = [&](const std::vector<int>& context, const std::vector<int>& candidates) {
+    ++calls;
+    return generator(context, candidates);
+  };
+  const auto scorer = transformer_scorer(transformer);
+  const ChoiceResult shared = evaluate_choice(records, {}, *tokenizer_, scorer, ChoiceOptions{}, {}, next_token);
+  const ChoiceResult packed = evaluate_choice(records, {}, *tokenizer_, scorer, ChoiceOptions{});
+  EXPECT_EQ(calls, 2);
+  for (size_t q = 0; q < records.size(); ++q) {
+    for (size_t c = 0; c < records[q].choices.size(); ++c) {
+      EXPECT_NEAR(shared.questions[q].loglikelihoods[c], packed.questions[q].loglikelihoods[c], 1e-3) << q << " " << c;
+    }
   }
 }
 

@@ -214,25 +214,39 @@ std::vector<size_t> select_records(const std::vector<ChoiceRecord>& records, con
 
 ChoiceResult evaluate_choice(const std::vector<ChoiceRecord>& records, const std::vector<ChoiceRecord>& fewshot,
                              const Tokenizer& tokenizer, const TokenScorer& scorer, const ChoiceOptions& options,
-                             const std::function<void(size_t, size_t)>& progress) {
+                             const std::function<void(size_t, size_t)>& progress, const NextTokenScorer& next_token) {
   if (options.shots < 0) fail("the number of shots must be at least 0, got ", options.shots);
   const std::vector<size_t> selected = select_records(records, options);
   if (selected.empty()) fail("no record selected");
+  const size_t total = selected.size();
+  std::vector<std::vector<double>> loglikelihoods(total);
+  // Questions for the packed path: their choice sequences, and where they go.
   std::vector<std::vector<ScoredSequence>> groups;
-  std::vector<ChoiceRecord> evaluated;
-  for (size_t index : selected) {
-    const ChoiceRecord& record = records[index];
+  std::vector<size_t> group_question;
+  size_t done = 0;
+  for (size_t q = 0; q < total; ++q) {
+    const ChoiceRecord& record = records[selected[q]];
     try {
-      const std::string context = fewshot_context(record, pick_fewshot(records, index, fewshot, options.shots, options.seed));
+      const std::string context = fewshot_context(record, pick_fewshot(records, selected[q], fewshot, options.shots, options.seed));
       const ChoiceTokens tokens = encode_choices(tokenizer, context, record.choices, options.add_bos);
+      const bool single_tokens = std::all_of(tokens.continuations.begin(), tokens.continuations.end(),
+                                             [](const std::vector<int>& c) { return c.size() == 1; });
+      const bool fits = options.max_length <= 0 || tokens.context.size() <= static_cast<size_t>(options.max_length);
+      if (next_token && single_tokens && fits) {
+        std::vector<int> candidates;
+        for (const auto& continuation : tokens.continuations) candidates.push_back(continuation[0]);
+        loglikelihoods[q] = next_token(tokens.context, candidates);
+        if (progress) progress(++done, total);
+        continue;
+      }
       std::vector<ScoredSequence> group;
       for (const std::vector<int>& continuation : tokens.continuations) {
         ScoredSequence sequence;
         // The model reads all but the last token: keep at most max_length + 1.
         size_t skip = 0;
-        const size_t total = tokens.context.size() + continuation.size();
-        if (options.max_length > 0 && total > static_cast<size_t>(options.max_length) + 1) {
-          skip = total - options.max_length - 1;
+        const size_t length = tokens.context.size() + continuation.size();
+        if (options.max_length > 0 && length > static_cast<size_t>(options.max_length) + 1) {
+          skip = length - options.max_length - 1;
           if (skip >= tokens.context.size()) {
             fail("a choice of ", continuation.size(), " tokens does not fit in ", options.max_length, " tokens");
           }
@@ -244,17 +258,23 @@ ChoiceResult evaluate_choice(const std::vector<ChoiceRecord>& records, const std
         group.push_back(std::move(sequence));
       }
       groups.push_back(std::move(group));
+      group_question.push_back(q);
     } catch (const Error& error) {
       fail(record.file, ":", record.line, ": ", error.what());
     }
-    evaluated.push_back(record);
   }
-  const std::vector<std::vector<double>> losses = score_groups(groups, scorer, options.batch_tokens, progress);
+  const size_t single_done = done;
+  std::function<void(size_t, size_t)> group_progress;
+  if (progress) group_progress = [&](size_t groups_done, size_t) { progress(single_done + groups_done, total); };
+  const auto losses = score_groups(groups, scorer, options.batch_tokens, group_progress);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    for (double loss : losses[g]) loglikelihoods[group_question[g]].push_back(-loss);
+  }
+  std::vector<ChoiceRecord> evaluated;
   std::vector<QuestionResult> questions;
-  for (size_t q = 0; q < evaluated.size(); ++q) {
-    std::vector<double> loglikelihoods;
-    for (double loss : losses[q]) loglikelihoods.push_back(-loss);
-    questions.push_back(judge_question(evaluated[q], loglikelihoods));
+  for (size_t q = 0; q < total; ++q) {
+    evaluated.push_back(records[selected[q]]);
+    questions.push_back(judge_question(evaluated.back(), loglikelihoods[q]));
   }
   return summarize_choices(evaluated, std::move(questions));
 }

@@ -108,10 +108,13 @@ ChoiceResult summarize_choices(const std::vector<ChoiceRecord>& records, std::ve
 // The records chosen by options.limit / limit_per_subject (indices into records).
 std::vector<size_t> select_records(const std::vector<ChoiceRecord>& records, const ChoiceOptions& options);
 
-// Scores the selected records (all choices of a question in one packed
-// forward, several questions per batch), with options.shots examples each.
+// Scores the selected records, with options.shots examples each: all choices
+// of a question in one packed forward, several questions per batch. With
+// `next_token`, a question whose choices are each one token after the context
+// is scored by one forward of the context instead.
 ChoiceResult evaluate_choice(const std::vector<ChoiceRecord>& records, const std::vector<ChoiceRecord>& fewshot,
                              const Tokenizer& tokenizer, const TokenScorer& scorer, const ChoiceOptions& options,
-                             const std::function<void(size_t, size_t)>& progress = {});
+                             const std::function<void(size_t, size_t)>& progress = {},
+                             const NextTokenScorer& next_token = {});
 
 }  // namespace qft

@@ -1,11 +1,43 @@
 #include "eval/scorer.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.h"
+#include "model/generator.h"
 #include "model/transformer.h"
 
 namespace qft {
+
+GeneratorScorer::GeneratorScorer(const ModelConfig& config, ParamSet& weights)
+    : config_(config), store_(config, weights, nullptr) {}
+
+GeneratorScorer::~GeneratorScorer() = default;
+
+std::vector<double> GeneratorScorer::operator()(const std::vector<int>& context, const std::vector<int>& candidates) {
+  if (context.empty()) fail("a next-token score needs a context");
+  const int needed = static_cast<int>(context.size());
+  if (!generator_ || needed > capacity_) {
+    // Doubled (up to the model's context length) so rising lengths reallocate rarely.
+    capacity_ = std::max({needed, std::min(2 * capacity_, config_.max_position_embeddings), 256});
+    generator_.reset();  // its cache is freed before the larger one is taken
+    generator_ = std::make_unique<Generator>(config_, store_, capacity_);
+  }
+  generator_->reset();
+  const float* logits = generator_->append(context);
+  const int V = config_.vocab_size;
+  double max_logit = logits[0];
+  for (int v = 1; v < V; ++v) max_logit = std::max<double>(max_logit, logits[v]);
+  double total = 0.0;
+  for (int v = 0; v < V; ++v) total += std::exp(logits[v] - max_logit);
+  const double log_normalizer = max_logit + std::log(total);
+  std::vector<double> result;
+  for (int candidate : candidates) {
+    if (candidate < 0 || candidate >= V) fail("token id ", candidate, " is outside the vocabulary");
+    result.push_back(logits[candidate] - log_normalizer);
+  }
+  return result;
+}
 
 TokenScorer transformer_scorer(Transformer& transformer) {
   return [&transformer](const Batch& batch) { return transformer.token_losses(batch); };

@@ -6,18 +6,46 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "data/batch.h"
+#include "model/config.h"
+#include "model/parameter_store.h"
+#include "model/parameters.h"
 
 namespace qft {
 
+class Generator;
 class Transformer;
 
 // (N): −log p(batch.targets[i] | the rows before i in its sequence), 0 where
 // targets[i] < 0 (Transformer::token_losses).
 using TokenScorer = std::function<std::vector<double>(const Batch& batch)>;
 TokenScorer transformer_scorer(Transformer& transformer);
+
+// log p(candidate | context) for each candidate token after one context.
+// Multiple-choice questions whose choices are all single tokens after one
+// shared context (MMLU's " A" … " D") need one forward of the context for
+// every choice this way, instead of one forward per choice.
+using NextTokenScorer =
+    std::function<std::vector<double>(const std::vector<int>& context, const std::vector<int>& candidates)>;
+
+// A NextTokenScorer over FP32 weights through a KV-cache Generator (the
+// logits of the context's last position, log-softmax in double); the cache
+// grows to the longest context seen.
+class GeneratorScorer {
+ public:
+  GeneratorScorer(const ModelConfig& config, ParamSet& weights);
+  ~GeneratorScorer();
+  std::vector<double> operator()(const std::vector<int>& context, const std::vector<int>& candidates);
+
+ private:
+  ModelConfig config_;
+  Fp32ParameterStore store_;
+  std::unique_ptr<Generator> generator_;
+  int capacity_ = 0;
+};
 
 // A token sequence and which of its tokens are scored, each predicted from
 // the tokens before it in the sequence (so the first token never is).

@@ -75,7 +75,9 @@ int run_eval(int argc, char** argv) {
             "    with the highest summed log-likelihood, acc_norm the highest per byte of the choice.\n"
             "    --shots K prepends K solved examples: the first K of the same subject in\n"
             "    --fewshot-data, else K other records of --data drawn with --seed. Records with a\n"
-            "    subject (MMLU) are also reported per subject with macro averages.\n"
+            "    subject (MMLU) are also reported per subject with macro averages. A question whose\n"
+            "    choices are each one token after the context (MMLU's A-D) runs one forward of the\n"
+            "    context for all its choices.\n"
             "Prints a summary, or with --json one JSON object.",
             {{"model", "PATH", "HF model directory or GGUF file", ""},
              {"data", "FILE", "evaluation data (see above)", ""},
@@ -91,6 +93,7 @@ int run_eval(int argc, char** argv) {
              {"chat-template", "NAME", "perplexity on conversations: chatml, llama2, llama3 or alpaca "
                                        "(default: the model's)", ""},
              {"batch-tokens", "N", "tokens packed into one forward pass", "4096"},
+             {"one-forward-per-choice", "", "choice: no shared forward for single-token choices (for comparison)", ""},
              {"details", "FILE", "choice: write each question's log-likelihoods and predictions (JSONL)", ""},
              {"json", "", "print one JSON object", ""},
              threads_option()});
@@ -100,7 +103,7 @@ int run_eval(int argc, char** argv) {
   const std::string task = args.get("task");
   if (task != "perplexity" && task != "choice") fail("--task must be perplexity or choice, got '", task, "'");
   if (task == "perplexity") {
-    for (const char* name : {"shots", "fewshot-data", "limit-per-subject", "add-bos", "details"}) {
+    for (const char* name : {"shots", "fewshot-data", "limit-per-subject", "add-bos", "details", "one-forward-per-choice"}) {
       if (args.has(name)) fail("--", name, " applies to --task choice only");
     }
   } else if (args.has("chat-template")) {
@@ -158,7 +161,14 @@ int run_eval(int argc, char** argv) {
     options.add_bos = args.flag("add-bos");
     options.max_length = seq_len ? seq_len : model.config.max_position_embeddings;
     options.batch_tokens = batch_tokens;
-    const ChoiceResult result = evaluate_choice(records, fewshot, *tokenizer, scorer, options, progress_printer("questions"));
+    GeneratorScorer generator(model.config, *model.weights);
+    const NextTokenScorer next_token = [&](const std::vector<int>& context, const std::vector<int>& candidates) {
+      rows += static_cast<int64_t>(context.size());
+      return generator(context, candidates);
+    };
+    const ChoiceResult result =
+        evaluate_choice(records, fewshot, *tokenizer, scorer, options, progress_printer("questions"),
+                        args.flag("one-forward-per-choice") ? NextTokenScorer{} : next_token);
     auto score_json = [](const ChoiceScore& score) {
       return json{{"count", score.count}, {"acc", score.acc()}, {"acc_norm", score.acc_norm()},
                   {"acc_stderr", score.acc_stderr()}, {"acc_norm_stderr", score.acc_norm_stderr()}};
