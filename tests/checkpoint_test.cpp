@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,8 +20,6 @@
 #include "test_util.h"
 #include "train/checkpoint.h"
 #include "train/training.h"
-
-extern char** environ;
 
 namespace qft {
 namespace {
@@ -372,31 +369,6 @@ TEST(CheckpointWriteChild, DiesWhileWriting) {
   FAIL() << "not killed at " << stage;
 }
 
-int spawn(const std::vector<std::string>& arguments, const std::vector<std::string>& extra_environment,
-          const std::string& output) {
-  std::vector<char*> argv, envp;
-  for (const std::string& argument : arguments) argv.push_back(const_cast<char*>(argument.c_str()));
-  argv.push_back(nullptr);
-  std::vector<std::string> environment(extra_environment);
-  for (char** entry = environ; *entry; ++entry) environment.push_back(*entry);
-  for (const std::string& entry : environment) envp.push_back(const_cast<char*>(entry.c_str()));
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, output.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
-  pid_t pid = 0;
-  const int result = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  return result == 0 ? pid : -1;
-}
-
-int wait_status(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return status;
-}
-
 // A real SIGKILL at each stage of a write: DIR (or DIR.old) still loads, as
 // the old checkpoint before the new one is renamed into place and as the
 // new one after; the next write cleans up.
@@ -420,11 +392,11 @@ TEST(CheckpointWrite, KilledWriterLeavesALoadableCheckpoint) {
     fs::remove_all(saved.path + ".tmp");
     fs::remove_all(saved.path + ".old");
     fs::copy(original, saved.path);
-    const pid_t pid = spawn({"/proc/self/exe", "--gtest_filter=CheckpointWriteChild.DiesWhileWriting"},
+    const pid_t pid = test::spawn({"/proc/self/exe", "--gtest_filter=CheckpointWriteChild.DiesWhileWriting"},
                             {"QFT_CHECKPOINT_CHILD_DIR=" + saved.path, "QFT_CHECKPOINT_CHILD_STAGE=" + stage},
                             scratch.file("child.log"));
     ASSERT_GT(pid, 0);
-    const int status = wait_status(pid);
+    const int status = test::wait_status(pid);
     ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << stage << ": " << read_bytes(scratch.file("child.log"));
 
     auto training = make_training(saved.source, saved.settings);
@@ -555,7 +527,7 @@ CliRun interrupt(const CliTask& task, const std::string& options, int signal, in
   std::istringstream words(task.command(options).substr(kQft.size()));
   for (std::string word; words >> word;) arguments.push_back(word);
   const std::string log = task.dir.file("interrupted.log");
-  const pid_t pid = spawn(arguments, {}, log);
+  const pid_t pid = test::spawn(arguments, {}, log);
   if (pid <= 0) return {};
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (parse_run(0, read_bytes(log)).loss_at.size() < static_cast<size_t>(steps_first) &&
@@ -563,7 +535,7 @@ CliRun interrupt(const CliTask& task, const std::string& options, int signal, in
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   kill(pid, signal);
-  const int status = wait_status(pid);
+  const int status = test::wait_status(pid);
   return parse_run(WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status), read_bytes(log));
 }
 

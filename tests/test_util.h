@@ -1,5 +1,7 @@
 #pragma once
 // Helpers shared by the tests.
+#include <sys/types.h>
+
 #include <map>
 #include <string>
 #include <vector>
@@ -30,6 +32,12 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 CommandResult run_command(const std::string& command);
+
+// Starts `arguments` (argv[0] a path) with extra environment entries, stdout
+// and stderr into the file `output`; returns the pid, or -1.
+pid_t spawn(const std::vector<std::string>& arguments, const std::vector<std::string>& extra_environment,
+            const std::string& output);
+int wait_status(pid_t pid);  // waitpid's status
 
 std::string reference_case(const std::string& name);  // QFT_REFERENCE_DIR/name
 std::string read_text(const std::string& path);

@@ -36,12 +36,6 @@ uint64_t xxh_round(uint64_t accumulator, uint64_t input) {
 
 uint64_t xxh_merge(uint64_t hash, uint64_t lane) { return (hash ^ xxh_round(0, lane)) * kPrime1 + kPrime4; }
 
-std::string hex(uint64_t value) {
-  char text[17];
-  std::snprintf(text, sizeof text, "%016" PRIx64, value);
-  return text;
-}
-
 size_t byte_count(DType dtype, const Shape& shape) {
   return static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
 }
@@ -56,6 +50,12 @@ std::string shape_text(const Shape& shape) {
 }
 
 }  // namespace
+
+std::string hex64(uint64_t value) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016" PRIx64, value);
+  return text;
+}
 
 uint64_t xxh64(const void* data, size_t bytes, uint64_t seed) {
   const uint8_t* p = static_cast<const uint8_t*>(data);
@@ -115,7 +115,7 @@ nlohmann::json StateWriter::write(const std::string& path, const std::function<v
     const Entry& entry = entries_[i];
     const uint64_t bytes = byte_count(entry.dtype, entry.shape);
     header[entry.name] = {{"dtype", dtype_name(entry.dtype)}, {"shape", entry.shape}, {"data_offsets", {offset, offset + bytes}}};
-    checksums[entry.name] = hex(hashes[i]);
+    checksums[entry.name] = hex64(hashes[i]);
     offset += bytes;
   }
   std::string text = header.dump();

@@ -20,6 +20,8 @@ namespace qft {
 
 // XXH64 (Collet's xxHash, 64-bit) of `bytes` bytes.
 uint64_t xxh64(const void* data, size_t bytes, uint64_t seed = 0);
+// 16 lowercase hex digits, as checksums are written.
+std::string hex64(uint64_t value);
 
 class StateWriter {
  public:

@@ -236,4 +236,18 @@ void load_hybrid(const StateReader& reader, const std::string& name, HybridMatri
   }
 }
 
+void expect_same_settings(const nlohmann::json& stored, const nlohmann::json& current, const std::string& what,
+                          const std::string& manifest) {
+  if (!stored.is_object()) fail(manifest, ": '", what, "' is missing or not an object");
+  for (const auto& [key, value] : current.items()) {
+    if (!stored.contains(key)) fail(manifest, ": ", what, " lacks '", key, "'");
+    if (stored.at(key) != value) {
+      fail(manifest, ": the checkpoint has ", what, " ", key, " = ", stored.at(key).dump(), ", this run has ", value.dump());
+    }
+  }
+  for (const auto& [key, value] : stored.items()) {
+    if (!current.contains(key)) fail(manifest, ": the checkpoint has ", what, " ", key, " = ", value.dump(), ", which this run lacks");
+  }
+}
+
 }  // namespace qft

@@ -40,6 +40,12 @@ struct CheckpointFiles {
 // Errors name the file.
 CheckpointFiles open_checkpoint(const std::string& directory);
 
+// Fails, naming `manifest`, at the first key whose value differs between the
+// checkpoint's settings object `stored` and this run's `current` (`what`
+// names the kind of setting in the message).
+void expect_same_settings(const nlohmann::json& stored, const nlohmann::json& current, const std::string& what,
+                          const std::string& manifest);
+
 // Tests only: called at each stage of write_checkpoint ("tensor" after each
 // tensor of the state file, "state", "manifest", "moved-aside", "renamed",
 // "done"), so a test can kill the process there.

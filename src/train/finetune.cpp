@@ -5,17 +5,21 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <nlohmann/json.hpp>
 #include <iomanip>
+#include <optional>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/memory.h"
 #include "data/examples.h"
 #include "io/gguf.h"
+#include "io/state_file.h"
 #include "model/gguf_export.h"
 #include "model/hf_export.h"
 #include "text/model_tokenizer.h"
+#include "train/checkpoint.h"
 #include "train/memory_plan.h"
 #include "train/schedule.h"
 
@@ -82,6 +86,175 @@ void write_text_atomically(const fs::path& path, const std::string& text) {
   fs::rename(temporary, path);
 }
 
+// What fixes the sequence of micro-batches: a resumed run must agree on it.
+nlohmann::json data_fingerprint(const std::vector<Example>& train, const FinetuneSettings& settings) {
+  uint64_t hash = train.size();
+  for (const Example& example : train) {
+    hash = xxh64(example.tokens.data(), example.tokens.size() * sizeof(int), hash);
+    hash = xxh64(example.trained.data(), example.trained.size(), hash);
+  }
+  return {{"examples", train.size()}, {"examples_checksum", hex64(hash)}, {"seq_len", settings.seq_len},
+          {"batch", settings.batch}, {"pack", settings.pack}, {"seed", settings.seed}};
+}
+
+nlohmann::json schedule_json(const LrSchedule& schedule) {
+  return {{"lr", schedule.peak}, {"total_steps", schedule.total_steps}, {"warmup_steps", schedule.warmup_steps},
+          {"min_lr_ratio", schedule.min_ratio}};
+}
+
+// OUT/metrics.jsonl and OUT/loss.svg, rebuilt from a checkpoint's records
+// when resuming so they read as one run.
+class MetricsLog {
+ public:
+  MetricsLog(const fs::path& out, std::vector<nlohmann::json> records)
+      : out_(out), records_(std::move(records)) {
+    std::string text;
+    for (const nlohmann::json& record : records_) {
+      text += record.dump() + "\n";
+      curve(record);
+    }
+    write_text_atomically(out_ / "metrics.jsonl", text);
+    file_.open(out_ / "metrics.jsonl", std::ios::app);
+  }
+  void add(const nlohmann::json& record) {
+    records_.push_back(record);
+    curve(record);
+    file_ << record.dump() << "\n" << std::flush;
+    if (record.contains("eval_loss")) plot();
+  }
+  void plot() const { write_text_atomically(out_ / "loss.svg", loss_curve_svg(train_, eval_)); }
+  const std::vector<nlohmann::json>& records() const { return records_; }
+  std::optional<double> eval_loss_at(int step) const {
+    for (const auto& [at, loss] : eval_) {
+      if (at == step) return loss;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  void curve(const nlohmann::json& record) {
+    const int step = record.at("step").get<int>();
+    if (record.contains("loss")) train_.emplace_back(step, record.at("loss").get<double>());
+    if (record.contains("eval_loss")) eval_.emplace_back(step, record.at("eval_loss").get<double>());
+  }
+
+  fs::path out_;
+  std::vector<nlohmann::json> records_;
+  std::vector<std::pair<int, double>> train_, eval_;
+  std::ofstream file_;
+};
+
+// Between steps: the last step taken and the next micro-batch of its epoch.
+struct DataPosition {
+  int step = 0;
+  int epoch = 0;
+  size_t next_micro_batch = 0;
+};
+
+struct Resumed {
+  DataPosition position;
+  std::vector<nlohmann::json> metrics;
+};
+
+Resumed resume_training(Training& training, const FinetuneSettings& settings, const nlohmann::json& fingerprint,
+                        const LrSchedule& schedule, const std::function<void(const std::string&)>& log) {
+  const ResumePoint point = training.load_checkpoint(settings.resume);
+  const std::string manifest = point.directory + "/manifest.json";
+  if (point.directory != settings.resume) {
+    log(settings.resume + " is missing (a checkpoint write was interrupted); resuming from " + point.directory);
+  }
+  try {
+    const nlohmann::json& state = point.trainer_state.at("finetune");
+    expect_same_settings(state.at("data"), fingerprint, "data setting", manifest);
+    if (state.at("schedule") != schedule_json(schedule)) {
+      log("notice: the learning-rate schedule differs from the checkpoint's (" + state.at("schedule").dump() +
+          " there, " + schedule_json(schedule).dump() + " here); continuing with this run's");
+    }
+    Resumed resumed;
+    resumed.position = {point.step, state.at("epoch").get<int>(), state.at("next_micro_batch").get<size_t>()};
+    resumed.metrics = state.at("metrics").get<std::vector<nlohmann::json>>();
+    log("resumed from " + point.directory + " after step " + std::to_string(point.step));
+    return resumed;
+  } catch (const nlohmann::json::exception& error) {
+    fail(manifest, ": not a qft finetune checkpoint (", error.what(), ")");
+  }
+}
+
+struct PreparedData {
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::vector<Example> train, eval;
+};
+
+PreparedData prepare_data(const FinetuneSettings& settings, const std::function<void(const std::string&)>& log) {
+  PreparedData prepared;
+  prepared.tokenizer = load_model_tokenizer(settings.model);
+  DataSet data = read_instruction_data(settings.data, settings.data_format, settings.strict);
+  for (const std::string& skipped : data.skipped) log("skipped " + skipped);
+  std::optional<ChatTemplate> chat;
+  if (data.format != DataFormat::Text) {
+    chat = settings.chat_template.empty() ? ChatTemplate::detect(prepared.tokenizer->chat_template())
+                                          : ChatTemplate::named(settings.chat_template);
+  }
+  // Hold out the evaluation records: another file, or a seeded slice of this one.
+  std::vector<DataRecord> train_records = std::move(data.records), eval_records;
+  if (!settings.eval_data.empty()) {
+    eval_records = read_instruction_data(settings.eval_data, data.format, settings.strict).records;
+  } else if (settings.eval_split > 0) {
+    std::vector<size_t> order(train_records.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    shuffle_indices(order, settings.seed);
+    const size_t held = std::max<size_t>(1, static_cast<size_t>(std::ceil(settings.eval_split * order.size())));
+    std::vector<DataRecord> kept;
+    for (size_t i = 0; i < order.size(); ++i) (i < held ? eval_records : kept).push_back(train_records[order[i]]);
+    train_records = std::move(kept);
+  }
+  prepared.train = tokenize_all(train_records, *prepared.tokenizer, chat ? &*chat : nullptr, settings);
+  prepared.eval = tokenize_all(eval_records, *prepared.tokenizer, chat ? &*chat : nullptr, settings);
+  if (prepared.train.empty()) fail(settings.data, ": no example has a token to train on");
+  return prepared;
+}
+
+// Prints the plan and refuses one that does not fit.
+void check_memory_plan(const ModelConfig& config, const FinetuneSettings& settings, const std::vector<Example>& train,
+                       const std::function<void(const std::string&)>& log) {
+  size_t longest = 2;
+  for (const Example& example : train) longest = std::max(longest, example.tokens.size());
+  PlanSettings plan_settings;
+  plan_settings.optimizer = settings.training.optimizer;
+  plan_settings.grad_accum = settings.training.grad_accum;
+  plan_settings.seq_len = static_cast<int>(settings.pack ? static_cast<size_t>(settings.seq_len) : longest);
+  plan_settings.batch = settings.batch;
+  plan_settings.checkpointing = settings.training.checkpointing;
+  plan_settings.outlier_fraction = settings.training.qft.outlier_fraction;
+  const MemoryPlan plan = plan_memory(config, plan_settings);
+  log(plan_table(plan, config, plan_settings));
+  const size_t limit = settings.max_memory ? settings.max_memory : physical_memory_bytes();
+  if (plan.peak > limit) {
+    fail("the plan's peak of ", plan.peak / 1073741824.0, " GiB exceeds the allowed ", limit / 1073741824.0,
+         " GiB (--max-memory); try --checkpointing, a smaller --batch or --seq-len, or --optimizer qlion");
+  }
+}
+
+void export_model(Training& training, const ModelSource& source, const Tokenizer& tokenizer,
+                  const FinetuneSettings& settings, const std::string& directory) {
+  const auto fill = [&](size_t i, float* values) { training.parameter(i, values); };
+  HfExport hf;
+  hf.dtype = parse_export_dtype(settings.export_dtype);
+  hf.write_files = [&](const std::string& target) { write_tokenizer_files(tokenizer, target); };
+  hf.bos_token_id = tokenizer.bos_id().value_or(-1);
+  hf.eos_token_id = tokenizer.eos_id().value_or(-1);
+  export_hf_model(directory, source.config(), fill, hf);
+  if (settings.export_gguf) {
+    GgufExport gguf;
+    gguf.matrix_type = parse_gguf_matrix_type(settings.export_dtype);
+    gguf.add_tokenizer = [&](GgufWriter& writer) {
+      if (source.gguf()) copy_gguf_tokenizer(writer, *source.gguf());
+      else add_gguf_tokenizer(writer, tokenizer);
+    };
+    export_gguf_model((fs::path(settings.out) / "model.gguf").string(), source.config(), fill, gguf);
+  }
+}
+
 }  // namespace
 
 std::string loss_curve_svg(const std::vector<std::pair<int, double>>& train,
@@ -125,93 +298,72 @@ std::string loss_curve_svg(const std::vector<std::pair<int, double>>& train,
   return svg.str();
 }
 
-FinetuneResult run_finetune(const FinetuneSettings& settings, const std::function<void(const std::string&)>& log,
-                            const std::function<void(const FinetuneProgress&)>& progress) {
+FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCallbacks& callbacks) {
+  const auto& log = callbacks.log;
   if (settings.batch < 1 || settings.epochs < 1 || settings.seq_len < 2 || !(settings.lr > 0)) {
     fail("--batch, --epochs must be at least 1, --seq-len at least 2, --lr positive");
   }
   if (settings.eval_split < 0 || settings.eval_split >= 1) fail("--eval-split must be in [0, 1)");
+  if (settings.save_every < 0) fail("--save-every must not be negative");
   const fs::path out(settings.out);
   fs::create_directories(out);
   if (fs::exists(out / "model")) fail((out / "model").string(), ": already exists; choose a new --out");
+  const std::string checkpoint = settings.checkpoint.empty() ? (out / "checkpoint").string() : settings.checkpoint;
 
   const ModelSource source = ModelSource::open(settings.model);
-  const auto tokenizer = load_model_tokenizer(settings.model);
-  DataSet data = read_instruction_data(settings.data, settings.data_format, settings.strict);
-  for (const std::string& skipped : data.skipped) log("skipped " + skipped);
-  std::optional<ChatTemplate> chat;
-  if (data.format != DataFormat::Text) {
-    chat = settings.chat_template.empty() ? ChatTemplate::detect(tokenizer->chat_template())
-                                          : ChatTemplate::named(settings.chat_template);
-  }
-
-  // Hold out the evaluation records: another file, or a seeded slice of this one.
-  std::vector<DataRecord> train_records = std::move(data.records), eval_records;
-  if (!settings.eval_data.empty()) {
-    eval_records = read_instruction_data(settings.eval_data, data.format, settings.strict).records;
-  } else if (settings.eval_split > 0) {
-    std::vector<size_t> order(train_records.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    shuffle_indices(order, settings.seed);
-    const size_t held = std::max<size_t>(1, static_cast<size_t>(std::ceil(settings.eval_split * order.size())));
-    std::vector<DataRecord> kept;
-    for (size_t i = 0; i < order.size(); ++i) (i < held ? eval_records : kept).push_back(train_records[order[i]]);
-    train_records = std::move(kept);
-  }
-  const std::vector<Example> train = tokenize_all(train_records, *tokenizer, chat ? &*chat : nullptr, settings);
-  const std::vector<Example> eval = tokenize_all(eval_records, *tokenizer, chat ? &*chat : nullptr, settings);
-  if (train.empty()) fail(settings.data, ": no example has a token to train on");
-
+  const PreparedData data = prepare_data(settings, log);
   const int grad_accum = settings.training.grad_accum;
-  const int steps_per_epoch = static_cast<int>((micro_batches(train, settings, 0).size() + grad_accum - 1) / grad_accum);
+  // A last group of fewer than grad_accum micro-batches is left out of its epoch.
+  const int steps_per_epoch = static_cast<int>(micro_batches(data.train, settings, 0).size() / grad_accum);
+  if (steps_per_epoch == 0) fail(settings.data, ": fewer micro-batches than --grad-accum ", grad_accum);
   const int total_steps = settings.max_steps > 0 ? settings.max_steps : steps_per_epoch * settings.epochs;
-  size_t longest = 2;
-  for (const Example& example : train) longest = std::max(longest, example.tokens.size());
-  PlanSettings plan_settings;
-  plan_settings.optimizer = settings.training.optimizer;
-  plan_settings.grad_accum = grad_accum;
-  plan_settings.seq_len = static_cast<int>(settings.pack ? static_cast<size_t>(settings.seq_len) : longest);
-  plan_settings.batch = settings.batch;
-  plan_settings.checkpointing = settings.training.checkpointing;
-  plan_settings.outlier_fraction = settings.training.qft.outlier_fraction;
-  const MemoryPlan plan = plan_memory(source.config(), plan_settings);
-  log(plan_table(plan, source.config(), plan_settings));
-  const size_t limit = settings.max_memory ? settings.max_memory : physical_memory_bytes();
-  if (plan.peak > limit) {
-    fail("the plan's peak of ", plan.peak / 1073741824.0, " GiB exceeds the allowed ", limit / 1073741824.0,
-         " GiB (--max-memory); try --checkpointing, a smaller --batch or --seq-len, or --optimizer qlion");
-  }
-  log(std::to_string(train.size()) + " training and " + std::to_string(eval.size()) + " evaluation sequences; " +
-      std::to_string(total_steps) + " steps (" + std::to_string(steps_per_epoch) + " per epoch)");
+  check_memory_plan(source.config(), settings, data.train, log);
+  log(std::to_string(data.train.size()) + " training and " + std::to_string(data.eval.size()) +
+      " evaluation sequences; " + std::to_string(total_steps) + " steps (" + std::to_string(steps_per_epoch) +
+      " per epoch)");
 
   auto training = make_training(source, settings.training);
   const LrSchedule schedule{settings.lr, total_steps, static_cast<int>(std::round(settings.warmup_ratio * total_steps)),
                             settings.min_lr_ratio};
-  std::ofstream metrics(out / "metrics.jsonl");
-  std::vector<std::pair<int, double>> train_curve, eval_curve;
+  const nlohmann::json fingerprint = data_fingerprint(data.train, settings);
+  Resumed resumed;
+  if (!settings.resume.empty()) resumed = resume_training(*training, settings, fingerprint, schedule, log);
+  MetricsLog metrics(out, std::move(resumed.metrics));
+  DataPosition position = resumed.position;
+
   const auto record_eval = [&](int step) {
-    const double loss = evaluate_all(*training, eval, settings);
+    const double loss = evaluate_all(*training, data.eval, settings);
     if (std::isnan(loss)) return loss;
-    eval_curve.emplace_back(step, loss);
-    metrics << nlohmann::json{{"step", step}, {"eval_loss", loss}}.dump() << "\n" << std::flush;
-    write_text_atomically(out / "loss.svg", loss_curve_svg(train_curve, eval_curve));
+    metrics.add({{"step", step}, {"eval_loss", loss}});
     FinetuneProgress report;
     report.step = step;
     report.total_steps = total_steps;
     report.eval_loss = loss;
-    progress(report);
+    callbacks.progress(report);
     return loss;
   };
-
   FinetuneResult result;
-  result.eval_loss_before = record_eval(0);
+  const auto save_checkpoint = [&] {
+    training->save_checkpoint(checkpoint, {{"finetune",
+                                            {{"data", fingerprint},
+                                             {"schedule", schedule_json(schedule)},
+                                             {"epoch", position.epoch},
+                                             {"next_micro_batch", position.next_micro_batch},
+                                             {"metrics", metrics.records()}}}});
+    result.checkpoint = checkpoint;
+  };
+
+  result.eval_loss_before = position.step == 0 ? record_eval(0) : metrics.eval_loss_at(0).value_or(NAN);
   const auto start = Clock::now();
-  int step = 0;
-  for (int epoch = 0; step < total_steps; ++epoch) {
-    if (epoch > 0) training->new_epoch();
-    const auto batches = micro_batches(train, settings, epoch);
-    for (size_t first = 0; first + grad_accum <= batches.size() && step < total_steps; first += grad_accum) {
-      ++step;
+  const int first_step = position.step + 1;
+  for (int epoch = position.epoch; position.step < total_steps; ++epoch) {
+    // A resumed run starts inside the epoch of its checkpoint, which has begun.
+    const bool begun = epoch == position.epoch && position.step > 0;
+    if (epoch > 0 && !begun) training->new_epoch();
+    size_t first = begun ? position.next_micro_batch : 0;
+    const auto batches = micro_batches(data.train, settings, epoch);
+    for (; first + grad_accum <= batches.size() && position.step < total_steps; first += grad_accum) {
+      const int step = position.step + 1;
       std::vector<Batch> step_batches;
       int tokens = 0;
       for (int i = 0; i < grad_accum; ++i) {
@@ -223,37 +375,28 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const std::functio
       const double loss = training->step(step, lr, step_batches);
       const double seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
       const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-      train_curve.emplace_back(step, loss);
-      metrics << nlohmann::json{{"step", step}, {"epoch", epoch + 1}, {"loss", loss}, {"lr", lr}, {"tokens", tokens},
-                                {"seconds", seconds}}.dump()
-              << "\n" << std::flush;
-      FinetuneProgress report{step, total_steps, epoch + 1, loss, lr, tokens / seconds,
-                              elapsed / step * (total_steps - step), memory_stats().total_current, std::nullopt};
-      progress(report);
+      position = {step, epoch, first + grad_accum};
+      metrics.add({{"step", step}, {"epoch", epoch + 1}, {"loss", loss}, {"lr", lr}, {"tokens", tokens},
+                   {"seconds", seconds}});
+      callbacks.progress({step, total_steps, epoch + 1, loss, lr, tokens / seconds,
+                          elapsed / (step - first_step + 1) * (total_steps - step), memory_stats().total_current,
+                          std::nullopt});
       if (settings.eval_every > 0 && step % settings.eval_every == 0 && step < total_steps) record_eval(step);
+      const bool stop = callbacks.stop_requested();
+      if (stop || (settings.save_every > 0 && step % settings.save_every == 0)) save_checkpoint();
+      if (stop) {
+        metrics.plot();
+        result.steps = step;
+        result.stopped = true;
+        return result;
+      }
     }
   }
-  result.steps = step;
-  result.eval_loss_after = record_eval(step);
-  write_text_atomically(out / "loss.svg", loss_curve_svg(train_curve, eval_curve));
-
+  result.steps = position.step;
+  result.eval_loss_after = record_eval(position.step);
+  metrics.plot();
   result.model_directory = (out / "model").string();
-  const auto fill = [&](size_t i, float* values) { training->parameter(i, values); };
-  HfExport hf;
-  hf.dtype = parse_export_dtype(settings.export_dtype);
-  hf.write_files = [&](const std::string& directory) { write_tokenizer_files(*tokenizer, directory); };
-  hf.bos_token_id = tokenizer->bos_id().value_or(-1);
-  hf.eos_token_id = tokenizer->eos_id().value_or(-1);
-  export_hf_model(result.model_directory, source.config(), fill, hf);
-  if (settings.export_gguf) {
-    GgufExport gguf;
-    gguf.matrix_type = parse_gguf_matrix_type(settings.export_dtype);
-    gguf.add_tokenizer = [&](GgufWriter& writer) {
-      if (source.gguf()) copy_gguf_tokenizer(writer, *source.gguf());
-      else add_gguf_tokenizer(writer, *tokenizer);
-    };
-    export_gguf_model((out / "model.gguf").string(), source.config(), fill, gguf);
-  }
+  export_model(*training, source, *data.tokenizer, settings, result.model_directory);
   return result;
 }
 

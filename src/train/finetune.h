@@ -35,6 +35,9 @@ struct FinetuneSettings {
   std::string export_dtype = "bf16";
   bool export_gguf = false;
   size_t max_memory = 0;      // 0: physical RAM
+  std::string checkpoint;     // where checkpoints go; "": OUT/checkpoint
+  int save_every = 0;         // steps between checkpoints; 0: only when stopped
+  std::string resume;         // a checkpoint to continue from
   TrainingSettings training;
 };
 
@@ -48,14 +51,28 @@ struct FinetuneProgress {
 
 struct FinetuneResult {
   double eval_loss_before = 0, eval_loss_after = 0;
-  int steps = 0;
-  std::string model_directory;
+  int steps = 0;                // the last step taken
+  std::string model_directory;  // "" when stopped
+  bool stopped = false;         // stop_requested() said so; the checkpoint holds the run
+  std::string checkpoint;       // the last checkpoint written, if any
 };
 
-// `log` receives one line of text (plan, warnings, summaries); `progress`
-// is called after every step and evaluation.
-FinetuneResult run_finetune(const FinetuneSettings& settings, const std::function<void(const std::string&)>& log,
-                            const std::function<void(const FinetuneProgress&)>& progress);
+struct FinetuneCallbacks {
+  std::function<void(const std::string&)> log;             // plan, notices, summaries: a line each
+  std::function<void(const FinetuneProgress&)> progress;   // after every step and evaluation
+  std::function<bool()> stop_requested = [] { return false; };  // asked after every step
+};
+
+// Checkpoints are taken between steps, every save_every steps and when
+// stop_requested() turns true (the run then returns, stopped, without
+// exporting). The checkpoint's trainer state holds the data position (epoch
+// and micro-batch), the schedule and the metrics so far, so resuming gives
+// the losses and the model of an uninterrupted run bit for bit. Resuming
+// refuses other training data or data settings (the tokenized examples'
+// checksum, --batch, --pack, --seq-len, --seed, --grad-accum, optimizer
+// settings); a changed schedule (--max-steps, --epochs, --lr, ...) is
+// allowed, with a notice, for extending a run.
+FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCallbacks& callbacks);
 
 // An SVG line plot of training loss (and evaluation loss) against step.
 std::string loss_curve_svg(const std::vector<std::pair<int, double>>& train,

@@ -169,31 +169,12 @@ void Training::save_checkpoint(const std::string& directory, const nlohmann::jso
                    state);
 }
 
-namespace {
-
-// Names the first key whose value differs between the checkpoint and this run.
-void expect_same(const nlohmann::json& stored, const nlohmann::json& current, const std::string& what,
-                 const std::string& manifest) {
-  if (!stored.is_object()) fail(manifest, ": '", what, "' is missing or not an object");
-  for (const auto& [key, value] : current.items()) {
-    if (!stored.contains(key)) fail(manifest, ": ", what, " lacks '", key, "'");
-    if (stored.at(key) != value) {
-      fail(manifest, ": the checkpoint has ", what, " ", key, " = ", stored.at(key).dump(), ", this run has ", value.dump());
-    }
-  }
-  for (const auto& [key, value] : stored.items()) {
-    if (!current.contains(key)) fail(manifest, ": the checkpoint has ", what, " ", key, " = ", value.dump(), ", which this run lacks");
-  }
-}
-
-}  // namespace
-
 ResumePoint Training::load_checkpoint(const std::string& directory) {
   const CheckpointFiles files = open_checkpoint(directory);
   const std::string manifest = files.directory + "/manifest.json";
   const auto member = [&](const char* key) { return files.manifest.value(key, nlohmann::json()); };
-  expect_same(member("model_config"), model_config_to_json(model_config_), "model config", manifest);
-  expect_same(member("training"), checkpoint_settings_json(settings_), "training setting", manifest);
+  expect_same_settings(member("model_config"), model_config_to_json(model_config_), "model config", manifest);
+  expect_same_settings(member("training"), checkpoint_settings_json(settings_), "training setting", manifest);
   if (files.manifest.at("step").get<int64_t>() > INT32_MAX) fail(manifest, ": step out of range");
   load_state(*files.state);
   files.state->expect_all_read();

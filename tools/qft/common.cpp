@@ -1,11 +1,34 @@
 #include "common.h"
 
 #include <omp.h>
+#include <signal.h>
 
 #include "core/error.h"
 #include "quant/quantizer.h"
 
 namespace qft::cli {
+
+namespace {
+
+volatile sig_atomic_t stop_signal = 0;
+
+void request_stop(int signal) { stop_signal = signal; }
+
+void handle_stop_signals(bool install) {
+  struct sigaction action {};
+  action.sa_handler = install ? request_stop : SIG_DFL;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = install ? SA_RESTART | SA_RESETHAND : 0;
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+}  // namespace
+
+StopSignals::StopSignals() { handle_stop_signals(true); }
+StopSignals::~StopSignals() { handle_stop_signals(false); }
+int StopSignals::received() { return stop_signal; }
+const char* StopSignals::name(int signal) { return signal == SIGINT ? "SIGINT" : "SIGTERM"; }
 
 OptionSpec threads_option() {
   return {"threads", "N", "worker threads for kernels and GEMMs (default: all cores)", ""};

@@ -17,6 +17,23 @@ OptionSpec threads_option();
 // --seed, --grad-accum, --checkpointing.
 TrainingSettings training_settings(const Args& args);
 
+// While one exists, SIGINT and SIGTERM only set a flag: the training loop
+// finishes its step, writes a checkpoint and exits 128 + signal. The first
+// signal restores the default action (SA_RESETHAND), so a second Ctrl-C ends
+// the process at once; a checkpoint being written is replaced atomically,
+// so that loses nothing saved.
+class StopSignals {
+ public:
+  StopSignals();
+  ~StopSignals();
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  // The signal received (0: none); read once per step, so one arriving later
+  // is handled after the next step.
+  static int received();
+  static const char* name(int signal);  // "SIGINT" or "SIGTERM"
+};
+
 // --model DIR, or --config FILE --init random --seed N.
 ModelSource model_source_from_args(const Args& args);
 std::vector<OptionSpec> model_options();

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
@@ -62,7 +63,8 @@ int run_finetune(int argc, char** argv) {
             "(Alpaca, ShareGPT, messages or plain text; JSON or JSONL), with the loss on the assistant's\n"
             "tokens only, and exports the result to OUT/model (HF; OUT/model.gguf with --export-gguf).\n"
             "Defaults follow the QFT paper: QLion with INT8 state, lr 2e-5, 3 epochs, cosine schedule\n"
-            "with warm-up, segments of 2048 tokens. Writes OUT/metrics.jsonl and OUT/loss.svg as it goes.",
+            "with warm-up, segments of 2048 tokens. Writes OUT/metrics.jsonl and OUT/loss.svg as it goes.\n"
+            "SIGINT/SIGTERM finish the step, write a checkpoint and exit 130/143; --resume continues it.",
             {{"model", "PATH", "HF model directory or GGUF file", ""},
              {"data", "FILE", "training data", ""},
              {"out", "DIR", "output directory", ""},
@@ -93,6 +95,9 @@ int run_finetune(int argc, char** argv) {
              {"eval-every", "N", "evaluate every N steps (also before and after training)", "0"},
              {"export-dtype", "TYPE", "bf16 | f16 | f32 (and q8_0 for GGUF)", "bf16"},
              {"export-gguf", "", "also write OUT/model.gguf", ""},
+             {"save-every", "N", "write a checkpoint every N steps (also on SIGINT/SIGTERM, then exit 130/143)", ""},
+             {"checkpoint", "DIR", "where checkpoints go (default: OUT/checkpoint)", ""},
+             {"resume", "DIR", "continue bit-exactly from a checkpoint: same model, data and settings", ""},
              {"max-memory", "SIZE", "refuse a plan whose peak exceeds this (default: physical RAM)", ""},
              {"log-every", "N", "log line interval when stderr is not a terminal", "10"},
              threads_option()});
@@ -121,16 +126,36 @@ int run_finetune(int argc, char** argv) {
   settings.eval_every = args.get_int("eval-every");
   settings.export_dtype = args.get("export-dtype");
   settings.export_gguf = args.flag("export-gguf");
+  if (args.has("save-every")) {
+    settings.save_every = args.get_int("save-every");
+    if (settings.save_every < 1) fail("--save-every must be at least 1");
+  }
+  if (args.has("checkpoint")) settings.checkpoint = args.get("checkpoint");
+  if (args.has("resume")) settings.resume = args.get("resume");
   if (args.has("max-memory")) settings.max_memory = parse_memory_size(args.get("max-memory"));
   settings.training = training_settings(args);
   const int log_every = args.get_int("log-every");
   if (log_every < 1) fail("--log-every must be at least 1");
 
   ProgressPrinter printer(log_every);
-  const FinetuneResult result = run_finetune(
-      settings, [&](const std::string& line) { printer.end_line(), std::fprintf(stderr, "%s\n", line.c_str()); },
-      [&](const FinetuneProgress& progress) { printer(progress); });
+  FinetuneCallbacks callbacks;
+  callbacks.log = [&](const std::string& line) { printer.end_line(), std::fprintf(stderr, "%s\n", line.c_str()); };
+  callbacks.progress = [&](const FinetuneProgress& progress) { printer(progress); };
+  callbacks.stop_requested = [] { return StopSignals::received() != 0; };
+  std::optional<StopSignals> stop_signals(std::in_place);
+  const FinetuneResult result = run_finetune(settings, callbacks);
+  const int signal = StopSignals::received();
+  stop_signals.reset();
   printer.end_line();
+  if (result.stopped) {
+    std::fprintf(stderr, "qft finetune: %s after step %d; checkpoint in %s (continue with the same command and --resume %s)\n",
+                 StopSignals::name(signal), result.steps, result.checkpoint.c_str(), result.checkpoint.c_str());
+    std::printf("%s\n", nlohmann::json{{"interrupted", true}, {"signal", StopSignals::name(signal)},
+                                       {"step", result.steps}, {"checkpoint", result.checkpoint}}
+                            .dump()
+                            .c_str());
+    return 128 + signal;
+  }
   std::printf("%s\n", nlohmann::json{{"steps", result.steps},
                                      {"eval_loss_before", result.eval_loss_before},
                                      {"eval_loss_after", result.eval_loss_after},

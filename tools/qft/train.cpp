@@ -1,10 +1,9 @@
 // qft train: training on token sequences, B lines per micro-batch;
 // checkpoints, resuming and clean interruption (SIGINT/SIGTERM).
-#include <signal.h>
-
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 
@@ -65,31 +64,12 @@ class LineCursor {
   size_t next_ = 0;
 };
 
-// The signal that asked training to stop (0: none). The handler only sets
-// it; the loop finishes its step, writes a checkpoint and exits 128 + signal.
-volatile sig_atomic_t stop_signal = 0;
-
-void request_stop(int signal) { stop_signal = signal; }
-
-// SA_RESETHAND: a second Ctrl-C ends the process at once (a checkpoint
-// being written is replaced atomically, so that loses nothing saved).
-void handle_stop_signals(bool install) {
-  struct sigaction action {};
-  action.sa_handler = install ? request_stop : SIG_DFL;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = install ? SA_RESTART | SA_RESETHAND : 0;
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
-}
-
 // Identifies the token file's contents, so a resumed run continues on the
 // same data from the same line.
 std::string tokens_checksum(const std::vector<TokenSequence>& lines) {
   uint64_t hash = lines.size();
   for (const TokenSequence& line : lines) hash = xxh64(line.data(), line.size() * sizeof(int), hash) + line.size();
-  char text[17];
-  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash));
-  return text;
+  return hex64(hash);
 }
 
 nlohmann::json trainer_state(const LineCursor& cursor, const std::vector<TokenSequence>& lines, int batch_lines) {
@@ -194,7 +174,7 @@ int run_train(int argc, char** argv) {
     if (!json) std::printf("resumed from %s after step %d\n", resume.directory.c_str(), resume.step);
   }
   const auto save_checkpoint = [&] { training->save_checkpoint(*checkpoint, trainer_state(cursor, sequences, batch_lines)); };
-  handle_stop_signals(true);
+  std::optional<StopSignals> stop_signals(std::in_place);
   for (int step = first_step; step <= steps; ++step) {
     bool new_epoch = false;
     std::vector<Batch> micro_batches;
@@ -216,10 +196,10 @@ int run_train(int argc, char** argv) {
     }
     std::fflush(stdout);
     // Read once: a signal arriving from here on is handled after the next step.
-    const int signal = stop_signal;
+    const int signal = StopSignals::received();
     if (checkpoint && ((save_every && step % save_every == 0) || step == steps || signal)) save_checkpoint();
     if (signal) {
-      const char* name = signal == SIGINT ? "SIGINT" : "SIGTERM";
+      const char* name = StopSignals::name(signal);
       if (json) {
         std::printf("%s\n", nlohmann::json{{"interrupted", true}, {"signal", name}, {"step", step},
                                            {"checkpoint", checkpoint ? nlohmann::json(*checkpoint) : nlohmann::json()}}
@@ -236,7 +216,7 @@ int run_train(int argc, char** argv) {
       return 128 + signal;
     }
   }
-  handle_stop_signals(false);
+  stop_signals.reset();
   if (first_step > steps && !json) std::printf("the checkpoint is at step %d of %d: nothing to train\n", first_step - 1, steps);
   if (out) training->save(*out);
   const nlohmann::json report = memory_report();

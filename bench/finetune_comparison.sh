@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Issue 5's evidence: SmolLM2-135M-Instruct fine-tuned on the same Alpaca
+# records, steps, schedule and seed with QLion (stochastic rounding), QLion
+# (round-to-nearest), FP32 Lion, FP32 AdamW and 8-bit AdamW; then every
+# fine-tuned model and the base model on fixed subsets of ARC-Easy,
+# ARC-Challenge, HellaSwag and MMLU. Writes OUT/summary.md (the table in
+# docs/results.md) and OUT/loss_curves.svg.
+#   bash bench/finetune_comparison.sh [OUT]      STEPS (default 160), THREADS (2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${1:-build/finetune-comparison}
+SHARED=${QFT_SHARED:-../shared}
+STEPS=${STEPS:-160}
+THREADS=${THREADS:-2}
+EVAL="$SHARED/data/eval"
+mkdir -p "$OUT"
+# A copy, so rebuilding build/qft while this runs changes nothing here.
+QFT="$OUT/qft"
+cp build/qft "$QFT"
+MODEL=$(bash scripts/fetch-smollm2.sh build/models | tail -n 1)
+
+# Records 0-999 to learn from, the last 200 of the file to measure eval loss on.
+python3 - "$SHARED/data/train/alpaca_5000.json" "$OUT" <<'PY'
+import json, sys
+records = json.load(open(sys.argv[1]))
+json.dump(records[:1000], open(sys.argv[2] + "/train.json", "w"))
+json.dump(records[-200:], open(sys.argv[2] + "/eval.json", "w"))
+PY
+
+declare -A OPTIONS=(
+  [qlion-stochastic]="--optimizer qlion --rounding stochastic"
+  [qlion-nearest]="--optimizer qlion --rounding nearest"
+  [lion]="--optimizer lion"
+  [adamw]="--optimizer adamw"
+  [adamw8bit]="--optimizer adamw8bit"
+)
+RUNS="qlion-stochastic qlion-nearest lion adamw adamw8bit"
+
+for run in $RUNS; do
+  [ -f "$OUT/$run/result.json" ] && continue
+  rm -rf "${OUT:?}/$run"
+  echo "== fine-tuning: $run" >&2
+  # shellcheck disable=SC2086
+  "$QFT" finetune --model "$MODEL" --data "$OUT/train.json" --eval-data "$OUT/eval.json" --out "$OUT/$run" \
+    ${OPTIONS[$run]} --seq-len 512 --batch 4 --max-steps "$STEPS" --lr 2e-5 --seed 1 \
+    --eval-every 40 --export-dtype f32 --threads "$THREADS" --log-every 10 > "$OUT/$run.result.json"
+  mv "$OUT/$run.result.json" "$OUT/$run/result.json"
+done
+
+evaluate() {  # MODEL NAME
+  local dir="$OUT/$2/benchmarks"
+  [ -f "$dir/done" ] && return
+  mkdir -p "$dir"
+  echo "== benchmarks: $2" >&2
+  "$QFT" eval --model "$1" --data "$EVAL/arc_easy_test.jsonl" --task choice --limit 200 --threads "$THREADS" --json > "$dir/arc_easy.json"
+  "$QFT" eval --model "$1" --data "$EVAL/arc_challenge_test.jsonl" --task choice --limit 200 --threads "$THREADS" --json > "$dir/arc_challenge.json"
+  "$QFT" eval --model "$1" --data "$EVAL/hellaswag_val.jsonl" --task choice --limit 200 --threads "$THREADS" --json > "$dir/hellaswag.json"
+  "$QFT" eval --model "$1" --data "$EVAL/mmlu_test.jsonl" --task choice --limit-per-subject 20 --limit 200 \
+    --threads "$THREADS" --json > "$dir/mmlu.json"
+  touch "$dir/done"
+}
+evaluate "$MODEL" base
+for run in $RUNS; do evaluate "$OUT/$run/model" "$run"; done
+
+python3 bench/finetune_comparison.py "$OUT" base $RUNS

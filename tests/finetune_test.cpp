@@ -1,0 +1,224 @@
+// qft finetune end to end on a tiny model with SmolLM2's tokenizer and chat
+// template: it trains and exports; a run resumed from a checkpoint gives the
+// losses, evaluations and exported model of an uninterrupted one bit for bit
+// (mid-epoch, at an epoch's end, with accumulation, packed); SIGINT/SIGTERM
+// finish the step, checkpoint and exit 130/143; resuming refuses other data.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "model/weights.h"
+#include "test_util.h"
+#include "train/training.h"
+
+namespace qft {
+namespace {
+
+namespace fs = std::filesystem;
+using test::TempDir;
+
+const std::string kQft = QFT_BINARY;
+
+#define EXPECT_MENTIONS(text, part) EXPECT_NE((text).find(part), std::string::npos) << (text)
+
+// An HF directory: a 2-layer LLaMA at SmolLM2's vocabulary with random
+// weights, SmolLM2's tokenizer.json and ChatML template; 20 Alpaca records.
+struct Task {
+  TempDir dir;
+  std::string model = dir.file("model"), data = dir.file("data.json");
+
+  Task() {
+    const std::string config = dir.file("config.json");
+    test::write_text(config, nlohmann::json{{"architectures", {"LlamaForCausalLM"}},
+                                            {"vocab_size", 49152}, {"hidden_size", 32}, {"intermediate_size", 64},
+                                            {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                                            {"num_key_value_heads", 2}, {"tie_word_embeddings", true}}
+                                 .dump());
+    TrainingSettings exact;
+    exact.optimizer = "adamw";
+    make_training(ModelSource::random(config, 11), exact)->save(model);
+    for (const char* file : {"tokenizer.json", "tokenizer_config.json"}) {
+      fs::copy_file(test::reference_case("tokenizers/smollm2_json/") + file, model + "/" + file);
+    }
+    nlohmann::json records = nlohmann::json::array();
+    for (int i = 0; i < 20; ++i) {
+      std::string output = "Answer " + std::to_string(i) + ":";
+      for (int word = 0; word < 3 + (i * 7) % 19; ++word) output += " word" + std::to_string((i + word) % 11);
+      records.push_back({{"instruction", "Say something about the number " + std::to_string(i) + "."},
+                         {"input", i % 3 ? "" : "Be brief."},
+                         {"output", output}});
+    }
+    test::write_text(data, records.dump());
+  }
+
+  std::string command(const std::string& out, const std::string& options) const {
+    return kQft + " finetune --model " + model + " --data " + data + " --out " + dir.file(out) +
+           " --seq-len 96 --batch 2 --lr 1e-3 --seed 3 --eval-split 0.2 --eval-every 3 --threads 2 " +
+           "--log-every 1 " + options;
+  }
+};
+
+struct Metrics {
+  std::map<int, double> loss, eval_loss;
+};
+
+Metrics read_metrics(const std::string& out) {
+  Metrics metrics;
+  std::istringstream lines(test::read_text(out + "/metrics.jsonl"));
+  for (std::string line; std::getline(lines, line);) {
+    const auto record = nlohmann::json::parse(line);
+    const int step = record.at("step").get<int>();
+    if (record.contains("loss")) metrics.loss[step] = record.at("loss").get<double>();
+    if (record.contains("eval_loss")) metrics.eval_loss[step] = record.at("eval_loss").get<double>();
+  }
+  return metrics;
+}
+
+void expect_same_run(const std::string& got, const std::string& want) {
+  const Metrics a = read_metrics(got), b = read_metrics(want);
+  EXPECT_EQ(a.loss, b.loss);
+  EXPECT_EQ(a.eval_loss, b.eval_loss);
+  EXPECT_TRUE(test::read_text(got + "/model/model.safetensors") == test::read_text(want + "/model/model.safetensors"))
+      << got << " and " << want << " exported different weights";
+}
+
+struct ResumeCase {
+  const char* name;
+  std::string options;
+  int save_every;  // 0: the steps of an epoch, so the checkpoint sits at an epoch's end
+};
+
+void PrintTo(const ResumeCase& c, std::ostream* out) { *out << c.name; }
+
+int steps_per_epoch(const std::string& output) {
+  const size_t end = output.find(" per epoch)");
+  if (end == std::string::npos) return 0;
+  return std::stoi(output.substr(output.rfind('(', end) + 1));
+}
+
+class FinetuneResume : public testing::TestWithParam<ResumeCase> {};
+
+// 12 steps straight (over more than one epoch) vs. a run that checkpointed
+// every `save_every` steps, resumed from its last checkpoint into another --out.
+TEST_P(FinetuneResume, MatchesAnUninterruptedRun) {
+  const Task task;
+  const ResumeCase& c = GetParam();
+  const auto straight = test::run_command(task.command("straight", "--max-steps 12 --export-dtype f32 " + c.options));
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  const auto result = nlohmann::json::parse(straight.output.substr(straight.output.rfind("\n{") + 1));
+  EXPECT_EQ(result.at("steps"), 12);
+  EXPECT_LT(result.at("eval_loss_after").get<double>(), result.at("eval_loss_before").get<double>());
+  for (const char* file : {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"}) {
+    EXPECT_TRUE(fs::exists(task.dir.file("straight/model/") + file)) << file;
+  }
+  EXPECT_TRUE(fs::exists(task.dir.file("straight/loss.svg")));
+  const Metrics metrics = read_metrics(task.dir.file("straight"));
+  EXPECT_EQ(metrics.loss.size(), 12u);
+  EXPECT_EQ(metrics.eval_loss.size(), 5u);  // before, after steps 3, 6 and 9, after the last
+  const int epoch = steps_per_epoch(straight.output);
+  ASSERT_TRUE(epoch > 1 && epoch < 12) << straight.output;
+
+  const int save_every = c.save_every ? c.save_every : epoch;
+  const std::string every = " --save-every " + std::to_string(save_every);
+  const auto saving = test::run_command(task.command("saving", "--max-steps 12 --export-dtype f32 " + c.options + every));
+  ASSERT_EQ(saving.exit_code, 0) << saving.output;
+  expect_same_run(task.dir.file("saving"), task.dir.file("straight"));
+  const std::string checkpoint = task.dir.file("saving/checkpoint");
+  const int saved_at = 12 / save_every * save_every;
+  ASSERT_EQ(nlohmann::json::parse(test::read_text(checkpoint + "/manifest.json")).at("step"), saved_at);
+
+  const auto resumed = test::run_command(
+      task.command("resumed", "--max-steps 12 --export-dtype f32 " + c.options + " --resume " + checkpoint));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_MENTIONS(resumed.output, "after step " + std::to_string(saved_at));
+  EXPECT_EQ(resumed.output.find("notice"), std::string::npos) << resumed.output;
+  expect_same_run(task.dir.file("resumed"), task.dir.file("straight"));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Settings, FinetuneResume,
+    testing::Values(ResumeCase{"QLionMidEpoch", "", 5},
+                    ResumeCase{"QLionAtAnEpochsEnd", "", 0},
+                    ResumeCase{"QLionAccumulating", "--grad-accum 2", 5},
+                    ResumeCase{"AdamWPacked", "--optimizer adamw --pack", 5}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+// Starts a long run, waits until `steps` steps are logged, sends `signal`.
+test::CommandResult interrupt(const Task& task, const std::string& out, int signal, int steps) {
+  std::vector<std::string> arguments;
+  std::istringstream words(task.command(out, "--max-steps 100000 --warmup-ratio 0 --min-lr-ratio 1"));
+  for (std::string word; words >> word;) arguments.push_back(word);
+  const std::string log = task.dir.file(out + ".log");
+  const pid_t pid = test::spawn(arguments, {}, log);
+  if (pid <= 0) return {-1, "spawn failed"};
+  const std::string wanted = "step " + std::to_string(steps) + "/";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (test::read_text(log).find(wanted) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  kill(pid, signal);
+  const int status = test::wait_status(pid);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status), test::read_text(log)};
+}
+
+// A constant learning rate, so a run of any length has the interrupted
+// run's schedule; the resumed run notices the longer one and goes on.
+TEST(FinetuneSignals, SigintFinishesTheStepSavesAndResumesToTheSameRun) {
+  const Task task;
+  const auto stopped = interrupt(task, "stopped", SIGINT, 3);
+  ASSERT_EQ(stopped.exit_code, 130) << stopped.output;
+  const auto report = nlohmann::json::parse(stopped.output.substr(stopped.output.rfind("\n{") + 1));
+  EXPECT_EQ(report.at("signal"), "SIGINT");
+  const int last = report.at("step").get<int>();
+  const std::string checkpoint = task.dir.file("stopped/checkpoint");
+  EXPECT_EQ(report.at("checkpoint"), checkpoint);
+  EXPECT_EQ(read_metrics(task.dir.file("stopped")).loss.rbegin()->first, last);  // the step in flight was finished
+  EXPECT_EQ(nlohmann::json::parse(test::read_text(checkpoint + "/manifest.json")).at("step"), last);
+  EXPECT_FALSE(fs::exists(task.dir.file("stopped/model")));
+
+  const std::string total = " --max-steps " + std::to_string(last + 4) + " --warmup-ratio 0 --min-lr-ratio 1";
+  const auto straight = test::run_command(task.command("straight", total));
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  const auto resumed = test::run_command(task.command("stopped", total + " --resume " + checkpoint));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_MENTIONS(resumed.output, "notice: the learning-rate schedule differs");
+  expect_same_run(task.dir.file("stopped"), task.dir.file("straight"));
+}
+
+TEST(FinetuneSignals, SigtermExits143WithACheckpoint) {
+  const Task task;
+  const auto stopped = interrupt(task, "stopped", SIGTERM, 2);
+  ASSERT_EQ(stopped.exit_code, 143) << stopped.output;
+  EXPECT_MENTIONS(stopped.output, "SIGTERM after step");
+  EXPECT_TRUE(fs::exists(task.dir.file("stopped/checkpoint/manifest.json")));
+}
+
+TEST(FinetuneResumeErrors, OtherDataOrSettingsAreRefused) {
+  const Task task;
+  ASSERT_EQ(test::run_command(task.command("first", "--max-steps 2 --save-every 2")).exit_code, 0);
+  const std::string resume = " --max-steps 4 --resume " + task.dir.file("first/checkpoint");
+  const auto batch = test::run_command(task.command("batch", resume + " --batch 4"));
+  EXPECT_NE(batch.exit_code, 0);
+  EXPECT_MENTIONS(batch.output, "data setting batch = 2, this run has 4");
+  const auto optimizer = test::run_command(task.command("optimizer", resume + " --optimizer lion"));
+  EXPECT_NE(optimizer.exit_code, 0);
+  EXPECT_MENTIONS(optimizer.output, "optimizer");
+  const auto prompt = test::run_command(task.command("prompt", resume + " --train-on-prompt"));
+  EXPECT_NE(prompt.exit_code, 0);
+  EXPECT_MENTIONS(prompt.output, "data setting examples");
+  const auto missing = test::run_command(task.command("missing", " --resume " + task.dir.file("nowhere")));
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_MENTIONS(missing.output, task.dir.file("nowhere"));
+  EXPECT_FALSE(fs::exists(task.dir.file("missing/model")));
+}
+
+}  // namespace
+}  // namespace qft
