@@ -30,10 +30,9 @@ class Fp32Training final : public Training {
  public:
   Fp32Training(const ModelSource& source, const TrainingSettings& settings)
       : Training(source.config(), settings),
-        config_(source.config()),
         weights_(load_fp32_weights(source)),
         grads_(MemCategory::Gradients, source.specs()),
-        transformer_(config_, *weights_, &grads_, {.checkpointing = settings.checkpointing}),
+        transformer_(model_config_, *weights_, &grads_, {.checkpointing = settings.checkpointing}),
         optimizer_(make_optimizer(settings.fp32, source.specs(), weights_->total_numel())) {}
 
   double step(int step, float lr, const std::vector<Batch>& micro_batches) override {
@@ -44,9 +43,6 @@ class Fp32Training final : public Training {
     return loss;
   }
 
-  void save(const std::string& directory) override {
-    save_hf_model(directory, config_, [&](size_t i, float* out) { parameter(i, out); });
-  }
   double evaluate(const Batch& batch) override { return transformer_.loss(batch); }
   void parameter(size_t index, float* out) override {
     std::copy(weights_->data(index), weights_->data(index) + weights_->numel(index), out);
@@ -67,25 +63,41 @@ class Fp32Training final : public Training {
   }
 
  private:
-  ModelConfig config_;
   std::unique_ptr<ParamSet> weights_;
   ParamSet grads_;
   Transformer transformer_;
   std::unique_ptr<Optimizer> optimizer_;
 };
 
-class QftTraining final : public Training {
+// Training through a ParameterStore, which owns the weights and the optimizer
+// state and saves them itself (QFT, mixed precision).
+template <class Store>
+class StoreTraining : public Training {
+ public:
+  double evaluate(const Batch& batch) override { return transformer_.loss(batch); }
+
+ protected:
+  template <class StoreSettings>
+  StoreTraining(const ModelSource& source, const TrainingSettings& settings, const StoreSettings& store_settings)
+      : Training(source.config(), settings),
+        store_(source, store_settings),
+        transformer_(model_config_, store_, {.checkpointing = settings.checkpointing}) {}
+
+  void save_state(StateWriter& writer) const override { store_.save_state(writer); }
+  void load_state(const StateReader& reader) override { store_.load_state(reader); }
+
+  Store store_;
+  Transformer transformer_;
+};
+
+class QftTraining final : public StoreTraining<QftStore> {
  public:
   QftTraining(const ModelSource& source, const TrainingSettings& settings)
-      : Training(source.config(), settings),
-        config_(source.config()),
-        store_(source, settings.qft),
-        transformer_(config_, store_, {.checkpointing = settings.checkpointing}),
-        grad_accum_(settings.grad_accum) {}
+      : StoreTraining(source, settings, settings.qft) {}
 
   double step(int step, float lr, const std::vector<Batch>& micro_batches) override {
-    if (static_cast<int>(micro_batches.size()) != grad_accum_) {
-      fail("expected ", grad_accum_, " micro-batches per step, got ", micro_batches.size());
+    if (static_cast<int>(micro_batches.size()) != settings_.grad_accum) {
+      fail("expected ", settings_.grad_accum, " micro-batches per step, got ", micro_batches.size());
     }
     store_.begin_step(step, lr);
     const double loss = forward_backward_all(transformer_, micro_batches);
@@ -95,31 +107,13 @@ class QftTraining final : public Training {
   }
 
   void new_epoch() override { store_.refresh_thresholds(); }
-
-  void save(const std::string& directory) override {
-    save_hf_model(directory, config_, [&](size_t i, float* out) { parameter(i, out); });
-  }
-  double evaluate(const Batch& batch) override { return transformer_.loss(batch); }
   void parameter(size_t index, float* out) override { store_.dequantize(index, out); }
-
- protected:
-  void save_state(StateWriter& writer) const override { store_.save_state(writer); }
-  void load_state(const StateReader& reader) override { store_.load_state(reader); }
-
- private:
-  ModelConfig config_;
-  QftStore store_;
-  Transformer transformer_;
-  int grad_accum_;
 };
 
-class MixedPrecisionTraining final : public Training {
+class MixedPrecisionTraining final : public StoreTraining<MixedPrecisionStore> {
  public:
   MixedPrecisionTraining(const ModelSource& source, const TrainingSettings& settings)
-      : Training(source.config(), settings),
-        config_(source.config()),
-        store_(source, settings.fp32),
-        transformer_(config_, store_, {.checkpointing = settings.checkpointing}) {}
+      : StoreTraining(source, settings, settings.fp32) {}
 
   double step(int step, float lr, const std::vector<Batch>& micro_batches) override {
     store_.begin_step();
@@ -129,23 +123,14 @@ class MixedPrecisionTraining final : public Training {
     return loss;
   }
 
-  void save(const std::string& directory) override {
-    save_hf_model(directory, config_, [&](size_t i, float* out) { parameter(i, out); });
-  }
-  double evaluate(const Batch& batch) override { return transformer_.loss(batch); }
   void parameter(size_t index, float* out) override { store_.master(index, out); }
-
- protected:
-  void save_state(StateWriter& writer) const override { store_.save_state(writer); }
-  void load_state(const StateReader& reader) override { store_.load_state(reader); }
-
- private:
-  ModelConfig config_;
-  MixedPrecisionStore store_;
-  Transformer transformer_;
 };
 
 }  // namespace
+
+void Training::save(const std::string& directory) {
+  save_hf_model(directory, model_config_, [&](size_t i, float* out) { parameter(i, out); });
+}
 
 nlohmann::json checkpoint_settings_json(const TrainingSettings& settings) {
   nlohmann::json json = {{"optimizer", settings.optimizer},     {"beta1", settings.fp32.beta1},

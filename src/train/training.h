@@ -39,7 +39,7 @@ class Training {
   // Called at each epoch boundary after the first.
   virtual void new_epoch() {}
   // Saves the model as an HF directory (FP32 safetensors).
-  virtual void save(const std::string& directory) = 0;
+  void save(const std::string& directory);
   // The mean loss over the batch's predicted tokens, without training.
   virtual double evaluate(const Batch& batch) = 0;
   // Parameter `index` (of parameter_specs) in FP32: what an export writes.
