@@ -1,8 +1,9 @@
 # qft: the two commands of the README, and the pieces they are made of.
 BUILD ?= build
 JOBS ?= $(shell nproc)
+PREFIX ?= /usr/local
 
-.PHONY: all deps build test demo bench clean
+.PHONY: all deps build test demo install bench clean
 
 all: build
 
@@ -20,6 +21,10 @@ test: build
 
 demo: build
 	bash scripts/demo.sh
+
+# Puts the qft binary in $(PREFIX)/bin (nothing else).
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 bench: build
 	bash bench/train_throughput.sh

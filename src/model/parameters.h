@@ -3,6 +3,7 @@
 // LLaMA-family model resolved by name.
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -48,6 +49,10 @@ class ParamSet {
   std::map<std::string, size_t> index_;
   Buffer<float> storage_;
 };
+
+// The first parameter (in HF order) holding NaN or Inf, as "NAME (element
+// I of N)"; nullopt when every value is finite.
+std::optional<std::string> first_nonfinite(const ParamSet& set);
 
 struct LinearParams {
   float* weight = nullptr;  // (out, in)

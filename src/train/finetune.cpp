@@ -15,6 +15,7 @@
 #include "core/memory.h"
 #include "data/examples.h"
 #include "io/gguf.h"
+#include "io/mapped_file.h"
 #include "io/state_file.h"
 #include "model/gguf_export.h"
 #include "model/hf_export.h"
@@ -81,9 +82,9 @@ double evaluate_all(Training& training, const std::vector<Example>& examples, co
 }
 
 void write_text_atomically(const fs::path& path, const std::string& text) {
-  const fs::path temporary = path.string() + ".tmp";
-  std::ofstream(temporary, std::ios::binary) << text;
-  fs::rename(temporary, path);
+  AtomicFileWriter writer(path.string());
+  writer.write(text.data(), text.size());
+  writer.commit();
 }
 
 // What fixes the sequence of micro-batches: a resumed run must agree on it.
@@ -106,8 +107,8 @@ nlohmann::json schedule_json(const LrSchedule& schedule) {
 // when resuming so they read as one run.
 class MetricsLog {
  public:
-  MetricsLog(const fs::path& out, std::vector<nlohmann::json> records)
-      : out_(out), records_(std::move(records)) {
+  MetricsLog(const fs::path& out, std::string title, std::vector<nlohmann::json> records)
+      : out_(out), title_(std::move(title)), records_(std::move(records)) {
     std::string text;
     for (const nlohmann::json& record : records_) {
       text += record.dump() + "\n";
@@ -122,7 +123,7 @@ class MetricsLog {
     file_ << record.dump() << "\n" << std::flush;
     if (record.contains("eval_loss")) plot();
   }
-  void plot() const { write_text_atomically(out_ / "loss.svg", loss_curve_svg(train_, eval_)); }
+  void plot() const { write_text_atomically(out_ / "loss.svg", loss_curve_svg(train_, eval_, title_)); }
   const std::vector<nlohmann::json>& records() const { return records_; }
   std::optional<double> eval_loss_at(int step) const {
     for (const auto& [at, loss] : eval_) {
@@ -139,6 +140,7 @@ class MetricsLog {
   }
 
   fs::path out_;
+  std::string title_;
   std::vector<nlohmann::json> records_;
   std::vector<std::pair<int, double>> train_, eval_;
   std::ofstream file_;
@@ -255,11 +257,46 @@ void export_model(Training& training, const ModelSource& source, const Tokenizer
   }
 }
 
+std::string plot_title(const FinetuneSettings& settings) {
+  const fs::path model = fs::path(settings.model).lexically_normal();
+  const fs::path name = model.has_filename() ? model.filename() : model.parent_path().filename();
+  return name.string() + " fine-tuned with " + settings.training.optimizer + " on " +
+         fs::path(settings.data).filename().string();
+}
+
 }  // namespace
 
+std::vector<std::pair<int, double>> moving_average(const std::vector<std::pair<int, double>>& series, int window) {
+  std::vector<std::pair<int, double>> averaged;
+  double sum = 0;
+  std::vector<double> finite;  // the finite losses so far, for a trailing window
+  for (const auto& [step, loss] : series) {
+    if (!std::isfinite(loss)) continue;
+    finite.push_back(loss);
+    sum += loss;
+    if (finite.size() > static_cast<size_t>(window)) sum -= finite[finite.size() - 1 - window];
+    averaged.emplace_back(step, sum / std::min<double>(finite.size(), window));
+  }
+  return averaged;
+}
+
+std::string escape_xml(const std::string& text) {
+  std::string escaped;
+  for (const char c : text) {
+    switch (c) {
+      case '&': escaped += "&amp;"; break;
+      case '<': escaped += "&lt;"; break;
+      case '>': escaped += "&gt;"; break;
+      case '"': escaped += "&quot;"; break;
+      default: escaped += c;
+    }
+  }
+  return escaped;
+}
+
 std::string loss_curve_svg(const std::vector<std::pair<int, double>>& train,
-                           const std::vector<std::pair<int, double>>& eval) {
-  const double width = 720, height = 400, left = 60, right = 20, top = 20, bottom = 40;
+                           const std::vector<std::pair<int, double>>& eval, const std::string& title) {
+  const double width = 760, height = 460, left = 70, right = 20, top = 60, bottom = 50;
   double max_step = 1, low = INFINITY, high = -INFINITY;
   for (const auto* series : {&train, &eval}) {
     for (const auto& [step, loss] : *series) {
@@ -271,29 +308,54 @@ std::string loss_curve_svg(const std::vector<std::pair<int, double>>& train,
   const auto x = [&](double step) { return left + (width - left - right) * step / max_step; };
   const auto y = [&](double loss) { return top + (height - top - bottom) * (high - loss) / (high - low); };
   std::ostringstream svg;
+  svg << std::fixed;
   svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
       << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  svg << "<text x=\"" << width / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">" << escape_xml(title)
+      << "</text>\n";
   svg << "<line x1=\"" << left << "\" y1=\"" << height - bottom << "\" x2=\"" << width - right << "\" y2=\""
       << height - bottom << "\" stroke=\"black\"/>\n<line x1=\"" << left << "\" y1=\"" << top << "\" x2=\"" << left
       << "\" y2=\"" << height - bottom << "\" stroke=\"black\"/>\n";
   for (int tick = 0; tick <= 4; ++tick) {
     const double loss = low + (high - low) * tick / 4, step = max_step * tick / 4;
-    svg << "<text x=\"" << left - 6 << "\" y=\"" << y(loss) + 4 << "\" text-anchor=\"end\">" << std::fixed
+    svg << "<text x=\"" << std::setprecision(1) << left - 6 << "\" y=\"" << y(loss) + 4 << "\" text-anchor=\"end\">"
         << std::setprecision(2) << loss << "</text>\n";
-    svg << "<text x=\"" << x(step) << "\" y=\"" << height - bottom + 16 << "\" text-anchor=\"middle\">"
-        << std::setprecision(0) << step << "</text>\n";
+    svg << "<text x=\"" << std::setprecision(1) << x(step) << "\" y=\"" << height - bottom + 16
+        << "\" text-anchor=\"middle\">" << std::setprecision(0) << step << "</text>\n";
   }
-  svg << "<text x=\"" << (width + left) / 2 << "\" y=\"" << height - 6 << "\" text-anchor=\"middle\">step</text>\n";
-  const auto polyline = [&](const std::vector<std::pair<int, double>>& series, const char* color, const char* name, int row) {
-    svg << "<polyline fill=\"none\" stroke=\"" << color << "\" stroke-width=\"1.5\" points=\"";
-    for (const auto& [step, loss] : series) {
-      if (std::isfinite(loss)) svg << std::setprecision(1) << x(step) << "," << y(loss) << " ";
-    }
-    svg << "\"/>\n<text x=\"" << width - right - 120 << "\" y=\"" << top + 14 * row << "\" fill=\"" << color << "\">"
-        << name << "</text>\n";
+  svg << std::setprecision(1) << "<text x=\"" << (width + left) / 2 << "\" y=\"" << height - 12
+      << "\" text-anchor=\"middle\">step</text>\n<text transform=\"translate(16," << (top + height - bottom) / 2
+      << ") rotate(-90)\" text-anchor=\"middle\">loss (nats per token)</text>\n";
+  double legend_x = left;  // one row of legend entries under the title: a line sample, then the name
+  const auto legend = [&](const char* color, const char* style, const std::string& name) {
+    svg << "<line x1=\"" << legend_x << "\" y1=\"38\" x2=\"" << legend_x + 24 << "\" y2=\"38\" stroke=\"" << color
+        << "\" " << style << "/>\n<text x=\"" << legend_x + 30 << "\" y=\"42\">" << name << "</text>\n";
+    legend_x += 30 + 7.0 * name.size() + 24;
   };
-  polyline(train, "#1f77b4", "training loss", 1);
-  if (!eval.empty()) polyline(eval, "#d62728", "evaluation loss", 2);
+  const auto polyline = [&](const std::vector<std::pair<int, double>>& series, const char* color, const char* style) {
+    svg << "<polyline fill=\"none\" stroke=\"" << color << "\" " << style << " points=\"";
+    for (const auto& [step, loss] : series) {
+      if (std::isfinite(loss)) svg << x(step) << "," << y(loss) << " ";
+    }
+    svg << "\"/>\n";
+  };
+  // About a tenth of the run, at least 5 steps (all of a shorter run), at most 50.
+  const int steps = static_cast<int>(train.size());
+  const int window = std::max(1, std::clamp(steps / 10, std::min(steps, 5), 50));
+  const char* raw_style = "stroke-width=\"1\" stroke-opacity=\"0.3\"";
+  const char* average_style = "stroke-width=\"2\"";
+  const char* eval_style = "stroke-width=\"1\" stroke-dasharray=\"4 3\"";
+  polyline(train, "#1f77b4", raw_style);
+  polyline(moving_average(train, window), "#1f77b4", average_style);
+  legend("#1f77b4", raw_style, "training loss per step");
+  legend("#1f77b4", average_style, "training loss, mean of the last " + std::to_string(window) + " steps");
+  if (!eval.empty()) {
+    polyline(eval, "#d62728", eval_style);
+    for (const auto& [step, loss] : eval) {
+      if (std::isfinite(loss)) svg << "<circle cx=\"" << x(step) << "\" cy=\"" << y(loss) << "\" r=\"4\" fill=\"#d62728\"/>\n";
+    }
+    legend("#d62728", eval_style, "evaluation loss");
+  }
   svg << "</svg>\n";
   return svg.str();
 }
@@ -306,8 +368,8 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
   if (settings.eval_split < 0 || settings.eval_split >= 1) fail("--eval-split must be in [0, 1)");
   if (settings.save_every < 0) fail("--save-every must not be negative");
   const fs::path out(settings.out);
-  fs::create_directories(out);
   if (fs::exists(out / "model")) fail((out / "model").string(), ": already exists; choose a new --out");
+  if (fs::exists(out) && !fs::is_directory(out)) fail(settings.out, ": exists and is not a directory");
   const std::string checkpoint = settings.checkpoint.empty() ? (out / "checkpoint").string() : settings.checkpoint;
 
   const ModelSource source = ModelSource::open(settings.model);
@@ -322,13 +384,22 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
       " evaluation sequences; " + std::to_string(total_steps) + " steps (" + std::to_string(steps_per_epoch) +
       " per epoch)");
 
-  auto training = make_training(source, settings.training);
   const LrSchedule schedule{settings.lr, total_steps, static_cast<int>(std::round(settings.warmup_ratio * total_steps)),
                             settings.min_lr_ratio};
   const nlohmann::json fingerprint = data_fingerprint(data.train, settings);
+  const bool out_is_new = !fs::exists(out);
+  fs::create_directories(out);
+  std::unique_ptr<Training> training;
   Resumed resumed;
-  if (!settings.resume.empty()) resumed = resume_training(*training, settings, fingerprint, schedule, log);
-  MetricsLog metrics(out, std::move(resumed.metrics));
+  try {  // a refused resume leaves no new --out behind either
+    if (!settings.settings_file.empty()) write_text_atomically(out / "settings.yaml", settings.settings_file);
+    training = make_training(source, settings.training);
+    if (!settings.resume.empty()) resumed = resume_training(*training, settings, fingerprint, schedule, log);
+  } catch (...) {
+    if (out_is_new) fs::remove_all(out);
+    throw;
+  }
+  MetricsLog metrics(out, plot_title(settings), std::move(resumed.metrics));
   DataPosition position = resumed.position;
 
   const auto record_eval = [&](int step) {

@@ -38,6 +38,7 @@ struct FinetuneSettings {
   std::string checkpoint;     // where checkpoints go; "": OUT/checkpoint
   int save_every = 0;         // steps between checkpoints; 0: only when stopped
   std::string resume;         // a checkpoint to continue from
+  std::string settings_file;  // the resolved settings as a recipe: OUT/settings.yaml ("": none)
   TrainingSettings training;
 };
 
@@ -63,6 +64,8 @@ struct FinetuneCallbacks {
   std::function<bool()> stop_requested = [] { return false; };  // asked after every step
 };
 
+// OUT is created only once the model, the data and the memory plan have
+// passed their checks, so a run refused for bad input leaves nothing behind.
 // Checkpoints are taken between steps, every save_every steps and when
 // stop_requested() turns true (the run then returns, stopped, without
 // exporting). The checkpoint's trainer state holds the data position (epoch
@@ -74,8 +77,12 @@ struct FinetuneCallbacks {
 // allowed, with a notice, for extending a run.
 FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCallbacks& callbacks);
 
-// An SVG line plot of training loss (and evaluation loss) against step.
+// An SVG plot of a run: the training loss per step drawn faintly with a
+// trailing moving average over it, evaluation losses as marked points,
+// labelled axes (step; loss in nats per token) and `title` above.
 std::string loss_curve_svg(const std::vector<std::pair<int, double>>& train,
-                           const std::vector<std::pair<int, double>>& eval);
+                           const std::vector<std::pair<int, double>>& eval, const std::string& title);
+// The mean of each point and the window - 1 finite points before it.
+std::vector<std::pair<int, double>> moving_average(const std::vector<std::pair<int, double>>& series, int window);
 
 }  // namespace qft

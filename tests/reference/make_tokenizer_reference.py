@@ -8,7 +8,8 @@ Takes about 30 s on two cores and writes about 150 MB.
 
 Writes OUTDIR/tokenizers/:
   corpus.json           a list of test strings: lines of the shared text files
-                        (../shared/data/text, or $QFT_SHARED/data/text), hand-written
+                        (../shared/data/text, or $QFT_SHARED/data/text; without them
+                        Debian's licence texts in /usr/share/common-licenses), hand-written
                         tricky lines and seeded random mixtures of Unicode, whitespace
                         runs, digits, code, emoji and special tokens.
   cases.json            [{name, load, reference}] for every case below.
@@ -107,11 +108,10 @@ SPACE_POOL = [" ", " ", " ", " ", "  ", "   ", "\t", "\n", "\r\n", "\n\n", " \n"
 
 
 def shared_text_dir():
+    """The shared text folder, or None when this checkout has no shared/ beside it."""
     shared = os.environ.get("QFT_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
     path = os.path.join(shared, "data", "text")
-    if not os.path.isdir(path):
-        sys.exit(f"make_tokenizer_reference: no shared text at {path} (set QFT_SHARED)")
-    return path
+    return path if os.path.isdir(path) else None
 
 
 def read_lines(path):
@@ -119,8 +119,27 @@ def read_lines(path):
         return [line.rstrip("\n") for line in f]
 
 
+# Without shared/ (a user's clone), the English text comes from the licence texts
+# every Debian system has (base-files' /usr/share/common-licenses): real prose with
+# punctuation, numbers and line structure, enough for the samples below.
+LICENCE_DIR = "/usr/share/common-licenses"
+
+
+def licence_texts():
+    names = sorted(name for name in os.listdir(LICENCE_DIR)
+                   if os.path.isfile(os.path.join(LICENCE_DIR, name)) and not os.path.islink(os.path.join(LICENCE_DIR, name)))
+    documents = []
+    for name in names:
+        with open(os.path.join(LICENCE_DIR, name), encoding="utf-8", errors="replace") as f:
+            documents.append(f.read())
+    lines = [line for document in documents for line in document.split("\n")]
+    return lines, lines[len(lines) // 2:], documents
+
+
 def shared_texts(text_dir):
-    """(shakespeare lines, tinystories lines, c4 documents)."""
+    """(shakespeare lines, tinystories lines, c4 documents), or stand-ins without shared/."""
+    if text_dir is None:
+        return licence_texts()
     shakespeare = read_lines(os.path.join(text_dir, "tinyshakespeare.txt"))
     stories = read_lines(os.path.join(text_dir, "tinystories_val_part.txt"))
     c4 = [json.loads(line)["text"] for line in read_lines(os.path.join(text_dir, "c4_demo.jsonl"))
@@ -408,6 +427,9 @@ def main(argv):
         shutil.rmtree(out)
     os.makedirs(out)
     text_dir = shared_text_dir()
+    if text_dir is None:
+        print(f"make_tokenizer_reference: no shared/ text beside the checkout; using {LICENCE_DIR}",
+              file=sys.stderr)
     corpus = build_corpus(text_dir)
     lines = training_text(text_dir, corpus)
     write_json(os.path.join(out, "corpus.json"), corpus)

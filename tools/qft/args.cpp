@@ -1,6 +1,8 @@
 #include "args.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 
 #include "core/error.h"
 
@@ -29,9 +31,12 @@ bool Args::parse(int argc, char** argv) {
       name.resize(equals);
     }
     const OptionSpec& option = spec(name);
+    on_command_line_.insert(name);
     if (option.value_name.empty()) {
-      if (value) fail("option '--", name, "' takes no value");
-      values_[name] = "1";
+      const std::optional<bool> on = value ? parse_recipe_bool(*value) : true;
+      if (!on) fail("option '--", name, "' is a flag: give it alone, or as --", name, "=true|false");
+      if (*on) values_[name] = "1";
+      else values_.erase(name);
     } else {
       if (!value) {
         if (i + 1 >= argc) fail("option '--", name, "' needs a value ", option.value_name);
@@ -63,6 +68,12 @@ std::string Args::get(const std::string& name) const {
   return *value;
 }
 
+std::string Args::source(const std::string& name) const {
+  const auto line = recipe_lines_.find(name);
+  if (line != recipe_lines_.end()) return line->second + ": key '" + name + "'";
+  return "option '--" + name + "'";
+}
+
 long long Args::get_int64(const std::string& name) const {
   const std::string text = get(name);
   size_t used = 0;
@@ -72,13 +83,13 @@ long long Args::get_int64(const std::string& name) const {
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used == 0 || used != text.size()) fail("option '--", name, "' expects an integer, got '", text, "'");
+  if (used == 0 || used != text.size()) fail(source(name), " expects an integer, got '", text, "'");
   return value;
 }
 
 int Args::get_int(const std::string& name) const {
   const long long value = get_int64(name);
-  if (value < -(1ll << 31) || value >= (1ll << 31)) fail("option '--", name, "' is out of range");
+  if (value < -(1ll << 31) || value >= (1ll << 31)) fail(source(name), " is out of range");
   return static_cast<int>(value);
 }
 
@@ -91,12 +102,51 @@ float Args::get_float(const std::string& name) const {
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used == 0 || used != text.size()) fail("option '--", name, "' expects a number, got '", text, "'");
+  if (used == 0 || used != text.size()) fail(source(name), " expects a number, got '", text, "'");
   return value;
 }
 
 void Args::require(const std::vector<std::string>& names) const {
-  for (const std::string& name : names) get(name);
+  for (const std::string& name : names) {
+    if (find(name)) continue;
+    if (recipe_path_.empty()) fail("missing required option '--", name, "' (see qft ", command_, " --help)");
+    fail(recipe_path_, ": missing required key '", name, "' (set it in the recipe or give --", name, ")");
+  }
+}
+
+void Args::apply_recipe(const Recipe& recipe, const std::string& recipe_option) {
+  recipe_path_ = recipe.path;
+  for (const RecipeEntry& entry : recipe.entries) {
+    const std::string where = recipe.path + ":" + std::to_string(entry.line);
+    const auto known = std::find_if(specs_.begin(), specs_.end(), [&](const OptionSpec& s) { return s.name == entry.key; });
+    if (known == specs_.end() || entry.key == "help" || entry.key == recipe_option) {
+      fail(where, ": unknown key '", entry.key, "' (qft ", command_, " --help lists the options a recipe can set)");
+    }
+    if (on_command_line_.count(entry.key)) continue;  // the command line overrides the file
+    if (known->value_name.empty()) {
+      const std::optional<bool> on = parse_recipe_bool(entry.value);
+      if (!on) fail(where, ": key '", entry.key, "' is a flag and expects true or false, got '", entry.value, "'");
+      if (*on) values_[entry.key] = "1";
+      continue;
+    }
+    values_[entry.key] = entry.value;
+    recipe_lines_[entry.key] = where;
+  }
+}
+
+std::string Args::resolved_recipe(const std::string& recipe_option, const std::vector<std::string>& header) const {
+  std::vector<std::pair<std::string, std::string>> entries;
+  for (const OptionSpec& option : specs_) {
+    if (option.name == "help" || option.name == recipe_option) continue;
+    if (option.value_name.empty()) {
+      entries.emplace_back(option.name, has(option.name) ? "true" : "false");
+    } else if (const auto value = find(option.name)) {
+      // Paths absolute, so the settings repeat the run from any directory.
+      const bool path = option.value_name == "PATH" || option.value_name == "FILE" || option.value_name == "DIR";
+      entries.emplace_back(option.name, path ? std::filesystem::absolute(*value).lexically_normal().string() : *value);
+    }
+  }
+  return format_recipe(entries, header);
 }
 
 std::string Args::usage() const {

@@ -5,6 +5,7 @@
 #include <optional>
 #include <nlohmann/json.hpp>
 
+#include "build_info.h"
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
@@ -64,8 +65,11 @@ int run_finetune(int argc, char** argv) {
             "tokens only, and exports the result to OUT/model (HF; OUT/model.gguf with --export-gguf).\n"
             "Defaults follow the QFT paper: QLion with INT8 state, lr 2e-5, 3 epochs, cosine schedule\n"
             "with warm-up, segments of 2048 tokens. Writes OUT/metrics.jsonl and OUT/loss.svg as it goes.\n"
-            "SIGINT/SIGTERM finish the step, write a checkpoint and exit 130/143; --resume continues it.",
-            {{"model", "PATH", "HF model directory or GGUF file", ""},
+            "SIGINT/SIGTERM finish the step, write a checkpoint and exit 130/143; --resume continues it.\n"
+            "Any option can come from a recipe file (--config FILE.yaml: `lr: 2e-5`, `pack: true`, ...);\n"
+            "the command line overrides it, and OUT/settings.yaml records the resolved settings.",
+            {{"config", "FILE", "recipe (YAML map of these options by long name; paths relative to the working directory)", ""},
+             {"model", "PATH", "HF model directory or GGUF file", ""},
              {"data", "FILE", "training data", ""},
              {"out", "DIR", "output directory", ""},
              {"data-format", "NAME", "alpaca | sharegpt | messages | text (default: detected)", ""},
@@ -102,6 +106,7 @@ int run_finetune(int argc, char** argv) {
              {"log-every", "N", "log line interval when stderr is not a terminal", "10"},
              threads_option()});
   if (!args.parse(argc, argv)) return 0;
+  if (args.has("config")) args.apply_recipe(read_recipe(args.get("config")), "config");
   args.require({"model", "data", "out"});
   apply_threads(args);
   FinetuneSettings settings;
@@ -134,6 +139,11 @@ int run_finetune(int argc, char** argv) {
   if (args.has("resume")) settings.resume = args.get("resume");
   if (args.has("max-memory")) settings.max_memory = parse_memory_size(args.get("max-memory"));
   settings.training = training_settings(args);
+  settings.settings_file = args.resolved_recipe(
+      "config", {"qft finetune settings: the recipe" + (args.has("config") ? " " + args.get("config") : std::string()) +
+                     " and the command line, resolved",
+                 std::string("by qft ") + QFT_VERSION + " (commit " + QFT_GIT_COMMIT + ")",
+                 "repeat the run with: qft finetune --config settings.yaml --out NEW_DIR"});
   const int log_every = args.get_int("log-every");
   if (log_every < 1) fail("--log-every must be at least 1");
 

@@ -1,5 +1,8 @@
 // qft grad: loss and FP32 gradients of every parameter on a token file.
+#include <cmath>
 #include <cstdio>
+
+#include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "common.h"
@@ -28,6 +31,17 @@ std::vector<std::vector<TokenSequence>> group_sequences(const std::vector<TokenS
   return groups;
 }
 
+// A non-finite loss is an error: stdout still gets valid JSON (a null loss
+// and the reason), stderr the one-line error, and no gradient file is written.
+[[noreturn]] void report_nonfinite_loss(const ParamSet& weights, const ParamSet& grads, int64_t predicted) {
+  std::string reason = "the loss is not finite";
+  if (const auto weight = first_nonfinite(weights)) reason += ": the first non-finite weight is " + *weight;
+  else if (const auto grad = first_nonfinite(grads)) reason += ": the first non-finite gradient is " + *grad;
+  std::printf("%s\n", nlohmann::json{{"loss", nullptr}, {"tokens", predicted}, {"error", reason}}.dump().c_str());
+  std::fflush(stdout);
+  fail(reason);
+}
+
 }  // namespace
 
 int run_grad(int argc, char** argv) {
@@ -35,7 +49,8 @@ int run_grad(int argc, char** argv) {
             "Computes the mean next-token cross-entropy over every predicted position of every line\n"
             "of --tokens (each line is its own sequence; positions start at 0) and writes the FP32\n"
             "gradient of every parameter, under its HF name, to --out. Prints one JSON line:\n"
-            "{\"loss\": L, \"tokens\": number of predicted positions}.",
+            "{\"loss\": L, \"tokens\": number of predicted positions}. A loss that is not finite is an\n"
+            "error (exit 1, no --out written; the JSON line has \"loss\": null and the first non-finite tensor).",
             {{"model", "PATH", "HF model directory (config.json + safetensors) or GGUF file", ""},
              {"tokens", "FILE", "one sequence per line, whitespace-separated token ids", ""},
              {"out", "FILE", "gradients as a .safetensors file (written atomically)", ""},
@@ -59,6 +74,7 @@ int run_grad(int argc, char** argv) {
     if (batch.predicted > 0) loss += transformer.forward_backward(batch, predicted);
   }
 
+  if (!std::isfinite(loss)) report_nonfinite_loss(*model.weights, grads, predicted);
   std::vector<TensorView> views;
   for (size_t i = 0; i < grads.specs().size(); ++i) {
     views.push_back({grads.specs()[i].name, grads.specs()[i].shape, grads.data(i)});

@@ -26,7 +26,9 @@ constexpr Command kCommands[] = {
 };
 
 void print_usage(std::FILE* stream) {
-  std::fputs("usage: qft COMMAND [options]   (qft COMMAND --help for its options)\n\ncommands:\n", stream);
+  std::fputs("usage: qft COMMAND [options]   (qft COMMAND --help for its options)\n"
+             "       qft --version             (version, commit, compiler, compute paths on this CPU)\n\ncommands:\n",
+             stream);
   for (const Command& command : kCommands) std::fprintf(stream, "  %-9s %s\n", command.name, command.summary);
 }
 
@@ -37,6 +39,7 @@ int main(int argc, char** argv) {
     print_usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
   }
+  if (!std::strcmp(argv[1], "--version")) return qft::cli::run_version();
   for (const Command& command : kCommands) {
     if (argv[1] != std::string(command.name)) continue;
     try {
