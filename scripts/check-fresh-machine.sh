@@ -92,6 +92,15 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SOURCES
   cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+  # The host's own network set-up, which a user's machine would have from its
+  # administrator, not from this project: extra CA certificates (a TLS-inspecting
+  # proxy's; the README's ca-certificates install adds them to the system bundle)
+  # and pip's configuration (which bundle to trust).
+  if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    mkdir -p "$ROOT/usr/local/share/ca-certificates"
+    cp /usr/local/share/ca-certificates/*.crt "$ROOT/usr/local/share/ca-certificates/"
+  fi
+  [ -f /etc/pip.conf ] && cp /etc/pip.conf "$ROOT/etc/pip.conf"
   git clone --quiet --no-hardlinks "$REPO" "$ROOT/root/qft"
   git -C "$ROOT/root/qft" checkout --quiet "$(git rev-parse HEAD)"
   mount -t proc proc "$ROOT/proc"
