@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_integer.h"
 #include "model/parameters.h"
 
 namespace qft {
@@ -117,4 +118,36 @@ TEST(ParameterSpecs, HfNamesAndShapes) {
 }
 
 }  // namespace
+// Integers from JSON files (core/json_integer.h): a float or an out-of-range
+// value is an error, never nlohmann's cast (undefined behaviour for 1e30;
+// found by fuzz/tokenizer_json_fuzz: fuzz/regressions/tokenizer_json/crash-4384bd64…).
+TEST(JsonInteger, TakesIntegersInRangeAndRefusesEverythingElse) {
+  using nlohmann::json;
+  EXPECT_EQ(json_integer<int>(json(7), "x"), 7);
+  EXPECT_EQ(json_integer<int>(json(-7), "x"), -7);
+  EXPECT_EQ(json_integer<size_t>(json(uint64_t{1} << 40), "x"), size_t{1} << 40);
+  EXPECT_EQ(json_integer<uint64_t>(json(UINT64_MAX), "x"), UINT64_MAX);
+  EXPECT_EQ(json_integer<int>(json(3), "x", 0, 3), 3);
+  const auto refused = [](const json& value, const std::string& message, int low = INT32_MIN) {
+    try {
+      json_integer<int>(value, "the id", low);
+      ADD_FAILURE() << value.dump() << " was accepted";
+    } catch (const Error& error) {
+      EXPECT_EQ(std::string(error.what()), message);
+    }
+  };
+  refused(json(2.35556e26), "the id must be an integer in [-2147483648, 2147483647], got 2.35556e+26");
+  refused(json(1.0), "the id must be an integer in [-2147483648, 2147483647], got 1.0");
+  refused(json(int64_t{1} << 31), "the id must be an integer in [-2147483648, 2147483647], got 2147483648");
+  refused(json(UINT64_MAX), "the id must be an integer in [-2147483648, 2147483647], got 18446744073709551615");
+  refused(json("3"), "the id must be an integer in [-2147483648, 2147483647], got \"3\"");
+  refused(json(-1), "the id must be an integer in [0, 2147483647], got -1", 0);
+  try {
+    json_integer<uint64_t>(json(-1), "bytes");
+    ADD_FAILURE() << "-1 accepted as uint64_t";
+  } catch (const Error& error) {
+    EXPECT_EQ(std::string(error.what()), "bytes must be an integer in [0, 18446744073709551615], got -1");
+  }
+}
+
 }  // namespace qft

@@ -312,6 +312,46 @@ TEST(FinetuneRecipe, ShippedRecipesParseAndTheirKeysAreOptions) {
   }
 }
 
+// ------------------------------------------------------------------- locks ---
+
+// Waits until `log` shows `wanted` (or two minutes pass).
+bool wait_for(const std::string& log, const std::string& wanted) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (test::read_text(log).find(wanted) == std::string::npos) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+TEST(FinetuneLock, ASecondRunOnTheSameOutputIsRefusedAndAKilledRunDoesNotBlock) {
+  const Task task;
+  std::vector<std::string> arguments;
+  std::istringstream words(task.command("run", "--max-steps 100000"));
+  for (std::string word; words >> word;) arguments.push_back(word);
+  const std::string log = task.dir.file("first.log");
+  const pid_t first = test::spawn(arguments, {}, log);
+  ASSERT_GT(first, 0);
+  ASSERT_TRUE(wait_for(log, "step 1/")) << test::read_text(log);
+  const std::string settings = test::read_text(task.dir.file("run/settings.yaml"));
+
+  const std::string holder = "is in use by another qft run (pid " + std::to_string(first) + ";";
+  const auto same_out = test::run_command(task.command("run", "--max-steps 2"));
+  EXPECT_EQ(same_out.exit_code, 1) << same_out.output;
+  EXPECT_MENTIONS(same_out.output, task.dir.file("run") + " " + holder);
+  EXPECT_EQ(test::read_text(task.dir.file("run/settings.yaml")), settings);  // the first run's files untouched
+  const auto same_checkpoint =
+      test::run_command(task.command("other", "--max-steps 2 --checkpoint " + task.dir.file("run/checkpoint")));
+  EXPECT_EQ(same_checkpoint.exit_code, 1) << same_checkpoint.output;
+  EXPECT_MENTIONS(same_checkpoint.output, task.dir.file("run/checkpoint") + " " + holder);
+  EXPECT_FALSE(fs::exists(task.dir.file("other")));  // refused before anything was written
+
+  kill(first, SIGKILL);
+  test::wait_status(first);
+  const auto after_kill = test::run_command(task.command("run", "--max-steps 2"));
+  EXPECT_EQ(after_kill.exit_code, 0) << after_kill.output;  // a dead holder's lock file does not block
+}
+
 // ------------------------------------------------------------ output files ---
 
 TEST(FinetuneOutput, BadInputLeavesNoOutDirectory) {

@@ -131,6 +131,22 @@ double l2_distance(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(sum);
 }
 
+// Found by fuzz/checkpoint_fuzz (fuzz/regressions/checkpoint/crash-c9816bb0…):
+// a row start that decreases only after a larger one let the first row read
+// past the outlier arrays (ASan: heap-buffer-overflow) before it was refused.
+TEST(HybridMatrix, RestoringOutliersChecksEveryRowStartBeforeReadingAny) {
+  HybridMatrix matrix("w", 2, 4);
+  const int32_t starts[] = {0, 100, 3};  // spans 3 outliers, but row 0 claims 100
+  const std::vector<uint16_t> columns = {0, 1, 2};
+  const std::vector<float> values = {1, 2, 3};
+  try {
+    matrix.restore_outliers(starts, columns.data(), values.data(), 3, -1.0f, 1.0f);
+    FAIL() << "no error";
+  } catch (const Error& error) {
+    EXPECT_STREQ(error.what(), "w: outlier row starts decrease at row 1");
+  }
+}
+
 TEST(HybridMatrix, SplitReconstructsTheMatrix) {
   const int rows = 64, cols = 200;
   const auto values = matrix_with_outliers(rows, cols);

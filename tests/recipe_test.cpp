@@ -79,5 +79,20 @@ TEST(Recipe, WrittenRecipesReadBackToTheSameValues) {
   }
 }
 
+// Found by fuzz/recipe_fuzz (build-fuzz/artifacts/recipe-crash-0957b881…): a
+// value with a form feed and a byte that is not UTF-8 did not read back.
+TEST(Recipe, ControlCharactersRoundTripAndInvalidUtf8IsRefused) {
+  const std::vector<std::pair<std::string, std::string>> controls = {{"model", "build/models/Sm\x0clLM2\t1\n2\x7f"}};
+  const Recipe recipe = parse_recipe(format_recipe(controls, {}), "w.yaml");
+  ASSERT_EQ(recipe.entries.size(), 1u);
+  EXPECT_EQ(recipe.entries[0].value, controls[0].second);
+  try {
+    format_recipe({{"model", "build/models/SmolLM2-135\xa7/x.gguf"}}, {});
+    FAIL() << "no error";
+  } catch (const Error& error) {
+    EXPECT_STREQ(error.what(), "option 'model': its value is not valid UTF-8 (byte 24), which a YAML recipe cannot hold");
+  }
+}
+
 }  // namespace
 }  // namespace qft

@@ -419,6 +419,7 @@ void dequantize_rows(GgmlType type, const uint8_t* data, float* out, int64_t cou
     fail("de-quantizing ", traits.name, ": ", count, " elements is not a multiple of the block size ",
          traits.block);
   }
+  if (count == 0) return;  // an empty tensor may have no data pointer at all
   switch (type) {
     case GgmlType::F32:
       std::memcpy(out, data, static_cast<size_t>(count) * sizeof(float));

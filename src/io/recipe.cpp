@@ -8,6 +8,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "core/error.h"
+#include "text/unicode.h"
 
 namespace qft {
 namespace {
@@ -74,7 +75,16 @@ std::string format_recipe(const std::vector<std::pair<std::string, std::string>>
   YAML::Emitter out;
   for (const std::string& line : header) out << YAML::Comment(line) << YAML::Newline;
   out << YAML::BeginMap;
-  for (const auto& [key, value] : entries) out << YAML::Key << key << YAML::Value << value;
+  for (const auto& [key, value] : entries) {
+    // YAML holds Unicode text only; control characters are kept by quoting.
+    if (const auto bad = text::invalid_utf8_offset(value)) {
+      fail("option '", key, "': its value is not valid UTF-8 (byte ", *bad, "), which a YAML recipe cannot hold");
+    }
+    const bool control = std::any_of(value.begin(), value.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+    out << YAML::Key << key << YAML::Value;
+    if (control) out << YAML::DoubleQuoted;
+    out << value;
+  }
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -31,7 +31,8 @@ Recipe parse_recipe(const std::string& text, const std::string& path);
 std::optional<bool> parse_recipe_bool(const std::string& text);
 
 // A recipe file's text for (key, value) pairs, values quoted where YAML needs
-// it, under a comment header (lines without their "# ").
+// it, under a comment header (lines without their "# "). Throws for a value
+// that is not valid UTF-8, which YAML cannot represent.
 std::string format_recipe(const std::vector<std::pair<std::string, std::string>>& entries,
                           const std::vector<std::string>& header);
 

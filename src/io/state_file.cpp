@@ -58,14 +58,15 @@ std::string hex64(uint64_t value) {
 }
 
 uint64_t xxh64(const void* data, size_t bytes, uint64_t seed) {
+  // Offsets rather than pointers past the end: `data` may be null when bytes == 0.
   const uint8_t* p = static_cast<const uint8_t*>(data);
-  const uint8_t* const end = p + bytes;
+  size_t at = 0;
   uint64_t hash;
   if (bytes >= 32) {
     // Four independent lanes over 32-byte stripes.
     uint64_t lane[4] = {seed + kPrime1 + kPrime2, seed + kPrime2, seed, seed - kPrime1};
-    for (; p + 32 <= end; p += 32) {
-      for (int i = 0; i < 4; ++i) lane[i] = xxh_round(lane[i], read64(p + 8 * i));
+    for (; at + 32 <= bytes; at += 32) {
+      for (int i = 0; i < 4; ++i) lane[i] = xxh_round(lane[i], read64(p + at + 8 * i));
     }
     hash = std::rotl(lane[0], 1) + std::rotl(lane[1], 7) + std::rotl(lane[2], 12) + std::rotl(lane[3], 18);
     for (uint64_t value : lane) hash = xxh_merge(hash, value);
@@ -73,12 +74,12 @@ uint64_t xxh64(const void* data, size_t bytes, uint64_t seed) {
     hash = seed + kPrime5;
   }
   hash += bytes;
-  for (; p + 8 <= end; p += 8) hash = std::rotl(hash ^ xxh_round(0, read64(p)), 27) * kPrime1 + kPrime4;
-  if (p + 4 <= end) {
-    hash = std::rotl(hash ^ (static_cast<uint64_t>(read32(p)) * kPrime1), 23) * kPrime2 + kPrime3;
-    p += 4;
+  for (; at + 8 <= bytes; at += 8) hash = std::rotl(hash ^ xxh_round(0, read64(p + at)), 27) * kPrime1 + kPrime4;
+  if (at + 4 <= bytes) {
+    hash = std::rotl(hash ^ (static_cast<uint64_t>(read32(p + at)) * kPrime1), 23) * kPrime2 + kPrime3;
+    at += 4;
   }
-  for (; p < end; ++p) hash = std::rotl(hash ^ (*p * kPrime5), 11) * kPrime1;
+  for (; at < bytes; ++at) hash = std::rotl(hash ^ (p[at] * kPrime5), 11) * kPrime1;
   hash ^= hash >> 33;
   hash *= kPrime2;
   hash ^= hash >> 29;

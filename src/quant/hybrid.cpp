@@ -116,8 +116,11 @@ void HybridMatrix::restore_outliers(const int32_t* row_start, const uint16_t* co
                                     int64_t outliers, float threshold_min, float threshold_max) {
   if (outliers < 0 || outliers > static_cast<int64_t>(rows()) * cols()) fail(name_, ": ", outliers, " outliers do not fit");
   if (row_start[0] != 0 || row_start[rows()] != outliers) fail(name_, ": outlier row starts do not span the outliers");
+  // Every start first: a later decrease would let an earlier row index past the arrays.
   for (int r = 0; r < rows(); ++r) {
     if (row_start[r + 1] < row_start[r]) fail(name_, ": outlier row starts decrease at row ", r);
+  }
+  for (int r = 0; r < rows(); ++r) {
     for (int32_t i = row_start[r]; i < row_start[r + 1]; ++i) {
       if (columns[i] >= cols() || (i > row_start[r] && columns[i] <= columns[i - 1])) {
         fail(name_, ": outlier columns of row ", r, " are out of order or out of range");

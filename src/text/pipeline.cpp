@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "core/json_integer.h"
 #include "text/regex.h"
 #include "text/unicode.h"
 
@@ -472,7 +473,11 @@ class MetaspaceDecoder : public Decoder {
 std::vector<int> template_ids(const json& spec, const std::string& name, const std::string& where) {
   const auto& specials = spec.at("special_tokens");
   if (!specials.contains(name)) fail(where, ": TemplateProcessing names special token '", name, "' without ids");
-  return specials.at(name).at("ids").get<std::vector<int>>();
+  std::vector<int> ids;
+  for (const json& id : specials.at(name).at("ids")) {
+    ids.push_back(json_integer<int>(id, where + ": an id of special token '" + name + "'", 0));
+  }
+  return ids;
 }
 
 void add_template(PostProcessor& post, const json& spec, const std::string& where) {
@@ -569,8 +574,8 @@ std::unique_ptr<Decoder> make_decoder(const json& spec, const std::string& where
     return std::make_unique<ReplaceDecoder>(Pattern(spec.at("pattern"), where), spec.at("content").get<std::string>());
   }
   if (type == "Strip") {
-    return std::make_unique<StripDecoder>(spec.at("content").get<std::string>(), spec.at("start").get<size_t>(),
-                                          spec.at("stop").get<size_t>());
+    return std::make_unique<StripDecoder>(spec.at("content").get<std::string>(), json_integer<size_t>(spec.at("start"), where + ": Strip decoder 'start'"),
+                                          json_integer<size_t>(spec.at("stop"), where + ": Strip decoder 'stop'"));
   }
   if (type == "Metaspace") {
     return std::make_unique<MetaspaceDecoder>(get_or<std::string>(spec, "replacement", "\xE2\x96\x81"),
@@ -593,8 +598,8 @@ PostProcessor make_post_processor(const json& spec, const std::string& where) {
   } else if (type == "TemplateProcessing") {
     add_template(post, spec, where);
   } else if (type == "RobertaProcessing" || type == "BertProcessing") {
-    post.prefix = {spec.at("cls").at(1).get<int>()};
-    post.suffix = {spec.at("sep").at(1).get<int>()};
+    post.prefix = {json_integer<int>(spec.at("cls").at(1), where + ": post_processor 'cls' id", 0)};
+    post.suffix = {json_integer<int>(spec.at("sep").at(1), where + ": post_processor 'sep' id", 0)};
   } else if (type != "ByteLevel") {  // ByteLevel only trims offsets
     fail(where, ": post_processor type '", type, "' is not supported");
   }

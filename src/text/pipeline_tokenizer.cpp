@@ -1,6 +1,7 @@
 #include "text/pipeline_tokenizer.h"
 
 #include "core/error.h"
+#include "core/json_integer.h"
 #include "text/unicode.h"
 
 namespace qft {
@@ -138,7 +139,7 @@ std::unique_ptr<Model> bpe_from_json(const json& spec, const std::string& where)
     if (spec.contains(key) && !spec.at(key).is_null()) fail(where, ": BPE option '", key, "' is not supported");
   }
   Vocabulary vocabulary;
-  for (const auto& [token, id] : spec.at("vocab").items()) vocabulary.add(token, id.get<int>(), where);
+  for (const auto& [token, id] : spec.at("vocab").items()) vocabulary.add(token, json_integer<int>(id, where + ": the id of '" + token + "'", 0), where);
   RankBpe::Options options;
   if (spec.contains("unk_token") && !spec.at("unk_token").is_null()) options.unk_token = spec.at("unk_token").get<std::string>();
   options.fuse_unk = spec.value("fuse_unk", false);
@@ -151,7 +152,7 @@ std::vector<AddedToken> added_from_json(const json& list, const std::string& whe
   std::vector<AddedToken> tokens;
   for (const auto& item : list) {
     AddedToken token;
-    token.id = item.at("id").get<int>();
+    token.id = json_integer<int>(item.at("id"), where + ": an added token's id", 0);
     token.content = item.at("content").get<std::string>();
     token.single_word = item.value("single_word", false);
     token.lstrip = item.value("lstrip", false);

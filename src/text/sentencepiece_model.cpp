@@ -115,7 +115,14 @@ SentencePieceInfo parse_model_proto(std::string_view serialized, const std::stri
 
 SentencePieceModel::SentencePieceModel(const std::string& path)
     : processor_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
-  const auto status = processor_->Load(path);
+  // libsentencepiece reports most problems by status, but its trie builder
+  // (darts-clone) throws on some malformed models, e.g. an empty piece.
+  sentencepiece::util::Status status;
+  try {
+    status = processor_->Load(path);
+  } catch (const std::exception& error) {
+    fail(path, ": cannot load SentencePiece model: ", error.what());
+  }
   if (!status.ok()) fail(path, ": cannot load SentencePiece model: ", status.ToString());
   info_ = parse_model_proto(processor_->serialized_model_proto(), path);
   if (static_cast<int>(info_.pieces.size()) != processor_->GetPieceSize()) {

@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "core/json_integer.h"
 
 namespace qft {
 namespace {
@@ -152,7 +153,7 @@ CheckpointFiles open_directory(const fs::path& target) {
   const nlohmann::json& manifest = files.manifest;
   try {
     if (!manifest.is_object() || manifest.value("format", "") != kFormat) fail(manifest_path, ": not a qft checkpoint manifest");
-    const int version = manifest.at("version").get<int>();
+    const int version = json_integer<int>(manifest.at("version"), manifest_path + ": 'version'");
     if (version != kCheckpointVersion) {
       fail(manifest_path, ": checkpoint format version ", version, ", this qft reads version ", kCheckpointVersion);
     }
@@ -163,7 +164,7 @@ CheckpointFiles open_directory(const fs::path& target) {
     if (state.at("file").get<std::string>() != kStateFile) fail(manifest_path, ": unexpected state file name");
     const std::string state_path = files.directory + "/" + kStateFile;
     if (!fs::is_regular_file(state_path)) fail(state_path, ": missing");
-    const uint64_t bytes = state.at("bytes").get<uint64_t>(), found = fs::file_size(state_path);
+    const uint64_t bytes = json_integer<uint64_t>(state.at("bytes"), manifest_path + ": 'state.bytes'"), found = fs::file_size(state_path);
     if (found != bytes) fail(state_path, ": ", found, " bytes, but the manifest records ", bytes, " (truncated or replaced?)");
     files.state = std::make_unique<StateReader>(state_path, state.at("checksums"));
   } catch (const nlohmann::json::exception& error) {

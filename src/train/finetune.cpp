@@ -12,10 +12,12 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/json_integer.h"
 #include "core/memory.h"
 #include "data/examples.h"
 #include "io/gguf.h"
 #include "io/mapped_file.h"
+#include "io/run_lock.h"
 #include "io/state_file.h"
 #include "model/gguf_export.h"
 #include "model/hf_export.h"
@@ -134,7 +136,7 @@ class MetricsLog {
 
  private:
   void curve(const nlohmann::json& record) {
-    const int step = record.at("step").get<int>();
+    const int step = json_integer<int>(record.at("step"), "a metrics record's 'step'");
     if (record.contains("loss")) train_.emplace_back(step, record.at("loss").get<double>());
     if (record.contains("eval_loss")) eval_.emplace_back(step, record.at("eval_loss").get<double>());
   }
@@ -173,7 +175,8 @@ Resumed resume_training(Training& training, const FinetuneSettings& settings, co
           " there, " + schedule_json(schedule).dump() + " here); continuing with this run's");
     }
     Resumed resumed;
-    resumed.position = {point.step, state.at("epoch").get<int>(), state.at("next_micro_batch").get<size_t>()};
+    resumed.position = {point.step, json_integer<int>(state.at("epoch"), manifest + ": 'epoch'", 0),
+                        json_integer<size_t>(state.at("next_micro_batch"), manifest + ": 'next_micro_batch'")};
     resumed.metrics = state.at("metrics").get<std::vector<nlohmann::json>>();
     log("resumed from " + point.directory + " after step " + std::to_string(point.step));
     return resumed;
@@ -264,6 +267,20 @@ std::string plot_title(const FinetuneSettings& settings) {
          fs::path(settings.data).filename().string();
 }
 
+std::string escape_xml(const std::string& text) {
+  std::string escaped;
+  for (const char c : text) {
+    switch (c) {
+      case '&': escaped += "&amp;"; break;
+      case '<': escaped += "&lt;"; break;
+      case '>': escaped += "&gt;"; break;
+      case '"': escaped += "&quot;"; break;
+      default: escaped += c;
+    }
+  }
+  return escaped;
+}
+
 }  // namespace
 
 std::vector<std::pair<int, double>> moving_average(const std::vector<std::pair<int, double>>& series, int window) {
@@ -278,20 +295,6 @@ std::vector<std::pair<int, double>> moving_average(const std::vector<std::pair<i
     averaged.emplace_back(step, sum / std::min<double>(finite.size(), window));
   }
   return averaged;
-}
-
-std::string escape_xml(const std::string& text) {
-  std::string escaped;
-  for (const char c : text) {
-    switch (c) {
-      case '&': escaped += "&amp;"; break;
-      case '<': escaped += "&lt;"; break;
-      case '>': escaped += "&gt;"; break;
-      case '"': escaped += "&quot;"; break;
-      default: escaped += c;
-    }
-  }
-  return escaped;
 }
 
 std::string loss_curve_svg(const std::vector<std::pair<int, double>>& train,
@@ -390,8 +393,11 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
   const bool out_is_new = !fs::exists(out);
   fs::create_directories(out);
   std::unique_ptr<Training> training;
+  std::optional<RunLock> out_lock, checkpoint_lock;  // held until the run returns
   Resumed resumed;
-  try {  // a refused resume leaves no new --out behind either
+  try {  // a refused lock or resume leaves no new --out behind either
+    out_lock.emplace((out / ".qft.lock").string(), settings.out);
+    checkpoint_lock.emplace(sibling_lock_file(checkpoint), checkpoint);
     if (!settings.settings_file.empty()) write_text_atomically(out / "settings.yaml", settings.settings_file);
     training = make_training(source, settings.training);
     if (!settings.resume.empty()) resumed = resume_training(*training, settings, fingerprint, schedule, log);

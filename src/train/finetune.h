@@ -66,6 +66,8 @@ struct FinetuneCallbacks {
 
 // OUT is created only once the model, the data and the memory plan have
 // passed their checks, so a run refused for bad input leaves nothing behind.
+// OUT and the checkpoint directory are locked (io/run_lock.h) for the run: a
+// second run on either is refused with the first one's PID.
 // Checkpoints are taken between steps, every save_every steps and when
 // stop_requested() turns true (the run then returns, stopped, without
 // exporting). The checkpoint's trainer state holds the data position (epoch

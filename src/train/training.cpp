@@ -1,6 +1,7 @@
 #include "train/training.h"
 
 #include "core/error.h"
+#include "core/json_integer.h"
 #include "model/transformer.h"
 #include "train/checkpoint.h"
 #include "train/mixed_store.h"
@@ -160,11 +161,10 @@ ResumePoint Training::load_checkpoint(const std::string& directory) {
   const auto member = [&](const char* key) { return files.manifest.value(key, nlohmann::json()); };
   expect_same_settings(member("model_config"), model_config_to_json(model_config_), "model config", manifest);
   expect_same_settings(member("training"), checkpoint_settings_json(settings_), "training setting", manifest);
-  if (files.manifest.at("step").get<int64_t>() > INT32_MAX) fail(manifest, ": step out of range");
   load_state(*files.state);
   files.state->expect_all_read();
   ResumePoint resume;
-  resume.step = files.manifest.at("step").get<int>();
+  resume.step = json_integer<int>(files.manifest.at("step"), manifest + ": 'step'", 0);
   resume.trainer_state = files.manifest.value("trainer_state", nlohmann::json::object());
   resume.directory = files.directory;
   last_step_ = resume.step;

@@ -1,6 +1,5 @@
 #include "args.h"
 
-#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -13,10 +12,15 @@ Args::Args(std::string command, std::string summary, std::vector<OptionSpec> spe
   specs_.push_back({"help", "", "print this help and exit", ""});
 }
 
-const OptionSpec& Args::spec(const std::string& name) const {
+const OptionSpec* Args::find_spec(const std::string& name) const {
   for (const OptionSpec& spec : specs_) {
-    if (spec.name == name) return spec;
+    if (spec.name == name) return &spec;
   }
+  return nullptr;
+}
+
+const OptionSpec& Args::spec(const std::string& name) const {
+  if (const OptionSpec* found = find_spec(name)) return *found;
   fail("unknown option '--", name, "' (see qft ", command_, " --help)");
 }
 
@@ -118,8 +122,8 @@ void Args::apply_recipe(const Recipe& recipe, const std::string& recipe_option) 
   recipe_path_ = recipe.path;
   for (const RecipeEntry& entry : recipe.entries) {
     const std::string where = recipe.path + ":" + std::to_string(entry.line);
-    const auto known = std::find_if(specs_.begin(), specs_.end(), [&](const OptionSpec& s) { return s.name == entry.key; });
-    if (known == specs_.end() || entry.key == "help" || entry.key == recipe_option) {
+    const OptionSpec* known = find_spec(entry.key);
+    if (!known || entry.key == "help" || entry.key == recipe_option) {
       fail(where, ": unknown key '", entry.key, "' (qft ", command_, " --help lists the options a recipe can set)");
     }
     if (on_command_line_.count(entry.key)) continue;  // the command line overrides the file

@@ -50,7 +50,8 @@ class Args {
   std::string usage() const;
 
  private:
-  const OptionSpec& spec(const std::string& name) const;
+  const OptionSpec* find_spec(const std::string& name) const;  // nullptr when unknown
+  const OptionSpec& spec(const std::string& name) const;         // throws when unknown
   // "FILE:LINE: key 'NAME'" for a value from a recipe, "option '--NAME'" otherwise.
   std::string source(const std::string& name) const;
 

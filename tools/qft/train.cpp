@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
+#include "io/run_lock.h"
 #include "io/state_file.h"
 #include "train/memory_plan.h"
 #include "train/training.h"
@@ -159,6 +160,8 @@ int run_train(int argc, char** argv) {
          " GiB (--max-memory); try --checkpointing, a smaller --batch or --optimizer qlion");
   }
   if (!json) std::fputs(plan_table(plan, source.config(), plan_settings).c_str(), stdout);
+  std::optional<RunLock> checkpoint_lock;  // one run per checkpoint directory
+  if (checkpoint) checkpoint_lock.emplace(sibling_lock_file(*checkpoint), *checkpoint);
   auto training = make_training(source, settings);
 
   LineCursor cursor(sequences);
