@@ -1,12 +1,18 @@
-// FP32 GEMM throughput of the shapes a SmolLM2-135M training step runs
-// (512 rows): oneDNN's sgemm (what qft uses) and OpenBLAS side by side.
+// GEMM throughput of the shapes a SmolLM2-135M training step runs (512
+// rows): oneDNN's FP32 sgemm (what qft uses) and OpenBLAS side by side, and
+// oneDNN's matmul primitive with BF16 inputs and FP32 accumulation/output
+// (the BF16 compute path's candidate; dnnl_gemm_bf16bf16f32 is not part of
+// oneDNN 2.6's public API).
 #include <benchmark/benchmark.h>
+#include <oneapi/dnnl/dnnl.hpp>
 #ifdef QFT_HAVE_OPENBLAS
 #include <cblas.h>
 #endif
 
 #include "kernels/cpu/gemm.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <vector>
 
 namespace {
@@ -49,6 +55,33 @@ void BM_onednn(benchmark::State& state) {
   set_counters(state, s);
 }
 
+// The primitive as a BF16 path would run it: created once per shape, the
+// weights reordered once into the layout it prefers; the BF16 activations
+// and the FP32 output in plain row-major layout.
+void BM_onednn_bf16_matmul(benchmark::State& state) {
+  const Shape s = shape_of(state);
+  using dnnl::memory;
+  const dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  dnnl::stream stream(engine);
+  const memory::desc a_desc({s.M, s.K}, memory::data_type::bf16, memory::format_tag::ab);
+  const memory::desc b_plain({s.K, s.N}, memory::data_type::bf16, memory::format_tag::ba);  // (N, K) rows
+  const memory::desc b_any({s.K, s.N}, memory::data_type::bf16, memory::format_tag::any);
+  const memory::desc c_desc({s.M, s.N}, memory::data_type::f32, memory::format_tag::ab);
+  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_desc, b_any, c_desc), engine);
+  const dnnl::matmul matmul(pd);
+  memory a(a_desc, engine), b_rows(b_plain, engine), b(pd.weights_desc(), engine), c(c_desc, engine);
+  std::fill_n(static_cast<uint16_t*>(a.get_data_handle()), size_t(s.M) * s.K, uint16_t{0x3f00});       // 0.5
+  std::fill_n(static_cast<uint16_t*>(b_rows.get_data_handle()), size_t(s.N) * s.K, uint16_t{0x3e80});  // 0.25
+  dnnl::reorder(b_rows, b).execute(stream, b_rows, b);
+  stream.wait();
+  for (auto _ : state) {
+    matmul.execute(stream, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, b}, {DNNL_ARG_DST, c}});
+    stream.wait();
+  }
+  set_counters(state, s);
+  state.SetLabel(pd.impl_info_str());
+}
+
 void shapes(benchmark::internal::Benchmark* bench) {
   bench->Args({512, 576, 576})    // q, o projections
       ->Args({512, 192, 576})     // k, v projections (3 kv heads)
@@ -62,6 +95,7 @@ void shapes(benchmark::internal::Benchmark* bench) {
 }  // namespace
 
 BENCHMARK(BM_onednn)->Apply(shapes);
+BENCHMARK(BM_onednn_bf16_matmul)->Apply(shapes);
 #ifdef QFT_HAVE_OPENBLAS
 BENCHMARK(BM_openblas)->Apply(shapes);
 #endif

@@ -4,7 +4,7 @@
 execute_process(COMMAND git -C "${SOURCE_DIR}" describe --always --dirty --abbrev=12
                 OUTPUT_VARIABLE QFT_GIT_COMMIT OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
 if(NOT QFT_GIT_COMMIT)
-  set(QFT_GIT_COMMIT "unknown (not built from a git checkout)")
+  set(QFT_GIT_COMMIT "unknown")  # not built from a git checkout
 endif()
 file(WRITE "${OUTPUT}.new"
   "#pragma once\n"

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/json_integer.h"
 #include "model/parameters.h"
+#include "text/bpe.h"
 
 namespace qft {
 namespace {
@@ -118,6 +119,35 @@ TEST(ParameterSpecs, HfNamesAndShapes) {
 }
 
 }  // namespace
+// Found by fuzz/gguf_fuzz (fuzz/regressions/gguf/timeout-511c210a…): a block
+// count of 10^9 was accepted and building its parameter names never ended;
+// sizes beyond any model are refused by name, and a float where an integer
+// belongs is an error rather than a cast.
+TEST(ModelConfig, SizesBeyondAnyModelAreRefused) {
+  nlohmann::json layers = llama_json();
+  layers["num_hidden_layers"] = 1000000000;
+  EXPECT_EQ(error_of(layers), "cfg.json: 'num_hidden_layers' = 1000000000 is beyond any model qft accepts (at most 4096)");
+  nlohmann::json positions = llama_json();
+  positions["max_position_embeddings"] = 1e30;
+  EXPECT_EQ(error_of(positions), "cfg.json: missing or non-integer 'max_position_embeddings'");
+  positions["max_position_embeddings"] = 1 << 30;
+  EXPECT_EQ(error_of(positions),
+            "cfg.json: 'max_position_embeddings' = 1073741824 is beyond any model qft accepts (at most 16777216)");
+}
+
+// Found by fuzz/tokenizer_json_fuzz (fuzz/regressions/tokenizer_json/oom-1ce4835b…):
+// an id of 2·10⁹ asked the vocabulary table for gigabytes.
+TEST(Vocabulary, IdsBeyondAnyVocabularyAreRefused) {
+  text::Vocabulary vocabulary;
+  try {
+    vocabulary.add("a", 2000000000, "tokenizer.json");
+    FAIL() << "no error";
+  } catch (const Error& error) {
+    EXPECT_STREQ(error.what(), "tokenizer.json: token 'a' has id 2000000000, outside [0, 16777215]");
+  }
+  EXPECT_NO_THROW(vocabulary.add("b", 5, "tokenizer.json"));
+}
+
 // Integers from JSON files (core/json_integer.h): a float or an out-of-range
 // value is an error, never nlohmann's cast (undefined behaviour for 1e30;
 // found by fuzz/tokenizer_json_fuzz: fuzz/regressions/tokenizer_json/crash-4384bd64…).

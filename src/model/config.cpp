@@ -37,12 +37,19 @@ Architecture parse_architecture(const nlohmann::json& json, const std::string& s
        "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
 }
 
-int positive_int(const nlohmann::json& json, const char* key, const std::string& source) {
+// Sizes far beyond any released model: a malformed file fails here instead
+// of asking for billions of parameters (found by fuzz/gguf_fuzz: a block
+// count of 10^9 spent minutes building parameter names).
+constexpr int kMaxLayers = 4096, kMaxHeads = 4096, kMaxWidth = 1 << 20, kMaxVocabulary = 1 << 24;
+constexpr int kMaxPositions = 1 << 24;
+
+int positive_int(const nlohmann::json& json, const char* key, const std::string& source, int limit) {
   if (!json.contains(key) || !json[key].is_number_integer()) {
     fail(source, ": missing or non-integer '", key, "'");
   }
   const int64_t value = json[key].get<int64_t>();
-  if (value <= 0 || value > (1 << 30)) fail(source, ": '", key, "' must be positive, got ", value);
+  if (value <= 0) fail(source, ": '", key, "' must be positive, got ", value);
+  if (value > limit) fail(source, ": '", key, "' = ", value, " is beyond any model qft accepts (at most ", limit, ")");
   return static_cast<int>(value);
 }
 
@@ -66,18 +73,20 @@ ModelConfig parse_model_config(const nlohmann::json& json, const std::string& so
   ModelConfig config;
   try {
     config.architecture = parse_architecture(json, source);
-    config.vocab_size = positive_int(json, "vocab_size", source);
-    config.hidden_size = positive_int(json, "hidden_size", source);
-    config.intermediate_size = positive_int(json, "intermediate_size", source);
-    config.num_layers = positive_int(json, "num_hidden_layers", source);
-    config.num_heads = positive_int(json, "num_attention_heads", source);
+    config.vocab_size = positive_int(json, "vocab_size", source, kMaxVocabulary);
+    config.hidden_size = positive_int(json, "hidden_size", source, kMaxWidth);
+    config.intermediate_size = positive_int(json, "intermediate_size", source, kMaxWidth);
+    config.num_layers = positive_int(json, "num_hidden_layers", source, kMaxLayers);
+    config.num_heads = positive_int(json, "num_attention_heads", source, kMaxHeads);
     config.num_kv_heads = json.contains("num_key_value_heads") && !json["num_key_value_heads"].is_null()
-                              ? positive_int(json, "num_key_value_heads", source)
+                              ? positive_int(json, "num_key_value_heads", source, kMaxHeads)
                               : config.num_heads;
     config.head_dim = json.contains("head_dim") && !json["head_dim"].is_null()
-                          ? positive_int(json, "head_dim", source)
+                          ? positive_int(json, "head_dim", source, kMaxWidth)
                           : config.hidden_size / config.num_heads;
-    config.max_position_embeddings = optional_value<int>(json, "max_position_embeddings", 2048);
+    config.max_position_embeddings = json.contains("max_position_embeddings") && !json["max_position_embeddings"].is_null()
+                                         ? positive_int(json, "max_position_embeddings", source, kMaxPositions)
+                                         : 2048;
     config.rope_theta = optional_value<float>(json, "rope_theta", 10000.0f);
     config.rms_norm_eps = optional_value<float>(json, "rms_norm_eps", 1e-6f);
     config.tie_word_embeddings = optional_value<bool>(json, "tie_word_embeddings", false);

@@ -42,7 +42,10 @@ void unlink(std::vector<Symbol>& symbols, int right) {
 }  // namespace
 
 void Vocabulary::add(const std::string& token, int id, const std::string& where) {
-  if (id < 0) fail(where, ": token '", token, "' has negative id ", id);
+  // Ids index a table: a malformed file's id of 2·10⁹ would ask for gigabytes
+  // (found by fuzz/tokenizer_json_fuzz). No vocabulary comes near 2^24.
+  constexpr int kMaxId = (1 << 24) - 1;
+  if (id < 0 || id > kMaxId) fail(where, ": token '", token, "' has id ", id, ", outside [0, ", kMaxId, "]");
   if (static_cast<size_t>(id) >= tokens_.size()) {
     tokens_.resize(id + 1);
     present_.resize(id + 1, false);

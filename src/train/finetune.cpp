@@ -311,7 +311,7 @@ std::string loss_curve_svg(const std::vector<std::pair<int, double>>& train,
   const auto x = [&](double step) { return left + (width - left - right) * step / max_step; };
   const auto y = [&](double loss) { return top + (height - top - bottom) * (high - loss) / (high - low); };
   std::ostringstream svg;
-  svg << std::fixed;
+  svg << std::fixed << std::setprecision(1);
   svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
       << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   svg << "<text x=\"" << width / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">" << escape_xml(title)
