@@ -188,7 +188,8 @@ void write_safetensors(const std::string& path, const std::vector<TensorView>& t
   std::vector<TensorInfo> infos;
   for (const TensorView& tensor : tensors) infos.push_back({tensor.name, tensor.shape});
   write_safetensors(path, infos, [&](size_t i, float* out) {
-    std::memcpy(out, tensors[i].data, static_cast<size_t>(shape_numel(tensors[i].shape)) * sizeof(float));
+    const size_t count = static_cast<size_t>(shape_numel(tensors[i].shape));
+    if (count > 0) std::memcpy(out, tensors[i].data, count * sizeof(float));  // an empty tensor may have no data
   });
 }
 
