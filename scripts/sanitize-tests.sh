@@ -10,8 +10,12 @@ BUILD=${BUILD:-build-sanitize}
 TESTS=(safetensors_test config_test kernels_test quant_test qft_test instruction_data_test checkpoint_test recipe_test)
 TARGETS=(safetensors gguf tokenizer_json tokenizer_model instruction_data chat_template recipe checkpoint)
 
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQFT_SANITIZE=address,undefined -DQFT_BUILD_BENCH=OFF >/dev/null
-cmake --build "$BUILD" -j "$(nproc)" --target "${TESTS[@]}" "${TARGETS[@]/%/_replay}" >/dev/null
+# The build's output goes to a log, shown only when it fails.
+mkdir -p "$BUILD"
+{
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQFT_SANITIZE=address,undefined -DQFT_BUILD_BENCH=OFF &&
+    cmake --build "$BUILD" -j "$(nproc)" --target "${TESTS[@]}" "${TARGETS[@]/%/_replay}"
+} >"$BUILD/build.log" 2>&1 || { tail -n 60 "$BUILD/build.log"; echo "sanitizers: the build failed" >&2; exit 1; }
 
 export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
