@@ -153,19 +153,30 @@ INSTANTIATE_TEST_SUITE_P(
                     ResumeCase{"AdamWPacked", "--optimizer adamw --pack", 5}),
     [](const auto& info) { return std::string(info.param.name); });
 
-// Starts a long run, waits until `steps` steps are logged, sends `signal`.
-test::CommandResult interrupt(const Task& task, const std::string& out, int signal, int steps) {
-  std::vector<std::string> arguments;
-  std::istringstream words(task.command(out, "--max-steps 100000 --warmup-ratio 0 --min-lr-ratio 1"));
-  for (std::string word; words >> word;) arguments.push_back(word);
-  const std::string log = task.dir.file(out + ".log");
-  const pid_t pid = test::spawn(arguments, {}, log);
-  if (pid <= 0) return {-1, "spawn failed"};
-  const std::string wanted = "step " + std::to_string(steps) + "/";
+// Waits until `log` shows `wanted` (or two minutes pass).
+bool wait_for(const std::string& log, const std::string& wanted) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (test::read_text(log).find(wanted) == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+  while (test::read_text(log).find(wanted) == std::string::npos) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  return true;
+}
+
+// Starts Task::command(out, options) in the background, its output into `log`.
+pid_t start_run(const Task& task, const std::string& out, const std::string& options, const std::string& log) {
+  std::vector<std::string> arguments;
+  std::istringstream words(task.command(out, options));
+  for (std::string word; words >> word;) arguments.push_back(word);
+  return test::spawn(arguments, {}, log);
+}
+
+// Starts a long run, waits until `steps` steps are logged, sends `signal`.
+test::CommandResult interrupt(const Task& task, const std::string& out, int signal, int steps) {
+  const std::string log = task.dir.file(out + ".log");
+  const pid_t pid = start_run(task, out, "--max-steps 100000 --warmup-ratio 0 --min-lr-ratio 1", log);
+  if (pid <= 0) return {-1, "spawn failed"};
+  wait_for(log, "step " + std::to_string(steps) + "/");
   kill(pid, signal);
   const int status = test::wait_status(pid);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status), test::read_text(log)};
@@ -314,23 +325,10 @@ TEST(FinetuneRecipe, ShippedRecipesParseAndTheirKeysAreOptions) {
 
 // ------------------------------------------------------------------- locks ---
 
-// Waits until `log` shows `wanted` (or two minutes pass).
-bool wait_for(const std::string& log, const std::string& wanted) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (test::read_text(log).find(wanted) == std::string::npos) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  return true;
-}
-
 TEST(FinetuneLock, ASecondRunOnTheSameOutputIsRefusedAndAKilledRunDoesNotBlock) {
   const Task task;
-  std::vector<std::string> arguments;
-  std::istringstream words(task.command("run", "--max-steps 100000"));
-  for (std::string word; words >> word;) arguments.push_back(word);
   const std::string log = task.dir.file("first.log");
-  const pid_t first = test::spawn(arguments, {}, log);
+  const pid_t first = start_run(task, "run", "--max-steps 100000", log);
   ASSERT_GT(first, 0);
   ASSERT_TRUE(wait_for(log, "step 1/")) << test::read_text(log);
   const std::string settings = test::read_text(task.dir.file("run/settings.yaml"));
