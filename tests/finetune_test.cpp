@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -15,10 +16,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
 #include "io/recipe.h"
 #include "model/weights.h"
-#include "train/finetune.h"
 #include "test_util.h"
+#include "train/finetune.h"
+#include "train/nonfinite.h"
 #include "train/training.h"
 
 namespace qft {
@@ -392,6 +395,98 @@ TEST(FinetuneOutput, MovingAverageIsTrailingAndSkipsNonFiniteLosses) {
   EXPECT_EQ(moving_average(series, 1).size(), 4u);
   const std::vector<std::pair<int, double>> all = {{1, 4.0}, {2, 3.0}, {4, 4.0}, {5, 13.0 / 4}};
   EXPECT_EQ(moving_average(series, 10), all);
+}
+
+// ------------------------------------------------------ non-finite steps ---
+
+// In process, so a test can poison a gradient: 8 QLion steps, skip policy.
+FinetuneSettings nonfinite_settings(const Task& task, const std::string& out) {
+  FinetuneSettings settings;
+  settings.model = task.model;
+  settings.data = task.data;
+  settings.out = task.dir.file(out);
+  settings.seq_len = 96;
+  settings.batch = 2;
+  settings.lr = 1e-3f;
+  settings.seed = 3;
+  settings.eval_split = 0.2f;
+  settings.max_steps = 8;
+  settings.on_nonfinite = NonFinitePolicy::Skip;
+  return settings;
+}
+
+// NaN in the first gradient of step 3's backward (fused QLion checks it
+// before updating anything).
+struct PoisonStep3 {
+  PoisonStep3() {
+    set_gradient_test_hook([](int step, const std::string& name, float* grad, size_t) {
+      if (step == 3 && name == "model.norm.weight") grad[0] = NAN;
+    });
+  }
+  ~PoisonStep3() { set_gradient_test_hook({}); }
+};
+
+FinetuneCallbacks quiet(int stop_after = 0) {
+  FinetuneCallbacks callbacks;
+  callbacks.log = [](const std::string&) {};
+  callbacks.progress = [](const FinetuneProgress&) {};
+  auto steps = std::make_shared<int>(0);
+  callbacks.stop_requested = [=] { return stop_after > 0 && ++*steps == stop_after; };
+  return callbacks;
+}
+
+std::vector<nlohmann::json> metrics_records(const std::string& out) {
+  std::vector<nlohmann::json> records;
+  std::istringstream lines(test::read_text(out + "/metrics.jsonl"));
+  for (std::string line; std::getline(lines, line);) records.push_back(nlohmann::json::parse(line));
+  return records;
+}
+
+TEST(FinetuneNonFinite, SkipDropsTheStepLogsItAndResumesToTheSameRun) {
+  const Task task;
+  const PoisonStep3 poison;
+  const FinetuneResult straight = run_finetune(nonfinite_settings(task, "straight"), quiet());
+  EXPECT_EQ(straight.skipped_steps, 1);
+  EXPECT_EQ(straight.steps, 8);
+  const auto records = metrics_records(task.dir.file("straight"));
+  const auto skipped = std::find_if(records.begin(), records.end(), [](const auto& r) { return r.contains("nonfinite"); });
+  ASSERT_NE(skipped, records.end());
+  EXPECT_EQ(*skipped, (nlohmann::json{{"step", 3}, {"epoch", 1}, {"nonfinite", "model.norm.weight"}, {"action", "skipped"},
+                                      {"skipped_steps", 1}}));
+  const Metrics metrics = read_metrics(task.dir.file("straight"));
+  EXPECT_EQ(metrics.loss.count(3), 0u);
+  EXPECT_EQ(metrics.loss.size(), 7u);
+
+  // Stopped after step 5 (a checkpoint), resumed: the same run, the skip counted once.
+  const FinetuneResult first = run_finetune(nonfinite_settings(task, "resumed"), quiet(5));
+  ASSERT_TRUE(first.stopped);
+  FinetuneSettings again = nonfinite_settings(task, "resumed");
+  again.resume = first.checkpoint;
+  const FinetuneResult resumed = run_finetune(again, quiet());
+  EXPECT_EQ(resumed.skipped_steps, 1);
+  expect_same_run(task.dir.file("resumed"), task.dir.file("straight"));
+}
+
+TEST(FinetuneNonFinite, StopNamesTheStepTensorAndLastCheckpointAndExportsNothing) {
+  const Task task;
+  const PoisonStep3 poison;
+  FinetuneSettings settings = nonfinite_settings(task, "run");
+  settings.on_nonfinite = NonFinitePolicy::Stop;
+  settings.save_every = 2;
+  std::string error;
+  try {
+    run_finetune(settings, quiet());
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  const std::string checkpoint = task.dir.file("run") + "/checkpoint";
+  EXPECT_EQ(error, "step 3: the gradient of model.norm.weight (element 0) is NaN or Inf; the step changed nothing and "
+                   "nothing from it is saved (--on-nonfinite skip goes on); the last checkpoint is " + checkpoint +
+                   " (step 2, continue with --resume)");
+  EXPECT_FALSE(fs::exists(task.dir.file("run/model")));
+  EXPECT_EQ(metrics_records(task.dir.file("run")).back().at("action"), "stopped");
+  TrainingSettings training;
+  EXPECT_EQ(make_training(ModelSource::open(task.model), training)->load_checkpoint(checkpoint).step, 2);
 }
 
 }  // namespace

@@ -123,7 +123,7 @@ TEST(QLion, OneStepEqualsFp32LionOnDequantizedValues) {
   Transformer transformer(source.config(), store);
   store.begin_step(1, lr);
   EXPECT_EQ(transformer.forward_backward(batch[0]), reference_loss);  // same FP32 values, same arithmetic
-  store.end_step();
+  store.end_step(true);
   const auto after = dequantized(store);
 
   for (size_t i = 0; i < after.size(); ++i) {
@@ -157,7 +157,7 @@ TEST(QLion, FusedAndStackedModesGiveTheSameUpdate) {
     Transformer transformer(source.config(), *store);
     store->begin_step(1, lr);
     transformer.forward_backward(batch[0]);
-    store->end_step();
+    store->end_step(true);
   }
   const auto a = dequantized(fused), b = dequantized(stacked);
   size_t total = 0, different = 0;

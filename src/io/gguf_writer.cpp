@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 #include "core/float16.h"
-#include "io/mapped_file.h"
+#include "io/atomic_file.h"
 
 namespace qft {
 namespace {
@@ -142,24 +142,36 @@ void GgufWriter::add_tensor(const std::string& name, const Shape& shape, GgmlTyp
   tensors_.push_back({name, shape, type});
 }
 
-void GgufWriter::write(const std::string& path, const std::function<void(size_t, float*)>& fill) const {
-  std::string header = bytes_of(kMagic) + bytes_of(kVersion);
-  header += bytes_of(static_cast<uint64_t>(tensors_.size())) + bytes_of(metadata_count_) + metadata_;
+GgufWriter::Layout GgufWriter::layout() const {
+  Layout layout;
+  layout.header = bytes_of(kMagic) + bytes_of(kVersion);
+  layout.header += bytes_of(static_cast<uint64_t>(tensors_.size())) + bytes_of(metadata_count_) + metadata_;
   uint64_t offset = 0;
-  size_t largest = 0;
-  std::vector<uint64_t> offsets;
   for (const Tensor& tensor : tensors_) {
-    header += bytes_of(static_cast<uint64_t>(tensor.name.size())) + tensor.name;
-    header += bytes_of(static_cast<uint32_t>(tensor.shape.size()));
-    for (auto dim = tensor.shape.rbegin(); dim != tensor.shape.rend(); ++dim) header += bytes_of(static_cast<uint64_t>(*dim));
-    header += bytes_of(static_cast<uint32_t>(tensor.type)) + bytes_of(offset);
-    offsets.push_back(offset);
+    layout.header += bytes_of(static_cast<uint64_t>(tensor.name.size())) + tensor.name;
+    layout.header += bytes_of(static_cast<uint32_t>(tensor.shape.size()));
+    for (auto dim = tensor.shape.rbegin(); dim != tensor.shape.rend(); ++dim) layout.header += bytes_of(static_cast<uint64_t>(*dim));
+    layout.header += bytes_of(static_cast<uint32_t>(tensor.type)) + bytes_of(offset);
+    layout.offsets.push_back(offset);
+    layout.data_bytes = offset + tensor_bytes(tensor.shape, tensor.type);  // the last tensor is not padded
     offset += (tensor_bytes(tensor.shape, tensor.type) + alignment_ - 1) / alignment_ * alignment_;
-    largest = std::max(largest, static_cast<size_t>(shape_numel(tensor.shape)));
+    layout.largest = std::max(layout.largest, static_cast<size_t>(shape_numel(tensor.shape)));
   }
-  header.append((alignment_ - header.size() % alignment_) % alignment_, '\0');
+  layout.header.append((alignment_ - layout.header.size() % alignment_) % alignment_, '\0');
+  return layout;
+}
 
-  AtomicFileWriter writer(path);
+uint64_t GgufWriter::file_bytes() const {
+  const Layout planned = layout();
+  return planned.header.size() + planned.data_bytes;
+}
+
+void GgufWriter::write(const std::string& path, const std::function<void(size_t, float*)>& fill) const {
+  const Layout planned = layout();
+  const std::string& header = planned.header;
+  const std::vector<uint64_t>& offsets = planned.offsets;
+  const size_t largest = planned.largest;
+  AtomicFileWriter writer(path, header.size() + planned.data_bytes);
   writer.write(header.data(), header.size());
   std::vector<float> values(largest);
   std::vector<uint8_t> encoded(largest * sizeof(float));

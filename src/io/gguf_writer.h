@@ -32,8 +32,17 @@ class GgufWriter {
 
   // fill(i, out) produces tensor i (in add_tensor order) as FP32.
   void write(const std::string& path, const std::function<void(size_t, float*)>& fill) const;
+  // The bytes write leaves on disk, known before writing.
+  uint64_t file_bytes() const;
 
  private:
+  struct Layout {
+    std::string header;             // padded to the alignment
+    std::vector<uint64_t> offsets;  // of each tensor in the data section
+    uint64_t data_bytes = 0;
+    size_t largest = 0;             // elements of the largest tensor
+  };
+  Layout layout() const;
   struct Tensor {
     std::string name;
     Shape shape;

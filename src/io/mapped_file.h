@@ -1,8 +1,8 @@
 #pragma once
-// Read-only memory map of a whole file (RAII).
+// Read-only memory map of a whole file (RAII). Files are written by
+// io/atomic_file.h.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <string>
 
 namespace qft {
@@ -22,24 +22,6 @@ class MappedFile {
   std::string path_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
-};
-
-// Writes `path` through a temporary file renamed into place by commit(), so a
-// failure at any point never leaves a partial file behind.
-class AtomicFileWriter {
- public:
-  explicit AtomicFileWriter(std::string path);
-  AtomicFileWriter(const AtomicFileWriter&) = delete;
-  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
-  ~AtomicFileWriter();
-
-  void write(const void* data, size_t bytes);
-  void commit();
-
- private:
-  std::string path_;
-  std::string temporary_;
-  std::FILE* file_ = nullptr;
 };
 
 }  // namespace qft

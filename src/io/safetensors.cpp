@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/float16.h"
+#include "io/atomic_file.h"
 
 namespace qft {
 namespace {
@@ -147,26 +148,48 @@ void convert_to_f32(float* out, const TensorRecord& record) {
   }
 }
 
-void write_safetensors(const std::string& path, const std::vector<TensorInfo>& tensors,
-                       const std::function<void(size_t, float*)>& fill, DType dtype) {
+namespace {
+
+// The header (padded so the data stays 8-byte aligned) and the data's bytes.
+struct SafetensorsLayout {
+  std::string header;
+  uint64_t data_bytes = 0;
+  size_t largest = 0;  // elements of the largest tensor
+};
+
+SafetensorsLayout safetensors_layout(const std::string& path, const std::vector<TensorInfo>& tensors, DType dtype) {
   if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16) {
     fail(path, ": cannot write dtype ", dtype_name(dtype), " (F32, F16 or BF16)");
   }
   const size_t element = dtype_size(dtype);
   nlohmann::json header = nlohmann::json::object();
-  uint64_t offset = 0;
-  size_t largest = 0;
+  SafetensorsLayout layout;
   for (const TensorInfo& tensor : tensors) {
     const size_t count = static_cast<size_t>(shape_numel(tensor.shape));
+    const uint64_t offset = layout.data_bytes;
     header[tensor.name] = {{"dtype", dtype_name(dtype)}, {"shape", tensor.shape}, {"data_offsets", {offset, offset + count * element}}};
-    offset += count * element;
-    largest = std::max(largest, count);
+    layout.data_bytes += count * element;
+    layout.largest = std::max(layout.largest, count);
   }
-  std::string text = header.dump();
-  text.append((8 - text.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned
-  const uint64_t header_bytes = text.size();
+  layout.header = header.dump();
+  layout.header.append((8 - layout.header.size() % 8) % 8, ' ');
+  return layout;
+}
 
-  AtomicFileWriter writer(path);
+}  // namespace
+
+uint64_t safetensors_file_bytes(const std::vector<TensorInfo>& tensors, DType dtype) {
+  const SafetensorsLayout layout = safetensors_layout("", tensors, dtype);
+  return 8 + layout.header.size() + layout.data_bytes;
+}
+
+void write_safetensors(const std::string& path, const std::vector<TensorInfo>& tensors,
+                       const std::function<void(size_t, float*)>& fill, DType dtype) {
+  const SafetensorsLayout layout = safetensors_layout(path, tensors, dtype);
+  const std::string& text = layout.header;
+  const uint64_t header_bytes = text.size();
+  const size_t largest = layout.largest;
+  AtomicFileWriter writer(path, 8 + header_bytes + layout.data_bytes);
   writer.write(&header_bytes, 8);
   writer.write(text.data(), text.size());
   std::vector<float> staging(largest);

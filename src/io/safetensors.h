@@ -63,5 +63,7 @@ struct TensorInfo {
 // float32, stored as `dtype` (F32, F16 or BF16; rounded to nearest even).
 void write_safetensors(const std::string& path, const std::vector<TensorInfo>& tensors,
                        const std::function<void(size_t, float*)>& fill, DType dtype = DType::F32);
+// The bytes that write leaves on disk, known before writing.
+uint64_t safetensors_file_bytes(const std::vector<TensorInfo>& tensors, DType dtype = DType::F32);
 
 }  // namespace qft

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 
 namespace qft {
 namespace {
@@ -102,27 +103,41 @@ void StateWriter::add_copy(std::string name, DType dtype, Shape shape, const voi
 
 void StateWriter::add_int64(std::string name, int64_t value) { add_copy(std::move(name), DType::I64, {1}, &value); }
 
-nlohmann::json StateWriter::write(const std::string& path, const std::function<void()>& after_tensor) const {
+std::string StateWriter::header() const {
   nlohmann::json header = nlohmann::json::object();
-  nlohmann::json checksums = nlohmann::json::object();
+  uint64_t offset = 0;
+  for (const Entry& entry : entries_) {
+    const uint64_t bytes = byte_count(entry.dtype, entry.shape);
+    header[entry.name] = {{"dtype", dtype_name(entry.dtype)}, {"shape", entry.shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  return text;
+}
+
+uint64_t StateWriter::file_bytes() const {
+  uint64_t bytes = 8 + header().size();
+  for (const Entry& entry : entries_) bytes += byte_count(entry.dtype, entry.shape);
+  return bytes;
+}
+
+nlohmann::json StateWriter::checksums() const {
   std::vector<uint64_t> hashes(entries_.size());
   // Hashing runs at memory speed; tensors in parallel for large models.
 #pragma omp parallel for schedule(dynamic)
   for (size_t i = 0; i < entries_.size(); ++i) {
     hashes[i] = xxh64(entries_[i].data, byte_count(entries_[i].dtype, entries_[i].shape));
   }
-  uint64_t offset = 0;
-  for (size_t i = 0; i < entries_.size(); ++i) {
-    const Entry& entry = entries_[i];
-    const uint64_t bytes = byte_count(entry.dtype, entry.shape);
-    header[entry.name] = {{"dtype", dtype_name(entry.dtype)}, {"shape", entry.shape}, {"data_offsets", {offset, offset + bytes}}};
-    checksums[entry.name] = hex64(hashes[i]);
-    offset += bytes;
-  }
-  std::string text = header.dump();
-  text.append((8 - text.size() % 8) % 8, ' ');
+  nlohmann::json checksums = nlohmann::json::object();
+  for (size_t i = 0; i < entries_.size(); ++i) checksums[entries_[i].name] = hex64(hashes[i]);
+  return checksums;
+}
+
+void StateWriter::write(const std::string& path, const std::function<void()>& after_tensor) const {
+  const std::string text = header();
   const uint64_t header_bytes = text.size();
-  AtomicFileWriter writer(path);
+  AtomicFileWriter writer(path, file_bytes());
   writer.write(&header_bytes, 8);
   writer.write(text.data(), text.size());
   for (const Entry& entry : entries_) {
@@ -130,7 +145,6 @@ nlohmann::json StateWriter::write(const std::string& path, const std::function<v
     if (after_tensor) after_tensor();
   }
   writer.commit();
-  return checksums;
 }
 
 StateReader::StateReader(const std::string& path, const nlohmann::json& checksums) : file_(path) {

@@ -31,12 +31,18 @@ class StateWriter {
   void add_copy(std::string name, DType dtype, Shape shape, const void* data);
   void add_int64(std::string name, int64_t value);  // a scalar, copied
 
+  // {name: "xxh64 hex"} of every tensor, as StateReader checks them.
+  nlohmann::json checksums() const;
   // Writes the tensors to `path` (fsynced, renamed into place) in the order
-  // added; returns {name: "xxh64 hex"} of every tensor. after_tensor() runs
-  // after each tensor's bytes are handed to the file (tests interrupt there).
-  nlohmann::json write(const std::string& path, const std::function<void()>& after_tensor = {}) const;
+  // added. after_tensor() runs after each tensor's bytes are handed to the
+  // file (tests interrupt there).
+  void write(const std::string& path, const std::function<void()>& after_tensor = {}) const;
+  // The bytes write leaves on disk.
+  uint64_t file_bytes() const;
 
  private:
+  std::string header() const;  // safetensors JSON, padded to 8 bytes
+
   struct Entry {
     std::string name;
     DType dtype;
@@ -50,7 +56,7 @@ class StateWriter {
 
 class StateReader {
  public:
-  // `checksums` as StateWriter::write returned them; the file must hold
+  // `checksums` as StateWriter::checksums returned them; the file must hold
   // exactly those tensors.
   StateReader(const std::string& path, const nlohmann::json& checksums);
 

@@ -1,8 +1,10 @@
 #include "model/gguf_export.h"
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "model/gguf_layout.h"
 #include "model/parameters.h"
 #include "text/tokenizer.h"
@@ -58,31 +60,57 @@ GgmlType parse_gguf_matrix_type(const std::string& name) {
   fail("unknown GGUF dtype '", name, "' (expected bf16, f16, f32 or q8_0)");
 }
 
-void export_gguf_model(const std::string& path, const ModelConfig& config,
-                       const std::function<void(size_t, float*)>& fill, const GgufExport& options) {
+namespace {
+
+// The file's metadata and tensor list, and for each tensor the heads whose
+// rows llama.cpp wants interleaved (0: none).
+struct GgufModel {
   GgufWriter writer;
-  add_hyper_parameters(writer, config, options);
-  if (options.add_tokenizer) options.add_tokenizer(writer);
-  const std::vector<ParamSpec> specs = parameter_specs(config);
-  std::vector<int> interleave_heads(specs.size(), 0);
+  std::vector<int> interleave_heads;
+};
+
+GgufModel gguf_model(const ModelConfig& config, const GgufExport& options) {
+  GgufModel model;
+  add_hyper_parameters(model.writer, config, options);
+  if (options.add_tokenizer) options.add_tokenizer(model.writer);
   const bool interleaved = config.architecture != Architecture::Qwen2;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const ParamSpec& spec = specs[i];
+  for (const ParamSpec& spec : parameter_specs(config)) {
     GgmlType type = GgmlType::F32;
     if (spec.shape.size() == 2) {
       // Rows that do not fill Q8_0 blocks fall back to F16, as llama.cpp's converter does.
       type = options.matrix_type == GgmlType::Q8_0 && spec.shape[1] % 32 != 0 ? GgmlType::F16 : options.matrix_type;
     }
-    writer.add_tensor(gguf_tensor_name(spec.name), spec.shape, type);
-    if (interleaved && spec.name.find(".self_attn.q_proj.") != std::string::npos) interleave_heads[i] = config.num_heads;
-    if (interleaved && spec.name.find(".self_attn.k_proj.") != std::string::npos) interleave_heads[i] = config.num_kv_heads;
+    model.writer.add_tensor(gguf_tensor_name(spec.name), spec.shape, type);
+    int heads = 0;
+    if (interleaved && spec.name.find(".self_attn.q_proj.") != std::string::npos) heads = config.num_heads;
+    if (interleaved && spec.name.find(".self_attn.k_proj.") != std::string::npos) heads = config.num_kv_heads;
+    model.interleave_heads.push_back(heads);
   }
-  writer.write(path, [&](size_t i, float* out) {
+  return model;
+}
+
+std::string directory_of(const std::string& path) {
+  return std::filesystem::absolute(path).parent_path().string();
+}
+
+}  // namespace
+
+uint64_t export_gguf_bytes(const ModelConfig& config, const GgufExport& options) {
+  return gguf_model(config, options).writer.file_bytes();
+}
+
+void export_gguf_model(const std::string& path, const ModelConfig& config,
+                       const std::function<void(size_t, float*)>& fill, const GgufExport& options) {
+  const GgufModel model = gguf_model(config, options);
+  require_free_space(directory_of(path), model.writer.file_bytes(), "the export " + path);
+  const std::vector<ParamSpec> specs = parameter_specs(config);
+  model.writer.write(path, [&](size_t i, float* out) {
     fill(i, out);
-    if (interleave_heads[i] == 0) return;
+    const int heads = model.interleave_heads[i];
+    if (heads == 0) return;
     const int64_t rows = specs[i].shape[0];
     const int64_t cols = specs[i].shape.size() == 2 ? specs[i].shape[1] : 1;
-    permute_head_rows(out, interleave_heads[i], rows / interleave_heads[i], cols);
+    permute_head_rows(out, heads, rows / heads, cols);
   });
 }
 

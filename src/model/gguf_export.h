@@ -19,9 +19,13 @@ struct GgufExport {
   std::function<void(GgufWriter&)> add_tokenizer;
 };
 
-// fill(i, out) produces parameter i of parameter_specs(config) in FP32.
+// fill(i, out) produces parameter i of parameter_specs(config) in FP32. The
+// export refuses before writing when the file system has less free space
+// than export_gguf_bytes.
 void export_gguf_model(const std::string& path, const ModelConfig& config,
                        const std::function<void(size_t, float*)>& fill, const GgufExport& options);
+// The bytes export_gguf_model writes.
+uint64_t export_gguf_bytes(const ModelConfig& config, const GgufExport& options);
 
 // tokenizer.ggml.* metadata of a byte-level BPE tokenizer ("gpt2" in llama.cpp).
 void add_gguf_tokenizer(GgufWriter& writer, const Tokenizer& tokenizer);

@@ -3,7 +3,6 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -11,6 +10,8 @@
 
 namespace qft {
 namespace {
+
+namespace fs = std::filesystem;
 
 const char* torch_dtype(DType dtype) {
   switch (dtype) {
@@ -20,10 +21,22 @@ const char* torch_dtype(DType dtype) {
   }
 }
 
-void write_text(const std::filesystem::path& path, const std::string& text) {
-  std::ofstream file(path, std::ios::binary);
-  file << text;
-  if (!file.flush()) fail(path.string(), ": write failed");
+// config.json, generation_config.json and the caller's files.
+NamedFiles small_files(const ModelConfig& config, const HfExport& options) {
+  nlohmann::json json = model_config_to_json(config);
+  json["torch_dtype"] = torch_dtype(options.dtype);
+  nlohmann::json generation = {{"_from_model_config", true}};
+  if (options.bos_token_id >= 0) json["bos_token_id"] = generation["bos_token_id"] = options.bos_token_id;
+  if (options.eos_token_id >= 0) json["eos_token_id"] = generation["eos_token_id"] = options.eos_token_id;
+  NamedFiles files = {{"config.json", json.dump(2) + "\n"}, {"generation_config.json", generation.dump(2) + "\n"}};
+  files.insert(files.end(), options.files.begin(), options.files.end());
+  return files;
+}
+
+std::vector<TensorInfo> tensor_infos(const ModelConfig& config) {
+  std::vector<TensorInfo> tensors;
+  for (const ParamSpec& spec : parameter_specs(config)) tensors.push_back({spec.name, spec.shape});
+  return tensors;
 }
 
 }  // namespace
@@ -35,25 +48,28 @@ DType parse_export_dtype(const std::string& name) {
   fail("unknown dtype '", name, "' (expected bf16, f16 or f32)");
 }
 
+uint64_t export_hf_bytes(const ModelConfig& config, const HfExport& options) {
+  uint64_t bytes = safetensors_file_bytes(tensor_infos(config), options.dtype);
+  for (const auto& [name, contents] : small_files(config, options)) bytes += contents.size();
+  return bytes;
+}
+
 void export_hf_model(const std::string& directory, const ModelConfig& config,
                      const std::function<void(size_t, float*)>& fill, const HfExport& options) {
-  namespace fs = std::filesystem;
   if (fs::exists(directory)) fail(directory, ": already exists");
   const fs::path temporary = directory + ".tmp." + std::to_string(::getpid());
+  const fs::path parent = fs::absolute(temporary).parent_path();
+  fs::create_directories(parent);
+  require_free_space(parent.string(), export_hf_bytes(config, options), "the export " + directory);
   fs::create_directories(temporary);
   try {
-    nlohmann::json json = model_config_to_json(config);
-    json["torch_dtype"] = torch_dtype(options.dtype);
-    nlohmann::json generation = {{"_from_model_config", true}};
-    if (options.bos_token_id >= 0) json["bos_token_id"] = generation["bos_token_id"] = options.bos_token_id;
-    if (options.eos_token_id >= 0) json["eos_token_id"] = generation["eos_token_id"] = options.eos_token_id;
-    write_text(temporary / "config.json", json.dump(2) + "\n");
-    write_text(temporary / "generation_config.json", generation.dump(2) + "\n");
-    if (options.write_files) options.write_files(temporary.string());
-    std::vector<TensorInfo> tensors;
-    for (const ParamSpec& spec : parameter_specs(config)) tensors.push_back({spec.name, spec.shape});
-    write_safetensors((temporary / "model.safetensors").string(), tensors, fill, options.dtype);
+    for (const auto& [name, contents] : small_files(config, options)) write_file_atomically((temporary / name).string(), contents);
+    write_safetensors((temporary / "model.safetensors").string(), tensor_infos(config), fill, options.dtype);
     fs::rename(temporary, directory);
+    sync_directory(parent.string());
+  } catch (const fs::filesystem_error& error) {
+    fs::remove_all(temporary);
+    fail(directory, ": cannot write the export: ", error.code().message());
   } catch (...) {
     fs::remove_all(temporary);
     throw;

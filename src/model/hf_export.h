@@ -6,6 +6,7 @@
 #include <functional>
 #include <string>
 
+#include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "model/config.h"
 
@@ -13,15 +14,17 @@ namespace qft {
 
 struct HfExport {
   DType dtype = DType::BF16;
-  // Writes further files (the tokenizer's) into the directory being built.
-  std::function<void(const std::string& directory)> write_files;
+  NamedFiles files;  // further files (the tokenizer's), written beside the model
   int bos_token_id = -1, eos_token_id = -1;  // for generation_config.json; -1: unknown
 };
 
 // fill(i, out) produces parameter i of parameter_specs(config) in FP32.
-// DIR must not exist.
+// DIR must not exist; the export refuses before writing anything when its
+// file system has less free space than export_hf_bytes.
 void export_hf_model(const std::string& directory, const ModelConfig& config,
                      const std::function<void(size_t, float*)>& fill, const HfExport& options);
+// The bytes export_hf_model writes, every file counted.
+uint64_t export_hf_bytes(const ModelConfig& config, const HfExport& options);
 
 // "bf16" | "f16" | "f32" → DType; throws naming the choices.
 DType parse_export_dtype(const std::string& name);

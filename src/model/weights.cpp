@@ -1,10 +1,7 @@
 #include "model/weights.h"
 
-#include <unistd.h>
-
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <stdexcept>
@@ -226,24 +223,6 @@ LoadedModel load_hf_model(const std::string& directory) {
 LoadedModel load_model(const std::string& path) {
   const ModelSource source = ModelSource::open(path);
   return {source.config(), load_fp32_weights(source)};
-}
-
-void save_hf_model(const std::string& directory, const ModelConfig& config,
-                   const std::function<void(size_t, float*)>& fill) {
-  namespace fs = std::filesystem;
-  if (fs::exists(directory)) fail(directory, ": already exists");
-  const fs::path temporary = directory + ".tmp." + std::to_string(::getpid());
-  fs::create_directories(temporary);
-  try {
-    std::ofstream(temporary / "config.json") << model_config_to_json(config).dump(2) << "\n";
-    std::vector<TensorInfo> tensors;
-    for (const ParamSpec& spec : parameter_specs(config)) tensors.push_back({spec.name, spec.shape});
-    write_safetensors((temporary / "model.safetensors").string(), tensors, fill);
-    fs::rename(temporary, directory);
-  } catch (...) {
-    fs::remove_all(temporary);
-    throw;
-  }
 }
 
 }  // namespace qft

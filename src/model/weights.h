@@ -64,10 +64,4 @@ LoadedModel load_hf_model(const std::string& directory);
 // An HF directory or a GGUF file (ModelSource::open).
 LoadedModel load_model(const std::string& path);
 
-// Writes DIR/config.json and DIR/model.safetensors (float32) through a
-// temporary directory renamed into place; DIR must not exist. fill(i, out)
-// produces parameter i of parameter_specs(config), one at a time.
-void save_hf_model(const std::string& directory, const ModelConfig& config,
-                   const std::function<void(size_t, float*)>& fill);
-
 }  // namespace qft

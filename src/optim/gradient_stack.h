@@ -27,6 +27,8 @@ class GradientStack {
   };
   Entry pop();
 
+  // Drops everything pushed (a step that is skipped); the slots stay.
+  void clear() { top_ = 0; }
   bool empty() const { return top_ == 0; }
   size_t size() const { return top_; }
 

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "io/mapped_file.h"
 #include "text/pipeline_tokenizer.h"
 #include "text/sentencepiece_model.h"
@@ -142,12 +143,6 @@ std::unique_ptr<Tokenizer> from_sentencepiece(const fs::path& directory) {
   return tokenizer;
 }
 
-void write_file(const fs::path& path, const std::string& text) {
-  AtomicFileWriter writer(path.string());
-  writer.write(text.data(), text.size());
-  writer.commit();
-}
-
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& hf_directory) {
@@ -158,16 +153,18 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& hf_directory) {
   fail(hf_directory, ": no tokenizer.json or tokenizer.model");
 }
 
-void write_tokenizer_files(const Tokenizer& tokenizer, const std::string& directory) {
-  const json spec = tokenizer.to_tokenizer_json();
-  fs::create_directories(directory);
+NamedFiles tokenizer_files(const Tokenizer& tokenizer) {
   json config = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"clean_up_tokenization_spaces", false}};
   if (const auto bos = tokenizer.bos_id()) config["bos_token"] = tokenizer.id_to_token(*bos);
   if (const auto eos = tokenizer.eos_id()) config["eos_token"] = tokenizer.id_to_token(*eos);
   if (const auto pad = tokenizer.pad_id()) config["pad_token"] = tokenizer.id_to_token(*pad);
   if (!tokenizer.chat_template().empty()) config["chat_template"] = tokenizer.chat_template();
-  write_file(fs::path(directory) / "tokenizer.json", spec.dump(2));
-  write_file(fs::path(directory) / "tokenizer_config.json", config.dump(2));
+  return {{"tokenizer.json", tokenizer.to_tokenizer_json().dump(2)}, {"tokenizer_config.json", config.dump(2)}};
+}
+
+void write_tokenizer_files(const Tokenizer& tokenizer, const std::string& directory) {
+  fs::create_directories(directory);
+  for (const auto& [name, contents] : tokenizer_files(tokenizer)) write_file_atomically(directory + "/" + name, contents);
 }
 
 }  // namespace qft

@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "io/atomic_file.h"
+
 namespace qft {
 
 class Tokenizer {
@@ -77,6 +79,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const GgufTokenizerData& gguf);
 
 // tokenizer.json (to_tokenizer_json) and a tokenizer_config.json naming the BOS/EOS/pad
 // tokens and the chat template, so transformers' AutoTokenizer loads the directory.
+NamedFiles tokenizer_files(const Tokenizer& tokenizer);
 void write_tokenizer_files(const Tokenizer& tokenizer, const std::string& directory);
 
 }  // namespace qft

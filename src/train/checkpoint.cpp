@@ -1,16 +1,12 @@
 #include "train/checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
 #include "core/json_integer.h"
+#include "io/atomic_file.h"
 
 namespace qft {
 namespace {
@@ -28,17 +24,6 @@ std::function<void(const std::string&)>& write_hook() {
 
 void reached(const std::string& stage) {
   if (write_hook()) write_hook()(stage);
-}
-
-// A rename or a new entry is durable only once its directory is synced.
-void sync_directory(const fs::path& directory) {
-  const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) fail(directory.string(), ": cannot open to sync: ", std::strerror(errno));
-  const int result = ::fsync(fd);
-  const int error = errno;
-  ::close(fd);
-  // Some file systems cannot sync directories; their renames are what they are.
-  if (result != 0 && error != EINVAL && error != EROFS) fail(directory.string(), ": sync failed: ", std::strerror(error));
 }
 
 // DIR without trailing separators, so DIR.tmp and DIR.old are its siblings.
@@ -95,18 +80,18 @@ void write_directory(const fs::path& target, nlohmann::json manifest, const Stat
   if (fs::exists(fs::symlink_status(old)) && !only_checkpoint_files(old)) {
     fail(old.string(), ": exists and is not a qft checkpoint; move it away");
   }
+  manifest["format"] = kFormat;
+  manifest["version"] = kCheckpointVersion;
+  manifest["state"] = {{"file", kStateFile}, {"bytes", state.file_bytes()}, {"checksums", state.checksums()}};
+  const std::string text = manifest.dump(2) + "\n";
+  // The previous checkpoint stays until this one is complete.
+  require_free_space(parent.string(), state.file_bytes() + text.size(), "the checkpoint " + target.string());
   fs::create_directory(temporary);
   try {
-    const nlohmann::json checksums = state.write((temporary / kStateFile).string(), [] { reached("tensor"); });
+    state.write((temporary / kStateFile).string(), [] { reached("tensor"); });
     reached("state");
-    manifest["format"] = kFormat;
-    manifest["version"] = kCheckpointVersion;
-    manifest["state"] = {{"file", kStateFile}, {"bytes", fs::file_size(temporary / kStateFile)}, {"checksums", checksums}};
-    const std::string text = manifest.dump(2) + "\n";
-    AtomicFileWriter writer((temporary / kManifest).string());
-    writer.write(text.data(), text.size());
-    writer.commit();
-    sync_directory(temporary);
+    write_file_atomically((temporary / kManifest).string(), text);
+    sync_directory(temporary.string());
     reached("manifest");
   } catch (...) {
     fs::remove_all(temporary);
@@ -118,11 +103,11 @@ void write_directory(const fs::path& target, nlohmann::json manifest, const Stat
     if (fs::exists(target)) {
       fs::remove_all(old);  // a leftover, and DIR is complete
       fs::rename(target, old);
-      sync_directory(parent);
+      sync_directory(parent.string());
       reached("moved-aside");
     }
     fs::rename(temporary, target);
-    sync_directory(parent);
+    sync_directory(parent.string());
     reached("renamed");
   } catch (const fs::filesystem_error& error) {
     if (!fs::exists(target) && fs::exists(old)) fs::rename(old, target, ignored);

@@ -12,6 +12,10 @@
 // last), DIR is moved aside to DIR.old, DIR.tmp renamed to DIR, DIR.old
 // removed. A crash at any point leaves a complete checkpoint at DIR, or — only
 // between the two renames — at DIR.old, which open_checkpoint falls back to.
+// The write is refused before it starts when the file system has less free
+// space than the new checkpoint's exact size (the old one stays until the new
+// one is in place); a disk that fills up meanwhile fails the write naming the
+// file and the bytes still needed, and DIR.tmp is removed.
 // One writer per directory at a time.
 #include <functional>
 #include <memory>

@@ -16,7 +16,7 @@
 #include "core/memory.h"
 #include "data/examples.h"
 #include "io/gguf.h"
-#include "io/mapped_file.h"
+#include "io/atomic_file.h"
 #include "io/run_lock.h"
 #include "io/state_file.h"
 #include "model/gguf_export.h"
@@ -83,12 +83,6 @@ double evaluate_all(Training& training, const std::vector<Example>& examples, co
   return predicted ? loss_sum / static_cast<double>(predicted) : NAN;
 }
 
-void write_text_atomically(const fs::path& path, const std::string& text) {
-  AtomicFileWriter writer(path.string());
-  writer.write(text.data(), text.size());
-  writer.commit();
-}
-
 // What fixes the sequence of micro-batches: a resumed run must agree on it.
 nlohmann::json data_fingerprint(const std::vector<Example>& train, const FinetuneSettings& settings) {
   uint64_t hash = train.size();
@@ -116,16 +110,16 @@ class MetricsLog {
       text += record.dump() + "\n";
       curve(record);
     }
-    write_text_atomically(out_ / "metrics.jsonl", text);
-    file_.open(out_ / "metrics.jsonl", std::ios::app);
+    write_file_atomically((out_ / "metrics.jsonl").string(), text);
+    file_ = std::make_unique<AppendFile>((out_ / "metrics.jsonl").string());
   }
   void add(const nlohmann::json& record) {
     records_.push_back(record);
     curve(record);
-    file_ << record.dump() << "\n" << std::flush;
+    file_->append(record.dump() + "\n");
     if (record.contains("eval_loss")) plot();
   }
-  void plot() const { write_text_atomically(out_ / "loss.svg", loss_curve_svg(train_, eval_, title_)); }
+  void plot() const { write_file_atomically((out_ / "loss.svg").string(), loss_curve_svg(train_, eval_, title_)); }
   const std::vector<nlohmann::json>& records() const { return records_; }
   std::optional<double> eval_loss_at(int step) const {
     for (const auto& [at, loss] : eval_) {
@@ -137,15 +131,18 @@ class MetricsLog {
  private:
   void curve(const nlohmann::json& record) {
     const int step = json_integer<int>(record.at("step"), "a metrics record's 'step'");
-    if (record.contains("loss")) train_.emplace_back(step, record.at("loss").get<double>());
-    if (record.contains("eval_loss")) eval_.emplace_back(step, record.at("eval_loss").get<double>());
+    // A value that was not finite is stored as null.
+    if (record.contains("loss") && record.at("loss").is_number()) train_.emplace_back(step, record.at("loss").get<double>());
+    if (record.contains("eval_loss") && record.at("eval_loss").is_number()) {
+      eval_.emplace_back(step, record.at("eval_loss").get<double>());
+    }
   }
 
   fs::path out_;
   std::string title_;
   std::vector<nlohmann::json> records_;
   std::vector<std::pair<int, double>> train_, eval_;
-  std::ofstream file_;
+  std::unique_ptr<AppendFile> file_;
 };
 
 // Between steps: the last step taken and the next micro-batch of its epoch.
@@ -158,6 +155,7 @@ struct DataPosition {
 struct Resumed {
   DataPosition position;
   std::vector<nlohmann::json> metrics;
+  int skipped = 0, consecutive_skips = 0;
 };
 
 Resumed resume_training(Training& training, const FinetuneSettings& settings, const nlohmann::json& fingerprint,
@@ -178,6 +176,10 @@ Resumed resume_training(Training& training, const FinetuneSettings& settings, co
     resumed.position = {point.step, json_integer<int>(state.at("epoch"), manifest + ": 'epoch'", 0),
                         json_integer<size_t>(state.at("next_micro_batch"), manifest + ": 'next_micro_batch'")};
     resumed.metrics = state.at("metrics").get<std::vector<nlohmann::json>>();
+    const nlohmann::json skips = state.value("nonfinite", nlohmann::json::object());
+    resumed.skipped = json_integer<int>(skips.value("skipped", nlohmann::json(0)), manifest + ": 'nonfinite.skipped'", 0);
+    resumed.consecutive_skips =
+        json_integer<int>(skips.value("consecutive", nlohmann::json(0)), manifest + ": 'nonfinite.consecutive'", 0);
     log("resumed from " + point.directory + " after step " + std::to_string(point.step));
     return resumed;
   } catch (const nlohmann::json::exception& error) {
@@ -245,19 +247,20 @@ void export_model(Training& training, const ModelSource& source, const Tokenizer
   const auto fill = [&](size_t i, float* values) { training.parameter(i, values); };
   HfExport hf;
   hf.dtype = parse_export_dtype(settings.export_dtype);
-  hf.write_files = [&](const std::string& target) { write_tokenizer_files(tokenizer, target); };
+  hf.files = tokenizer_files(tokenizer);
   hf.bos_token_id = tokenizer.bos_id().value_or(-1);
   hf.eos_token_id = tokenizer.eos_id().value_or(-1);
+  GgufExport gguf;
+  gguf.matrix_type = parse_gguf_matrix_type(settings.export_dtype);
+  gguf.add_tokenizer = [&](GgufWriter& writer) {
+    if (source.gguf()) copy_gguf_tokenizer(writer, *source.gguf());
+    else add_gguf_tokenizer(writer, tokenizer);
+  };
+  // Both files or neither: the space for both is checked before the first.
+  const uint64_t bytes = export_hf_bytes(source.config(), hf) + (settings.export_gguf ? export_gguf_bytes(source.config(), gguf) : 0);
+  require_free_space(settings.out, bytes, "the export");
   export_hf_model(directory, source.config(), fill, hf);
-  if (settings.export_gguf) {
-    GgufExport gguf;
-    gguf.matrix_type = parse_gguf_matrix_type(settings.export_dtype);
-    gguf.add_tokenizer = [&](GgufWriter& writer) {
-      if (source.gguf()) copy_gguf_tokenizer(writer, *source.gguf());
-      else add_gguf_tokenizer(writer, tokenizer);
-    };
-    export_gguf_model((fs::path(settings.out) / "model.gguf").string(), source.config(), fill, gguf);
-  }
+  if (settings.export_gguf) export_gguf_model((fs::path(settings.out) / "model.gguf").string(), source.config(), fill, gguf);
 }
 
 std::string plot_title(const FinetuneSettings& settings) {
@@ -370,6 +373,7 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
   }
   if (settings.eval_split < 0 || settings.eval_split >= 1) fail("--eval-split must be in [0, 1)");
   if (settings.save_every < 0) fail("--save-every must not be negative");
+  if (settings.max_skips < 1) fail("--max-skips must be at least 1");
   const fs::path out(settings.out);
   if (fs::exists(out / "model")) fail((out / "model").string(), ": already exists; choose a new --out");
   if (fs::exists(out) && !fs::is_directory(out)) fail(settings.out, ": exists and is not a directory");
@@ -398,7 +402,7 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
   try {  // a refused lock or resume leaves no new --out behind either
     out_lock.emplace((out / ".qft.lock").string(), settings.out);
     checkpoint_lock.emplace(sibling_lock_file(checkpoint), checkpoint);
-    if (!settings.settings_file.empty()) write_text_atomically(out / "settings.yaml", settings.settings_file);
+    if (!settings.settings_file.empty()) write_file_atomically((out / "settings.yaml").string(), settings.settings_file);
     training = make_training(source, settings.training);
     if (!settings.resume.empty()) resumed = resume_training(*training, settings, fingerprint, schedule, log);
   } catch (...) {
@@ -407,6 +411,8 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
   }
   MetricsLog metrics(out, plot_title(settings), std::move(resumed.metrics));
   DataPosition position = resumed.position;
+  NonFiniteGuard guard(settings.on_nonfinite, settings.max_skips, resumed.skipped, resumed.consecutive_skips);
+  int checkpoint_step = settings.resume.empty() ? -1 : position.step;  // of the last checkpoint written or read
 
   const auto record_eval = [&](int step) {
     const double loss = evaluate_all(*training, data.eval, settings);
@@ -426,8 +432,16 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
                                              {"schedule", schedule_json(schedule)},
                                              {"epoch", position.epoch},
                                              {"next_micro_batch", position.next_micro_batch},
-                                             {"metrics", metrics.records()}}}});
+                                             {"metrics", metrics.records()},
+                                             {"nonfinite", {{"skipped", guard.skipped()}, {"consecutive", guard.consecutive()}}}}}});
     result.checkpoint = checkpoint;
+    checkpoint_step = position.step;
+  };
+  const auto stop_for_nonfinite = [&] {
+    metrics.plot();
+    fail(guard.stop_reason(), checkpoint_step >= 0 ? "; the last checkpoint is " + checkpoint + " (step " +
+                                                         std::to_string(checkpoint_step) + ", continue with --resume)"
+                                                   : "; no checkpoint was written (--save-every N keeps one)");
   };
 
   result.eval_loss_before = position.step == 0 ? record_eval(0) : metrics.eval_loss_at(0).value_or(NAN);
@@ -453,11 +467,20 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
       const double seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
       const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
       position = {step, epoch, first + grad_accum};
-      metrics.add({{"step", step}, {"epoch", epoch + 1}, {"loss", loss}, {"lr", lr}, {"tokens", tokens},
-                   {"seconds", seconds}});
-      callbacks.progress({step, total_steps, epoch + 1, loss, lr, tokens / seconds,
-                          elapsed / (step - first_step + 1) * (total_steps - step), memory_stats().total_current,
-                          std::nullopt});
+      if (const auto outcome = guard.judge(step, training->nonfinite()); outcome != NonFiniteGuard::Outcome::Applied) {
+        nlohmann::json record = guard.record(step, *training->nonfinite(), outcome);
+        record["epoch"] = epoch + 1;
+        metrics.add(record);
+        if (outcome == NonFiniteGuard::Outcome::Stop) stop_for_nonfinite();
+        log("step " + std::to_string(step) + " skipped: " + training->nonfinite()->describe() + " is NaN or Inf (" +
+            std::to_string(guard.skipped()) + " skipped so far)");
+      } else {
+        metrics.add({{"step", step}, {"epoch", epoch + 1}, {"loss", loss}, {"lr", lr}, {"tokens", tokens},
+                     {"seconds", seconds}});
+        callbacks.progress({step, total_steps, epoch + 1, loss, lr, tokens / seconds,
+                            elapsed / (step - first_step + 1) * (total_steps - step), memory_stats().total_current,
+                            std::nullopt});
+      }
       if (settings.eval_every > 0 && step % settings.eval_every == 0 && step < total_steps) record_eval(step);
       const bool stop = callbacks.stop_requested();
       if (stop || (settings.save_every > 0 && step % settings.save_every == 0)) save_checkpoint();
@@ -465,11 +488,14 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
         metrics.plot();
         result.steps = step;
         result.stopped = true;
+        result.skipped_steps = guard.skipped();
         return result;
       }
     }
   }
   result.steps = position.step;
+  result.skipped_steps = guard.skipped();
+  if (guard.skipped() > 0) log(std::to_string(guard.skipped()) + " steps were skipped for a NaN or Inf loss or gradient");
   result.eval_loss_after = record_eval(position.step);
   metrics.plot();
   result.model_directory = (out / "model").string();

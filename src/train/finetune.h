@@ -10,6 +10,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "data/instruction_data.h"
+#include "train/nonfinite.h"
 #include "train/training.h"
 
 namespace qft {
@@ -39,6 +40,8 @@ struct FinetuneSettings {
   int save_every = 0;         // steps between checkpoints; 0: only when stopped
   std::string resume;         // a checkpoint to continue from
   std::string settings_file;  // the resolved settings as a recipe: OUT/settings.yaml ("": none)
+  NonFinitePolicy on_nonfinite = NonFinitePolicy::Stop;
+  int max_skips = 10;         // consecutive skipped steps before the run stops (policy skip)
   TrainingSettings training;
 };
 
@@ -56,6 +59,7 @@ struct FinetuneResult {
   std::string model_directory;  // "" when stopped
   bool stopped = false;         // stop_requested() said so; the checkpoint holds the run
   std::string checkpoint;       // the last checkpoint written, if any
+  int skipped_steps = 0;        // steps dropped for a non-finite loss or gradient (policy skip)
 };
 
 struct FinetuneCallbacks {
@@ -77,6 +81,10 @@ struct FinetuneCallbacks {
 // checksum, --batch, --pack, --seq-len, --seed, --grad-accum, optimizer
 // settings); a changed schedule (--max-steps, --epochs, --lr, ...) is
 // allowed, with a notice, for extending a run.
+// A step whose loss or gradient is NaN or Inf changes nothing and goes in the
+// metrics log as {"step", "nonfinite": tensor, "layer", "action", "skipped_steps"};
+// policy stop (or a step that could not be undone, or max_skips skips in a
+// row) then throws, naming the step, the tensor and the last checkpoint.
 FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCallbacks& callbacks);
 
 // An SVG plot of a run: the training loss per step drawn faintly with a

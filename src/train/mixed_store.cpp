@@ -116,8 +116,12 @@ void MixedPrecisionStore::consume(size_t index, const float* grad) {
   for (size_t j = 0; j < param.count; ++j) param.grad[j] = float_to_bf16(bf16_to_float(param.grad[j]) + grad[j]);
 }
 
-void MixedPrecisionStore::end_step(float lr) {
+void MixedPrecisionStore::end_step(float lr, bool apply) {
   if (passes_ == 0) fail("end_step without a backward pass");
+  if (!apply) {
+    for (const auto& param : params_) std::fill(param->grad.data(), param->grad.data() + param->count, uint16_t{0});
+    return;
+  }
   const AdamWStep adam = AdamWStep::at(adamw_, ++steps_, lr);
   for (size_t i = 0; i < params_.size(); ++i) {
     Param& param = *params_[i];

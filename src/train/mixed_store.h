@@ -24,10 +24,11 @@ class MixedPrecisionStore final : public TensorStore {
   MixedPrecisionStore(const ModelSource& source, const OptimizerSettings& adamw);
   ~MixedPrecisionStore() override;
 
-  void begin_step() { passes_ = 0; }
+  void begin_step(int step) { start_step(step); }
   // AdamW on the master weights from the accumulated gradients; writes the
-  // BF16 weights back and clears the gradients.
-  void end_step(float lr);
+  // BF16 weights back and clears the gradients. With apply false (a
+  // non-finite step) it only clears them.
+  void end_step(float lr, bool apply);
   // Checkpoints: the FP32 master weights, both moments and the step count.
   // The BF16 weights are rounded from the masters again on load (they are
   // exactly that after every step) and the gradients are zero between steps.

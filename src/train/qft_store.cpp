@@ -96,12 +96,13 @@ void QftStore::begin_step(int step, float lr) {
   if (step < 1) fail("steps count from 1");
   step_ = step;
   lr_ = lr;
-  passes_ = 0;
+  start_step(step);
 }
 
-void QftStore::end_step() {
+void QftStore::end_step(bool apply) {
   if (passes_ != settings_.grad_accum) fail("a step needs ", settings_.grad_accum, " micro-batches, got ", passes_);
   if (fused()) return;
+  if (!apply) return stack_->clear();
   // Algorithm 2: the first layer's gradients are on top.
   while (!stack_->empty()) {
     const GradientStack::Entry entry = stack_->pop();

@@ -44,9 +44,10 @@ class QftStore final : public TensorStore {
   ~QftStore() override;
 
   // Brackets one optimizer step (step counts from 1) of grad_accum
-  // micro-batches; end_step() pops the stack and updates (stacked mode).
+  // micro-batches; end_step() pops the stack and updates (stacked mode), or
+  // with apply false (a non-finite step) drops the stack.
   void begin_step(int step, float lr);
-  void end_step();
+  void end_step(bool apply);
   // Re-chooses every matrix's outlier thresholds (once per epoch).
   void refresh_thresholds();
 
@@ -62,6 +63,7 @@ class QftStore final : public TensorStore {
   void dequantize(size_t index, float* out) const { load(index, out); }
   int64_t outlier_count() const;
   bool fused() const { return settings_.grad_accum == 1 && !settings_.stack_gradients; }
+  bool updates_in_backward() const override { return fused(); }
 
  private:
   struct Param;

@@ -139,11 +139,29 @@ float* TensorStore::linear_grad(int layer, Linear which) {
   return linear_grad_;
 }
 
-void TensorStore::linear_grad_done(int layer, Linear which) { consume(linear_index(layer, which), linear_grad_); }
+void TensorStore::start_step(int step) {
+  step_ = step;
+  passes_ = 0;
+  consumed_ = 0;
+  nonfinite_.reset();
+}
+
+void TensorStore::hand_over(size_t index, float* grad) {
+  if (nonfinite_) return;
+  nonfinite_ = check_gradient(step_, specs_[index].name, grad, static_cast<size_t>(shape_numel(specs_[index].shape)));
+  if (nonfinite_) {
+    nonfinite_->state_changed = consumed_ > 0 && updates_in_backward();
+    return;
+  }
+  consume(index, grad);
+  ++consumed_;
+}
+
+void TensorStore::linear_grad_done(int layer, Linear which) { hand_over(linear_index(layer, which), linear_grad_); }
 
 void TensorStore::layer_grads_done(int layer) {
   const std::vector<size_t>& members = layer_vector_params_.at(layer);
-  for (size_t k = members.size(); k-- > 0;) consume(members[k], vector_grads_.data() + vector_offsets_[k]);
+  for (size_t k = members.size(); k-- > 0;) hand_over(members[k], vector_grads_.data() + vector_offsets_[k]);
   vector_grads_open_ = false;
 }
 
@@ -154,10 +172,10 @@ const HeadParams& TensorStore::head_grads() {
 }
 
 void TensorStore::head_grads_done() {
-  consume(index_of("model.norm.weight"), vector_grads_.data());
+  hand_over(index_of("model.norm.weight"), vector_grads_.data());
   vector_grads_open_ = false;
   if (config_.tie_word_embeddings) return;  // the embedding's gradient adds to the same matrix
-  consume(index_of("lm_head.weight"), head_grad_.data());
+  hand_over(index_of("lm_head.weight"), head_grad_.data());
   head_grad_open_ = false;
 }
 
@@ -167,7 +185,7 @@ float* TensorStore::embedding_grad() {
 }
 
 void TensorStore::embedding_grad_done() {
-  consume(index_of("model.embed_tokens.weight"), head_grad_.data());
+  hand_over(index_of("model.embed_tokens.weight"), head_grad_.data());
   head_grad_open_ = false;
   ++passes_;  // the embedding's gradient is the last of a backward pass
 }

@@ -15,6 +15,7 @@
 
 #include "core/memory.h"
 #include "model/parameter_store.h"
+#include "train/nonfinite.h"
 
 namespace qft {
 
@@ -31,6 +32,9 @@ class TensorStore : public ParameterStore {
   }
 
   const std::vector<ParamSpec>& specs() const { return specs_; }
+  // The first non-finite gradient of this step; gradients after it are not
+  // handed to the subclass.
+  const std::optional<NonFinite>& nonfinite() const { return nonfinite_; }
 
   const LayerParams& layer_weights(int layer) override { return layer_vectors_.at(layer); }
   const float* linear_weight(int layer, Linear which) override;
@@ -55,8 +59,12 @@ class TensorStore : public ParameterStore {
   virtual void load_row(size_t index, int row, float* out) const = 0;
   // The resident FP32 values of a norm weight or bias.
   virtual float* vector(size_t index) = 0;
-  // grad (numel) of parameter `index` is complete.
+  // grad (numel) of parameter `index` is complete and finite.
   virtual void consume(size_t index, const float* grad) = 0;
+  // Starts checking the gradients of step `step`.
+  void start_step(int step);
+  // Whether consume() changes the training state (an update inside backward).
+  virtual bool updates_in_backward() const { return false; }
 
   // The FP32 copy of a parameter that was just changed is stale.
   void invalidate(size_t index) {
@@ -65,12 +73,16 @@ class TensorStore : public ParameterStore {
   size_t index_of(const std::string& name) const;
   // Backward passes completed (one per micro-batch) since the last reset.
   int passes_ = 0;
+  // Gradients handed to consume() since start_step.
+  int consumed_ = 0;
 
   ModelConfig config_;
   std::vector<ParamSpec> specs_;
 
  private:
   const float* load_weight(size_t index);
+  // Checks grad, then consumes it unless this or an earlier one is non-finite.
+  void hand_over(size_t index, float* grad);
   size_t linear_index(int layer, Linear which) const;
 
   std::map<std::string, size_t> index_;
@@ -88,6 +100,8 @@ class TensorStore : public ParameterStore {
   std::vector<size_t> vector_offsets_;      // of a layer's vectors in vector_grads_
   std::vector<std::vector<size_t>> layer_vector_params_;
   HeadParams head_weights_, head_grads_;
+  int step_ = 0;
+  std::optional<NonFinite> nonfinite_;
 };
 
 }  // namespace qft

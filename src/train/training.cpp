@@ -1,13 +1,23 @@
 #include "train/training.h"
 
+#include <cmath>
+
 #include "core/error.h"
 #include "core/json_integer.h"
+#include "model/hf_export.h"
 #include "model/transformer.h"
 #include "train/checkpoint.h"
 #include "train/mixed_store.h"
 
 namespace qft {
 namespace {
+
+// A non-finite loss whose gradients were all finite; `applied`: the update
+// was made inside backward already.
+std::optional<NonFinite> loss_check(double loss, bool applied) {
+  if (std::isfinite(loss)) return std::nullopt;
+  return NonFinite{"loss", -1, 0, applied};
+}
 
 int64_t predicted_tokens(const std::vector<Batch>& micro_batches) {
   int64_t total = 0;
@@ -39,7 +49,8 @@ class Fp32Training final : public Training {
   double step(int step, float lr, const std::vector<Batch>& micro_batches) override {
     grads_.zero();
     const double loss = forward_backward_all(transformer_, micro_batches);
-    optimizer_->step(*weights_, grads_, lr);
+    nonfinite_ = check_all(step, loss);
+    if (!nonfinite_) optimizer_->step(*weights_, grads_, lr);
     last_step_ = step;
     return loss;
   }
@@ -47,6 +58,15 @@ class Fp32Training final : public Training {
   double evaluate(const Batch& batch) override { return transformer_.loss(batch); }
   void parameter(size_t index, float* out) override {
     std::copy(weights_->data(index), weights_->data(index) + weights_->numel(index), out);
+  }
+
+ private:
+  // Every gradient in the order backward completes them (the LM head's first), then the loss.
+  std::optional<NonFinite> check_all(int step, double loss) {
+    for (size_t i = grads_.specs().size(); i-- > 0;) {
+      if (auto found = check_gradient(step, grads_.specs()[i].name, grads_.data(i), grads_.numel(i))) return found;
+    }
+    return loss_check(loss, false);
   }
 
  protected:
@@ -102,7 +122,8 @@ class QftTraining final : public StoreTraining<QftStore> {
     }
     store_.begin_step(step, lr);
     const double loss = forward_backward_all(transformer_, micro_batches);
-    store_.end_step();
+    nonfinite_ = store_.nonfinite() ? store_.nonfinite() : loss_check(loss, store_.fused());
+    store_.end_step(!nonfinite_);
     last_step_ = step;
     return loss;
   }
@@ -117,9 +138,10 @@ class MixedPrecisionTraining final : public StoreTraining<MixedPrecisionStore> {
       : StoreTraining(source, settings, settings.fp32) {}
 
   double step(int step, float lr, const std::vector<Batch>& micro_batches) override {
-    store_.begin_step();
+    store_.begin_step(step);
     const double loss = forward_backward_all(transformer_, micro_batches);
-    store_.end_step(lr);
+    nonfinite_ = store_.nonfinite() ? store_.nonfinite() : loss_check(loss, false);
+    store_.end_step(lr, !nonfinite_);
     last_step_ = step;
     return loss;
   }
@@ -130,7 +152,9 @@ class MixedPrecisionTraining final : public StoreTraining<MixedPrecisionStore> {
 }  // namespace
 
 void Training::save(const std::string& directory) {
-  save_hf_model(directory, model_config_, [&](size_t i, float* out) { parameter(i, out); });
+  HfExport options;
+  options.dtype = DType::F32;
+  export_hf_model(directory, model_config_, [&](size_t i, float* out) { parameter(i, out); }, options);
 }
 
 nlohmann::json checkpoint_settings_json(const TrainingSettings& settings) {

@@ -3,6 +3,7 @@
 // whole FP32 sets, or QFT (INT8 state, QLion). A step takes the micro-batches
 // of one global batch; its loss is the mean over all their predicted tokens.
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "io/state_file.h"
 #include "model/weights.h"
 #include "optim/optimizer.h"
+#include "train/nonfinite.h"
 #include "train/qft_store.h"
 
 namespace qft {
@@ -34,8 +36,13 @@ struct ResumePoint {
 class Training {
  public:
   virtual ~Training() = default;
-  // One optimizer step (step counts from 1); returns the mean loss.
+  // One optimizer step (step counts from 1); returns the mean loss. A loss
+  // or gradient that is NaN or Inf cancels the update: nonfinite() then says
+  // where it was found and whether the state changed anyway (fused QLion,
+  // whose layers above the bad gradient were updated inside backward).
   virtual double step(int step, float lr, const std::vector<Batch>& micro_batches) = 0;
+  // The last step's first non-finite value; nullopt when it was finite.
+  const std::optional<NonFinite>& nonfinite() const { return nonfinite_; }
   // Called at each epoch boundary after the first.
   virtual void new_epoch() {}
   // Saves the model as an HF directory (FP32 safetensors).
@@ -76,6 +83,7 @@ class Training {
   ModelConfig model_config_;
   TrainingSettings settings_;
   int last_step_ = 0;
+  std::optional<NonFinite> nonfinite_;
 };
 
 // The settings a checkpoint records and must agree on, as JSON.

@@ -84,7 +84,20 @@ TrainingSettings training_settings(const Args& args) {
   settings.qft.seed = static_cast<uint64_t>(args.get_int64("seed"));
   settings.grad_accum = args.get_int("grad-accum");
   settings.checkpointing = args.flag("checkpointing");
+  settings.qft.stack_gradients = args.flag("stack-gradients");
   return settings;
+}
+
+std::vector<OptionSpec> nonfinite_options() {
+  return {{"on-nonfinite", "POLICY",
+           "a NaN/Inf loss or gradient: stop (save nothing of that step, keep the last checkpoint) | "
+           "skip (drop that step's update, count it)", "stop"},
+          {"max-skips", "K", "with skip: stop after K skipped steps in a row", "10"}};
+}
+
+NonFiniteGuard nonfinite_guard(const Args& args, int skipped_before, int consecutive_before) {
+  return NonFiniteGuard(parse_nonfinite_policy(args.get("on-nonfinite")), args.get_int("max-skips"), skipped_before,
+                        consecutive_before);
 }
 
 }  // namespace qft::cli

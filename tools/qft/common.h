@@ -14,8 +14,13 @@ OptionSpec threads_option();
 
 // The optimizer and QFT options shared by train and finetune: --optimizer,
 // --beta1, --beta2, --eps, --weight-decay, --rounding, --outlier-fraction,
-// --seed, --grad-accum, --checkpointing.
+// --seed, --grad-accum, --checkpointing, --stack-gradients.
 TrainingSettings training_settings(const Args& args);
+
+// --on-nonfinite stop|skip and --max-skips K (train and finetune), and the
+// guard they describe, continuing a resumed run's counts.
+std::vector<OptionSpec> nonfinite_options();
+NonFiniteGuard nonfinite_guard(const Args& args, int skipped_before = 0, int consecutive_before = 0);
 
 // While one exists, SIGINT and SIGTERM only set a flag: the training loop
 // finishes its step, writes a checkpoint and exits 128 + signal. The first

@@ -3,7 +3,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
 
@@ -12,6 +11,7 @@
 #include "core/error.h"
 #include "eval/choice.h"
 #include "eval/perplexity.h"
+#include "io/atomic_file.h"
 #include "model/transformer.h"
 #include "text/model_tokenizer.h"
 
@@ -50,14 +50,13 @@ std::optional<ChatTemplate> chat_template(const Args& args, const Tokenizer& tok
 // One JSON line per question: its line in --data, label, predictions and
 // log-likelihoods, to compare with another harness question by question.
 void write_details(const std::string& path, const ChoiceResult& result) {
-  std::ofstream file(path);
-  if (!file) fail(path, ": cannot write");
+  std::string text;
   for (const QuestionResult& question : result.questions) {
-    file << json{{"line", question.line}, {"label", question.label}, {"predicted", question.predicted},
-                 {"predicted_norm", question.predicted_norm}, {"loglikelihoods", question.loglikelihoods}}.dump()
-         << "\n";
+    text += json{{"line", question.line}, {"label", question.label}, {"predicted", question.predicted},
+                 {"predicted_norm", question.predicted_norm}, {"loglikelihoods", question.loglikelihoods}}.dump() +
+            "\n";
   }
-  if (!file.flush()) fail(path, ": write failed");
+  write_file_atomically(path, text);
 }
 
 }  // namespace

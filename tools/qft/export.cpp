@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
+#include "io/mapped_file.h"
 #include "model/gguf_export.h"
 #include "model/hf_export.h"
 #include "model/weights.h"
@@ -16,16 +17,16 @@ namespace {
 namespace fs = std::filesystem;
 
 // The source directory's own tokenizer files, or files written from the tokenizer.
-std::function<void(const std::string&)> tokenizer_files(const std::string& source, const Tokenizer* tokenizer) {
-  return [source, tokenizer](const std::string& directory) {
-    if (!fs::is_directory(source)) {
-      if (tokenizer) write_tokenizer_files(*tokenizer, directory);
-      return;
-    }
-    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}) {
-      if (fs::exists(fs::path(source) / name)) fs::copy_file(fs::path(source) / name, fs::path(directory) / name);
-    }
-  };
+NamedFiles tokenizer_files(const std::string& source, const Tokenizer* tokenizer) {
+  if (!fs::is_directory(source)) return tokenizer ? tokenizer_files(*tokenizer) : NamedFiles{};
+  NamedFiles files;
+  for (const char* name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model"}) {
+    const fs::path path = fs::path(source) / name;
+    if (!fs::exists(path)) continue;
+    const MappedFile file(path.string());
+    files.emplace_back(name, std::string(reinterpret_cast<const char*>(file.data()), file.size()));
+  }
+  return files;
 }
 
 }  // namespace
@@ -59,7 +60,7 @@ int run_export(int argc, char** argv) {
   if (format == "hf") {
     HfExport options;
     options.dtype = parse_export_dtype(args.get("dtype"));
-    options.write_files = tokenizer_files(path, tokenizer.get());
+    options.files = tokenizer_files(path, tokenizer.get());
     if (tokenizer) {
       options.bos_token_id = tokenizer->bos_id().value_or(-1);
       options.eos_token_id = tokenizer->eos_id().value_or(-1);

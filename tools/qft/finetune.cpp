@@ -93,6 +93,7 @@ int run_finetune(int argc, char** argv) {
              {"rounding", "MODE", "qlion re-quantization: stochastic | nearest", "stochastic"},
              {"outlier-fraction", "F", "qlion: fraction of each matrix kept as FP32 outliers", "0.01"},
              {"checkpointing", "", "recompute each layer's activations during backward", ""},
+             {"stack-gradients", "", "qlion: put gradients on the INT8 stack and update after backward (the paper's pipeline) even with --grad-accum 1", ""},
              {"seed", "N", "data order, evaluation split and stochastic rounding", "0"},
              {"eval-split", "F", "share of the records held out for evaluation", "0"},
              {"eval-data", "FILE", "evaluation data (instead of --eval-split)", ""},
@@ -104,6 +105,7 @@ int run_finetune(int argc, char** argv) {
              {"resume", "DIR", "continue bit-exactly from a checkpoint: same model, data and settings", ""},
              {"max-memory", "SIZE", "refuse a plan whose peak exceeds this (default: physical RAM)", ""},
              {"log-every", "N", "log line interval when stderr is not a terminal", "10"},
+             nonfinite_options()[0], nonfinite_options()[1],
              threads_option()});
   if (!args.parse(argc, argv)) return 0;
   if (args.has("config")) args.apply_recipe(read_recipe(args.get("config")), "config");
@@ -139,6 +141,8 @@ int run_finetune(int argc, char** argv) {
   if (args.has("resume")) settings.resume = args.get("resume");
   if (args.has("max-memory")) settings.max_memory = parse_memory_size(args.get("max-memory"));
   settings.training = training_settings(args);
+  settings.on_nonfinite = parse_nonfinite_policy(args.get("on-nonfinite"));
+  settings.max_skips = args.get_int("max-skips");
   settings.settings_file = args.resolved_recipe(
       "config", {"qft finetune settings: the recipe" + (args.has("config") ? " " + args.get("config") : std::string()) +
                      " and the command line, resolved",

@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
+#include "core/json_integer.h"
 #include "io/run_lock.h"
 #include "io/state_file.h"
 #include "train/memory_plan.h"
@@ -73,9 +74,19 @@ std::string tokens_checksum(const std::vector<TokenSequence>& lines) {
   return hex64(hash);
 }
 
-nlohmann::json trainer_state(const LineCursor& cursor, const std::vector<TokenSequence>& lines, int batch_lines) {
+nlohmann::json trainer_state(const LineCursor& cursor, const std::vector<TokenSequence>& lines, int batch_lines,
+                             const NonFiniteGuard& guard) {
   return {{"next_line", cursor.position()}, {"lines", lines.size()}, {"batch", batch_lines},
-          {"tokens_checksum", tokens_checksum(lines)}};
+          {"tokens_checksum", tokens_checksum(lines)},
+          {"nonfinite", {{"skipped", guard.skipped()}, {"consecutive", guard.consecutive()}}}};
+}
+
+// The resumed run's count of skipped steps, in a row and in all.
+NonFiniteGuard resumed_guard(const Args& args, const ResumePoint& resume) {
+  const nlohmann::json skips = resume.trainer_state.value("nonfinite", nlohmann::json::object());
+  const std::string where = resume.directory + "/manifest.json: trainer_state.nonfinite";
+  return nonfinite_guard(args, json_integer<int>(skips.value("skipped", nlohmann::json(0)), where, 0),
+                         json_integer<int>(skips.value("consecutive", nlohmann::json(0)), where, 0));
 }
 
 // Where the checkpoint's data position stands, after checking it was taken
@@ -117,6 +128,8 @@ int run_train(int argc, char** argv) {
            {"rounding", "MODE", "qlion re-quantization: stochastic | nearest", "stochastic"},
            {"outlier-fraction", "F", "qlion: fraction of each matrix kept as FP32 outliers", "0.01"},
            {"checkpointing", "", "recompute each layer's activations during backward", ""},
+           {"stack-gradients", "", "qlion: put gradients on the INT8 stack and update after backward (the paper's pipeline) even with --grad-accum 1", ""},
+           nonfinite_options()[0], nonfinite_options()[1],
            {"json", "", "print one JSON object per step and a final memory report", ""},
            {"max-memory", "SIZE", "refuse a plan whose peak exceeds this (e.g. 16G; default: physical RAM)", ""},
            {"out", "DIR", "save the trained model there as an HF directory (must not exist)", ""},
@@ -162,21 +175,28 @@ int run_train(int argc, char** argv) {
   if (!json) std::fputs(plan_table(plan, source.config(), plan_settings).c_str(), stdout);
   std::optional<RunLock> checkpoint_lock;  // one run per checkpoint directory
   if (checkpoint) checkpoint_lock.emplace(sibling_lock_file(*checkpoint), *checkpoint);
+  NonFiniteGuard guard = nonfinite_guard(args);
   auto training = make_training(source, settings);
 
   LineCursor cursor(sequences);
   int first_step = 1;
+  int checkpoint_step = -1;  // of the last checkpoint written or read
   if (resume_from) {
     const ResumePoint resume = training->load_checkpoint(*resume_from);
     cursor.seek(resume_position(resume, sequences, batch_lines));
+    guard = resumed_guard(args, resume);
     first_step = resume.step + 1;
+    checkpoint_step = resume.step;
     if (resume.directory != *resume_from) {
       std::fprintf(stderr, "qft train: %s is missing (a checkpoint write was interrupted); resumed from %s\n",
                    resume_from->c_str(), resume.directory.c_str());
     }
     if (!json) std::printf("resumed from %s after step %d\n", resume.directory.c_str(), resume.step);
   }
-  const auto save_checkpoint = [&] { training->save_checkpoint(*checkpoint, trainer_state(cursor, sequences, batch_lines)); };
+  const auto save_checkpoint = [&](int step) {
+    training->save_checkpoint(*checkpoint, trainer_state(cursor, sequences, batch_lines, guard));
+    checkpoint_step = step;
+  };
   std::optional<StopSignals> stop_signals(std::in_place);
   for (int step = first_step; step <= steps; ++step) {
     bool new_epoch = false;
@@ -190,7 +210,17 @@ int run_train(int argc, char** argv) {
     const auto start = std::chrono::steady_clock::now();
     const double loss = training->step(step, lr, micro_batches);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (json) {
+    const auto outcome = guard.judge(step, training->nonfinite());
+    if (outcome != NonFiniteGuard::Outcome::Applied) {
+      if (json) std::printf("%s\n", guard.record(step, *training->nonfinite(), outcome).dump().c_str());
+      else std::printf("step %d/%d  skipped: %s is NaN or Inf\n", step, steps, training->nonfinite()->describe().c_str());
+      std::fflush(stdout);
+      if (outcome == NonFiniteGuard::Outcome::Stop) {
+        fail(guard.stop_reason(), checkpoint_step >= 0 ? "; the last checkpoint is " + *checkpoint + " (step " +
+                                                             std::to_string(checkpoint_step) + ")"
+                                                       : "; no checkpoint was written");
+      }
+    } else if (json) {
       const nlohmann::json record = {{"step", step}, {"loss", loss}, {"lr", lr}, {"tokens", tokens},
                                      {"seconds", seconds}, {"tokens_per_second", tokens / seconds}};
       std::printf("%s\n", record.dump().c_str());
@@ -200,7 +230,7 @@ int run_train(int argc, char** argv) {
     std::fflush(stdout);
     // Read once: a signal arriving from here on is handled after the next step.
     const int signal = StopSignals::received();
-    if (checkpoint && ((save_every && step % save_every == 0) || step == steps || signal)) save_checkpoint();
+    if (checkpoint && ((save_every && step % save_every == 0) || step == steps || signal)) save_checkpoint(step);
     if (signal) {
       const char* name = StopSignals::name(signal);
       if (json) {
