@@ -3,13 +3,8 @@
 // names the file and the bytes still needed, no temporary file is left, the
 // previous checkpoint stays loadable and training resumes from it. Each test
 // mounts a small tmpfs (root only; skipped with a message elsewhere).
-#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <sys/mount.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -26,6 +21,7 @@ namespace qft {
 namespace {
 
 namespace fs = std::filesystem;
+using test::SmallDisk;
 using test::TempDir;
 
 #define EXPECT_MENTIONS(text, part) EXPECT_NE((text).find(part), std::string::npos) << (text)
@@ -38,57 +34,6 @@ std::string error_of(const std::function<void()>& action) {
   }
   return "";
 }
-
-// A tmpfs of `bytes` mounted on a fresh directory for the test's lifetime.
-class SmallDisk {
- public:
-  explicit SmallDisk(uint64_t bytes) {
-    const std::string options = "size=" + std::to_string(bytes);
-    if (::mount("qft-test", dir_.path().c_str(), "tmpfs", 0, options.c_str()) == 0) {
-      mounted_ = true;
-    } else {
-      why_ = std::strerror(errno);
-    }
-  }
-  ~SmallDisk() {
-    if (mounted_) ::umount2(dir_.path().c_str(), MNT_DETACH);
-  }
-  bool mounted() const { return mounted_; }
-  const std::string& why() const { return why_; }
-  std::string file(const std::string& name) const { return dir_.file(name); }
-  const std::string& path() const { return dir_.path(); }
-
-  // Takes every free byte but `leave`, as another program would.
-  void fill(uint64_t leave = 0) const {
-    const int fd = ::open(file("filler").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    ASSERT_GE(fd, 0);
-    const std::vector<char> chunk(4096, 'x');
-    while (free_bytes(path()) > leave + chunk.size()) {
-      if (::write(fd, chunk.data(), chunk.size()) < 0) break;
-    }
-    ::close(fd);
-  }
-  void unfill() const { fs::remove(file("filler")); }
-
-  // Names left on the disk besides `expected` (temporary files, half exports).
-  std::vector<std::string> others(const std::vector<std::string>& expected) const {
-    std::vector<std::string> found;
-    for (const auto& entry : fs::directory_iterator(path())) {
-      const std::string name = entry.path().filename().string();
-      if (std::find(expected.begin(), expected.end(), name) == expected.end()) found.push_back(name);
-    }
-    return found;
-  }
-
- private:
-  TempDir dir_;
-  bool mounted_ = false;
-  std::string why_;
-};
-
-#define MOUNT_OR_SKIP(disk)                                                                        \
-  if (!(disk).mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (" << (disk).why() << "); " \
-                                      << "these tests need root, as CI has"
 
 // A tiny untied LLaMA trained with QLion.
 struct TinyRun {
@@ -217,6 +162,24 @@ TEST(FullDisk, DiskFillingDuringAnExportLeavesNothing) {
   disk.unfill();
   export_hf_model(disk.file("hf"), source.config(), [&](size_t i, float* out) { source.fill(i, out); }, hf);
   EXPECT_EQ(ModelSource::open(disk.file("hf")).config().hidden_size, 64);
+}
+
+// qft train checks before its first step that a checkpoint and the saved
+// model fit, and refuses, creating nothing.
+TEST(FullDisk, TrainRefusesBeforeTrainingWhenTheCheckpointAndModelCannotFit) {
+  const TinyRun run;
+  test::write_text(run.dir.file("tokens.txt"), "1 2 3 4 5 6 7 8\n9 10 11 12 13 14\n");
+  const SmallDisk disk(64 << 10);
+  MOUNT_OR_SKIP(disk);
+  const auto result = test::run_command(std::string(QFT_BINARY) + " train --config " + run.config +
+                                        " --init random --tokens " + run.dir.file("tokens.txt") +
+                                        " --steps 2 --lr 1e-3 --json --checkpoint " + disk.file("ckpt") + " --out " +
+                                        disk.file("model") + " 2>&1");
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_MENTIONS(result.output, "qft train: error: " + disk.path() + ": a checkpoint (");
+  EXPECT_MENTIONS(result.output, " bytes) and the model (--out) (");
+  EXPECT_EQ(result.output.find("\"step\""), std::string::npos) << "it trained first";
+  EXPECT_EQ(disk.others({"ckpt.lock"}), std::vector<std::string>{});  // the lock file stays, empty, as after every run
 }
 
 TEST(FullDisk, FailedAppendLeavesNoHalfLine) {

@@ -372,6 +372,20 @@ TEST(FinetuneOutput, BadInputLeavesNoOutDirectory) {
   EXPECT_FALSE(fs::exists(task.dir.file("out3")));
 }
 
+TEST(FinetuneOutput, TooLittleDiskIsRefusedBeforeTrainingAndLeavesNothing) {
+  const Task task;
+  const test::SmallDisk disk(1 << 20);
+  MOUNT_OR_SKIP(disk);
+  const auto result = test::run_command(kQft + " finetune --model " + task.model + " --data " + task.data + " --out " +
+                                        disk.file("out") + " --seq-len 96 --max-steps 2 2>&1");
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_MENTIONS(result.output, ": a checkpoint (");
+  EXPECT_MENTIONS(result.output, " bytes) and the export (");
+  EXPECT_MENTIONS(result.output, "choose another directory");
+  EXPECT_EQ(result.output.find("step 1/"), std::string::npos) << "it trained first";
+  EXPECT_EQ(disk.others({}), std::vector<std::string>{});
+}
+
 TEST(FinetuneOutput, LossPlotHasATitleLabelledAxesAMovingAverageAndEvaluationPoints) {
   const Task task;
   const auto result = test::run_command(task.command("run", "--max-steps 7"));

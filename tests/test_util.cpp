@@ -2,10 +2,14 @@
 
 #include <fcntl.h>
 #include <spawn.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +17,7 @@
 #include <sstream>
 
 #include "core/shape.h"
+#include "io/atomic_file.h"
 #include "io/safetensors.h"
 
 extern char** environ;
@@ -26,6 +31,40 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() { std::filesystem::remove_all(path_); }
+
+SmallDisk::SmallDisk(uint64_t bytes) {
+  const std::string options = "size=" + std::to_string(bytes);
+  if (::mount("qft-test", dir_.path().c_str(), "tmpfs", 0, options.c_str()) == 0) {
+    mounted_ = true;
+  } else {
+    why_ = std::strerror(errno);
+  }
+}
+
+SmallDisk::~SmallDisk() {
+  if (mounted_) ::umount2(dir_.path().c_str(), MNT_DETACH);
+}
+
+void SmallDisk::fill(uint64_t leave) const {
+  const int fd = ::open(file("filler").c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (fd < 0) return;
+  const std::vector<char> chunk(4096, 'x');
+  while (free_bytes(path()) > leave + chunk.size()) {
+    if (::write(fd, chunk.data(), chunk.size()) < 0) break;
+  }
+  ::close(fd);
+}
+
+void SmallDisk::unfill() const { std::filesystem::remove(file("filler")); }
+
+std::vector<std::string> SmallDisk::others(const std::vector<std::string>& expected) const {
+  std::vector<std::string> found;
+  for (const auto& entry : std::filesystem::directory_iterator(path())) {
+    const std::string name = entry.path().filename().string();
+    if (std::find(expected.begin(), expected.end(), name) == expected.end()) found.push_back(name);
+  }
+  return found;
+}
 
 std::map<std::string, std::vector<float>> read_tensors(const std::string& path) {
   const SafetensorsFile file(path);

@@ -2,6 +2,7 @@
 // Helpers shared by the tests.
 #include <sys/types.h>
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -38,6 +39,31 @@ CommandResult run_command(const std::string& command);
 pid_t spawn(const std::vector<std::string>& arguments, const std::vector<std::string>& extra_environment,
             const std::string& output);
 int wait_status(pid_t pid);  // waitpid's status
+
+// A tmpfs of `bytes` mounted on a fresh directory while the object lives
+// (root only: mounted() says whether it worked, why() why not).
+class SmallDisk {
+ public:
+  explicit SmallDisk(uint64_t bytes);
+  ~SmallDisk();
+  bool mounted() const { return mounted_; }
+  const std::string& why() const { return why_; }
+  std::string file(const std::string& name) const { return dir_.file(name); }
+  const std::string& path() const { return dir_.path(); }
+  // Takes every free byte but `leave` (about), as another program would.
+  void fill(uint64_t leave = 0) const;
+  void unfill() const;
+  // Names on the disk other than `expected` (temporary files, half exports).
+  std::vector<std::string> others(const std::vector<std::string>& expected) const;
+
+ private:
+  TempDir dir_;
+  bool mounted_ = false;
+  std::string why_;
+};
+#define MOUNT_OR_SKIP(disk)                                                                        \
+  if (!(disk).mounted()) GTEST_SKIP() << "cannot mount a tmpfs here (" << (disk).why() << "); " \
+                                      << "these tests need root, as CI has"
 
 std::string reference_case(const std::string& name);  // QFT_REFERENCE_DIR/name
 std::string read_text(const std::string& path);

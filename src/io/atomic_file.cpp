@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <utility>
@@ -118,6 +119,32 @@ uint64_t free_bytes(const std::string& path) {
   struct statvfs info {};
   if (::statvfs(path.c_str(), &info) != 0) fail(path, ": cannot read the free space: ", std::strerror(errno));
   return static_cast<uint64_t>(info.f_bavail) * info.f_frsize;
+}
+
+// The directory itself or its nearest ancestor that exists.
+std::string existing_ancestor(const std::string& directory) {
+  std::filesystem::path path = std::filesystem::absolute(directory);
+  while (!std::filesystem::exists(path) && path.has_parent_path() && path != path.parent_path()) path = path.parent_path();
+  return path.string();
+}
+
+void require_free_space(const std::vector<SpaceNeed>& needs) {
+  std::vector<SpaceNeed> by_device;  // the first need's directory names each file system
+  std::vector<dev_t> devices;
+  for (const SpaceNeed& need : needs) {
+    const std::string existing = existing_ancestor(need.directory);
+    struct stat info {};
+    if (::stat(existing.c_str(), &info) != 0) fail(existing, ": cannot stat: ", std::strerror(errno));
+    const size_t at = std::find(devices.begin(), devices.end(), info.st_dev) - devices.begin();
+    if (at == devices.size()) {
+      devices.push_back(info.st_dev);
+      by_device.push_back({existing, 0, ""});
+    }
+    SpaceNeed& total = by_device[at];
+    total.bytes += need.bytes;
+    total.what += (total.what.empty() ? "" : " and ") + need.what + " (" + std::to_string(need.bytes) + " bytes)";
+  }
+  for (const SpaceNeed& total : by_device) require_free_space(total.directory, total.bytes, total.what);
 }
 
 void require_free_space(const std::string& directory, uint64_t bytes, const std::string& what) {

@@ -62,5 +62,13 @@ uint64_t free_bytes(const std::string& path);
 // Refuses early, naming `directory`, `what` and the shortfall, when the file
 // system holding `directory` has less than `bytes` free.
 void require_free_space(const std::string& directory, uint64_t bytes, const std::string& what);
+// The same for several writes to come; those on one file system add up.
+// A directory that does not exist yet counts on its nearest existing parent's.
+struct SpaceNeed {
+  std::string directory;
+  uint64_t bytes = 0;
+  std::string what;
+};
+void require_free_space(const std::vector<SpaceNeed>& needs);
 
 }  // namespace qft

@@ -242,25 +242,38 @@ void check_memory_plan(const ModelConfig& config, const FinetuneSettings& settin
   }
 }
 
-void export_model(Training& training, const ModelSource& source, const Tokenizer& tokenizer,
-                  const FinetuneSettings& settings, const std::string& directory) {
-  const auto fill = [&](size_t i, float* values) { training.parameter(i, values); };
+// What the export writes: OUT/model (HF) and, with --export-gguf, OUT/model.gguf.
+struct ExportPlan {
   HfExport hf;
-  hf.dtype = parse_export_dtype(settings.export_dtype);
-  hf.files = tokenizer_files(tokenizer);
-  hf.bos_token_id = tokenizer.bos_id().value_or(-1);
-  hf.eos_token_id = tokenizer.eos_id().value_or(-1);
   GgufExport gguf;
-  gguf.matrix_type = parse_gguf_matrix_type(settings.export_dtype);
-  gguf.add_tokenizer = [&](GgufWriter& writer) {
+  uint64_t bytes = 0;  // of both
+};
+
+ExportPlan export_plan(const ModelSource& source, const Tokenizer& tokenizer, const FinetuneSettings& settings) {
+  ExportPlan plan;
+  plan.hf.dtype = parse_export_dtype(settings.export_dtype);
+  plan.hf.files = tokenizer_files(tokenizer);
+  plan.hf.bos_token_id = tokenizer.bos_id().value_or(-1);
+  plan.hf.eos_token_id = tokenizer.eos_id().value_or(-1);
+  plan.gguf.matrix_type = parse_gguf_matrix_type(settings.export_dtype);
+  plan.gguf.add_tokenizer = [&source, &tokenizer](GgufWriter& writer) {
     if (source.gguf()) copy_gguf_tokenizer(writer, *source.gguf());
     else add_gguf_tokenizer(writer, tokenizer);
   };
+  plan.bytes = export_hf_bytes(source.config(), plan.hf) +
+               (settings.export_gguf ? export_gguf_bytes(source.config(), plan.gguf) : 0);
+  return plan;
+}
+
+void export_model(Training& training, const ModelSource& source, const ExportPlan& plan,
+                  const FinetuneSettings& settings, const std::string& directory) {
+  const auto fill = [&](size_t i, float* values) { training.parameter(i, values); };
   // Both files or neither: the space for both is checked before the first.
-  const uint64_t bytes = export_hf_bytes(source.config(), hf) + (settings.export_gguf ? export_gguf_bytes(source.config(), gguf) : 0);
-  require_free_space(settings.out, bytes, "the export");
-  export_hf_model(directory, source.config(), fill, hf);
-  if (settings.export_gguf) export_gguf_model((fs::path(settings.out) / "model.gguf").string(), source.config(), fill, gguf);
+  require_free_space(settings.out, plan.bytes, "the export");
+  export_hf_model(directory, source.config(), fill, plan.hf);
+  if (settings.export_gguf) {
+    export_gguf_model((fs::path(settings.out) / "model.gguf").string(), source.config(), fill, plan.gguf);
+  }
 }
 
 std::string plot_title(const FinetuneSettings& settings) {
@@ -394,6 +407,7 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
   const LrSchedule schedule{settings.lr, total_steps, static_cast<int>(std::round(settings.warmup_ratio * total_steps)),
                             settings.min_lr_ratio};
   const nlohmann::json fingerprint = data_fingerprint(data.train, settings);
+  const ExportPlan exports = export_plan(source, *data.tokenizer, settings);
   const bool out_is_new = !fs::exists(out);
   fs::create_directories(out);
   std::unique_ptr<Training> training;
@@ -405,6 +419,9 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
     if (!settings.settings_file.empty()) write_file_atomically((out / "settings.yaml").string(), settings.settings_file);
     training = make_training(source, settings.training);
     if (!settings.resume.empty()) resumed = resume_training(*training, settings, fingerprint, schedule, log);
+    // Hours of training must not end at a full disk: room for a checkpoint and the export, now.
+    require_free_space({{fs::path(checkpoint).parent_path().string(), training->checkpoint_bytes(), "a checkpoint"},
+                        {settings.out, exports.bytes, "the export"}});
   } catch (...) {
     if (out_is_new) fs::remove_all(out);
     throw;
@@ -499,7 +516,7 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
   result.eval_loss_after = record_eval(position.step);
   metrics.plot();
   result.model_directory = (out / "model").string();
-  export_model(*training, source, *data.tokenizer, settings, result.model_directory);
+  export_model(*training, source, exports, settings, result.model_directory);
   return result;
 }
 

@@ -179,6 +179,12 @@ void Training::save_checkpoint(const std::string& directory, const nlohmann::jso
                    state);
 }
 
+uint64_t Training::checkpoint_bytes() const {
+  StateWriter state;
+  save_state(state);
+  return state.file_bytes();
+}
+
 ResumePoint Training::load_checkpoint(const std::string& directory) {
   const CheckpointFiles files = open_checkpoint(directory);
   const std::string manifest = files.directory + "/manifest.json";

@@ -71,6 +71,8 @@ class Training {
   // is truncated or corrupted; a failed load leaves the object unusable.
   void save_checkpoint(const std::string& directory, const nlohmann::json& trainer_state = nlohmann::json::object()) const;
   ResumePoint load_checkpoint(const std::string& directory);
+  // The bytes of a checkpoint's state file (its manifest is small).
+  uint64_t checkpoint_bytes() const;
   // The last step number given to step() (or restored by load_checkpoint).
   int last_step() const { return last_step_; }
 

@@ -11,8 +11,10 @@
 #include "common.h"
 #include "core/error.h"
 #include "core/json_integer.h"
+#include "io/atomic_file.h"
 #include "io/run_lock.h"
 #include "io/state_file.h"
+#include "model/hf_export.h"
 #include "train/memory_plan.h"
 #include "train/training.h"
 
@@ -110,6 +112,18 @@ size_t resume_position(const ResumePoint& resume, const std::vector<TokenSequenc
   }
 }
 
+// Room for a checkpoint and the saved model, checked before training starts.
+std::vector<SpaceNeed> space_needs(const Training& training, const ModelConfig& config,
+                                   const std::optional<std::string>& checkpoint, const std::optional<std::string>& out) {
+  std::vector<SpaceNeed> needs;
+  const auto parent = [](const std::string& path) { return std::filesystem::path(path).parent_path().string(); };
+  if (checkpoint) needs.push_back({parent(*checkpoint), training.checkpoint_bytes(), "a checkpoint"});
+  HfExport model;
+  model.dtype = DType::F32;  // as Training::save writes it
+  if (out) needs.push_back({parent(*out), export_hf_bytes(config, model), "the model (--out)"});
+  return needs;
+}
+
 }  // namespace
 
 int run_train(int argc, char** argv) {
@@ -177,6 +191,7 @@ int run_train(int argc, char** argv) {
   if (checkpoint) checkpoint_lock.emplace(sibling_lock_file(*checkpoint), *checkpoint);
   NonFiniteGuard guard = nonfinite_guard(args);
   auto training = make_training(source, settings);
+  require_free_space(space_needs(*training, source.config(), checkpoint, out));
 
   LineCursor cursor(sequences);
   int first_step = 1;
