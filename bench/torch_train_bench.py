@@ -12,7 +12,10 @@ shape), random HF init, float32, eager attention (torch 1.13 has no SDPA).
 Each step: batch 1 of random token ids, forward with labels = input ids
 (HF's shifted mean cross entropy), backward, torch.optim.AdamW step
 (lr 1e-4, betas (0.9, 0.999), eps 1e-8, weight decay 0.1 on every parameter),
-zero_grad. --warmup steps are run first and not timed.
+zero_grad. --warmup steps are run first and not timed. --autocast runs the
+forward and the loss under torch.autocast("cpu", dtype=torch.bfloat16) — what
+HF Trainer's bf16=True does on a CPU: BF16 matmuls, FP32 master weights,
+gradients and AdamW.
 
 Prints one JSON line: median step seconds, median tokens/s, peak RSS (GiB,
 from resource.getrusage ru_maxrss, i.e. the whole process's high-water mark).
@@ -38,6 +41,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     ap.add_argument("--layers", type=int, default=30, help="number of decoder layers (30 = SmolLM2-135M)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--autocast", action="store_true", help="bf16 autocast for forward and loss")
     args = ap.parse_args()
     if args.steps < 1 or args.warmup < 0 or args.seq_len < 2 or args.layers < 1 or args.threads < 1:
         ap.error("need --steps >= 1, --warmup >= 0, --seq-len >= 2, --layers >= 1, --threads >= 1")
@@ -66,7 +70,8 @@ def main():
     def step():
         ids = torch.randint(0, cfg.vocab_size, (batch, args.seq_len), generator=gen)
         t0 = time.perf_counter()
-        loss = model(input_ids=ids, labels=ids, use_cache=False).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast):
+            loss = model(input_ids=ids, labels=ids, use_cache=False).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -84,7 +89,7 @@ def main():
     tokens = batch * args.seq_len
     peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 ** 2)  # KiB on Linux
     print(json.dumps({
-        "bench": "torch_train",
+        "bench": "torch_train_autocast_bf16" if args.autocast else "torch_train",
         "model": "llama-smollm2-135m-shape",
         "layers": args.layers,
         "params": n_params,

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Training throughput on SmolLM2-135M's shape: qft (FP32 Lion and FP32 AdamW)
-# next to PyTorch + transformers (FP32 AdamW), same machine, same run.
+# Training throughput on SmolLM2-135M's shape: qft (QLion, FP32 Lion, FP32
+# AdamW; each with --compute fp32 and bf16) next to PyTorch + transformers
+# AdamW in FP32 and under bf16 autocast, same machine, same run.
 # Sequence length 512, batch 1, random init, THREADS threads (default 2).
 # Prints one JSON line per program: median tokens/s over the timed steps and
 # the process peak RSS.
@@ -16,22 +17,25 @@ trap 'rm -rf "$WORK"' EXIT
 
 random_token_lines $(($WARMUP + $STEPS)) 49152 512 > "$WORK/tokens.txt"
 
-for optimizer in lion adamw; do
+for compute in fp32 bf16; do
+for optimizer in qlion lion adamw; do
   OMP_NUM_THREADS=$THREADS "$BUILD/qft" train --config bench/smollm2-135m-config.json --init random \
     --tokens "$WORK/tokens.txt" --batch 1 --steps $((WARMUP + STEPS)) --lr 1e-4 \
-    --optimizer "$optimizer" --threads "$THREADS" --json > "$WORK/qft-$optimizer.jsonl"
-  python3 - "$WORK/qft-$optimizer.jsonl" "$optimizer" "$WARMUP" <<'PY'
+    --optimizer "$optimizer" --compute "$compute" --threads "$THREADS" --json > "$WORK/qft-$optimizer.jsonl"
+  python3 - "$WORK/qft-$optimizer.jsonl" "$optimizer" "$WARMUP" "$compute" <<'PY'
 import json, statistics, sys
 records = [json.loads(line) for line in open(sys.argv[1])]
 steps = [r for r in records if "step" in r][int(sys.argv[3]):]
 final = records[-1]["memory"]
-print(json.dumps({"bench": "qft_train", "optimizer": sys.argv[2], "steps": len(steps),
+print(json.dumps({"bench": "qft_train", "optimizer": sys.argv[2], "compute": sys.argv[4], "steps": len(steps),
                   "tokens_per_s": round(statistics.median(r["tokens_per_second"] for r in steps), 1),
                   "median_step_s": round(statistics.median(r["seconds"] for r in steps), 3),
                   "peak_rss_gib": round(final["peak_rss_bytes"] / 2**30, 3),
                   "peak_bytes": final["peak_bytes"]}))
 PY
 done
+done
 
 bash scripts/setup-python-env.sh "$BUILD/pyenv"
 "$BUILD/pyenv/bin/python" bench/torch_train_bench.py --threads "$THREADS" --warmup "$WARMUP" --steps "$STEPS"
+"$BUILD/pyenv/bin/python" bench/torch_train_bench.py --threads "$THREADS" --warmup "$WARMUP" --steps "$STEPS" --autocast

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build-sanitize}
 TESTS=(safetensors_test config_test kernels_test quant_test qft_test instruction_data_test checkpoint_test recipe_test
-       disk_full_test nonfinite_test)
+       disk_full_test nonfinite_test bf16_test)
 TARGETS=(safetensors gguf tokenizer_json tokenizer_model instruction_data chat_template recipe checkpoint)
 
 # The build's output goes to a log, shown only when it fails.

@@ -26,6 +26,7 @@ namespace qft {
 namespace {
 
 namespace fs = std::filesystem;
+using test::error_of;
 using test::TempDir;
 
 const std::string kQft = QFT_BINARY;
@@ -39,15 +40,6 @@ std::string read_bytes(const std::string& path) {
 
 void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
-}
-
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "";
 }
 
 #define EXPECT_MENTIONS(text, part) EXPECT_NE((text).find(part), std::string::npos) << (text)
@@ -515,7 +507,8 @@ TEST_P(CliResume, MatchesAnUninterruptedRun) {
 
 INSTANTIATE_TEST_SUITE_P(Methods, CliResume,
                          testing::Values("--optimizer qlion", "--optimizer qlion --grad-accum 2", "--optimizer lion",
-                                         "--optimizer adamw", "--optimizer adamw8bit", "--optimizer mixed-adamw"),
+                                         "--optimizer adamw", "--optimizer adamw8bit", "--optimizer mixed-adamw",
+                                         "--optimizer qlion --compute bf16", "--optimizer adamw --compute bf16"),
                          [](const auto& info) {
                            std::string name = info.param;
                            for (char& c : name) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';

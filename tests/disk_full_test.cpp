@@ -22,18 +22,10 @@ namespace {
 
 namespace fs = std::filesystem;
 using test::SmallDisk;
+using test::error_of;
 using test::TempDir;
 
 #define EXPECT_MENTIONS(text, part) EXPECT_NE((text).find(part), std::string::npos) << (text)
-
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const Error& error) {
-    return error.what();
-  }
-  return "";
-}
 
 // A tiny untied LLaMA trained with QLion.
 struct TinyRun {

@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -30,13 +29,6 @@ using test::TempDir;
 #define EXPECT_MENTIONS(text, part) EXPECT_NE((text).find(part), std::string::npos) << (text)
 
 const std::string kQft = QFT_BINARY;
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream file(path, std::ios::binary);
-  std::stringstream bytes;
-  bytes << file.rdbuf();
-  return bytes.str();
-}
 
 const nlohmann::json kConfig = {{"architectures", {"LlamaForCausalLM"}}, {"vocab_size", 48},       {"hidden_size", 64},
                                 {"intermediate_size", 96},               {"num_hidden_layers", 2}, {"num_attention_heads", 4},
@@ -83,7 +75,7 @@ struct Case {
   }
   std::string state(const Training& training, const std::string& name) const {
     training.save_checkpoint(dir.file(name));
-    return read_bytes(dir.file(name + "/state.safetensors"));
+    return test::read_text(dir.file(name + "/state.safetensors"));
   }
 };
 

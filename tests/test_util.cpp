@@ -16,6 +16,7 @@
 #include <random>
 #include <sstream>
 
+#include "core/error.h"
 #include "core/shape.h"
 #include "io/atomic_file.h"
 #include "io/safetensors.h"
@@ -111,6 +112,15 @@ std::string read_text(const std::string& path) {
 }
 
 void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+std::string error_of(const std::function<void()>& action) {
+  try {
+    action();
+  } catch (const Error& error) {
+    return error.what();
+  }
+  return "";
+}
 
 pid_t spawn(const std::vector<std::string>& arguments, const std::vector<std::string>& extra_environment,
             const std::string& output) {

@@ -3,6 +3,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -66,7 +67,9 @@ class SmallDisk {
                                       << "these tests need root, as CI has"
 
 std::string reference_case(const std::string& name);  // QFT_REFERENCE_DIR/name
-std::string read_text(const std::string& path);
+std::string read_text(const std::string& path);  // any bytes
+// The message of the qft::Error that action throws, or "" when it throws none.
+std::string error_of(const std::function<void()>& action);
 void write_text(const std::string& path, const std::string& text);
 
 }  // namespace qft::test

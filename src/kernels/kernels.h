@@ -9,6 +9,29 @@
 
 namespace qft::kernels {
 
+// ---- the precision of every matrix product (linear layers, the LM head,
+// attention): FP32, or BF16 — inputs rounded to BF16, FP32 accumulation
+// and output. Everything else (norms, softmax, RoPE, the loss, the residual
+// stream, optimizer updates) stays FP32 either way. Set once, before any
+// kernel runs; FP32 by default.
+enum class Compute { FP32, BF16 };
+void set_compute(Compute compute);
+Compute compute();
+// Whether oneDNN multiplies BF16 natively on this CPU (AVX512-BF16 or AMX);
+// without it BF16 compute only rounds the operands and is no faster.
+bool native_bf16_matmul();
+// The largest operands (elements of a and of b) of one product a kernel
+// makes, so a memory plan can size BF16 compute's staging.
+struct GemmOperands {
+  size_t a = 0, b = 0;
+};
+GemmOperands largest(GemmOperands x, GemmOperands y);
+// Bytes BF16 compute stages its rounded operands in (kept per thread, grown
+// to the largest product each thread makes): `main_thread`'s largest
+// products on the calling thread, `every_thread`'s on each of the others too.
+// 0 in FP32 compute.
+size_t compute_staging_bytes(GemmOperands main_thread, GemmOperands every_thread);
+
 // ---- linear: out (N, OC) = inp (N, IC) · weight (OC, IC)ᵀ + bias (OC)
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias,
                     int N, int IC, int OC);
@@ -16,6 +39,7 @@ void linear_forward(float* out, const float* inp, const float* weight, const flo
 // dinp may be nullptr (no input gradient wanted); dbias may be nullptr (no bias).
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int N, int IC, int OC);
+GemmOperands linear_gemm_operands(int N, int IC, int OC);  // forward and backward
 
 // ---- residual: out (n) = a + b. Its backward passes the gradient through.
 void residual_forward(float* out, const float* a, const float* b, size_t n);
@@ -60,6 +84,7 @@ struct AttentionShape {
 };
 // Floats of scratch that attention_forward/backward need.
 size_t attention_workspace_floats(const AttentionShape& shape);
+GemmOperands attention_gemm_operands(const AttentionShape& shape);  // of one task, on any thread
 // out (N, H·D); lse (H, N): log-sum-exp of each query row's scaled scores,
 // kept so backward can rebuild the probabilities without storing them.
 void attention_forward(float* out, float* lse, float* workspace, const float* q, const float* k,

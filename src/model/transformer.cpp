@@ -95,7 +95,19 @@ TransformerMemory Transformer::memory(const ModelConfig& c, int N, int max_lengt
   Carver scratch(nullptr);
   carve_scratch(scratch, c, N);
   memory.scratch_floats = scratch.used();
-  memory.attention_floats = kernels::attention_workspace_floats({N, c.num_heads, c.num_kv_heads, c.head_dim, max_length});
+  const kernels::AttentionShape attention{N, c.num_heads, c.num_kv_heads, c.head_dim, max_length};
+  memory.attention_floats = kernels::attention_workspace_floats(attention);
+  // Every linear layer's products and the LM head's, on the calling thread;
+  // attention's on every thread.
+  kernels::GemmOperands products =
+      kernels::linear_gemm_operands(logits_chunk_rows(c, N), c.hidden_size, c.vocab_size);
+  for (const ParamSpec& spec : parameter_specs(c)) {
+    if (spec.role != ParamRole::Linear) continue;
+    products = kernels::largest(products, kernels::linear_gemm_operands(N, static_cast<int>(spec.shape[1]),
+                                                                        static_cast<int>(spec.shape[0])));
+  }
+  memory.compute_staging_bytes =
+      kernels::compute_staging_bytes(products, kernels::attention_gemm_operands(attention));
   memory.rope_positions = std::max(max_length, c.max_position_embeddings);
   memory.rope_floats = 2 * static_cast<size_t>(memory.rope_positions) * (c.head_dim / 2);
   return memory;
@@ -106,7 +118,7 @@ size_t TransformerMemory::activation_bytes() const {
 }
 
 size_t TransformerMemory::workspace_bytes() const {
-  return (scratch_floats + attention_floats + rope_floats) * sizeof(float);
+  return (scratch_floats + attention_floats + rope_floats) * sizeof(float) + compute_staging_bytes;
 }
 
 void Transformer::prepare(const Batch& batch, bool training) {

@@ -24,6 +24,7 @@ struct TransformerMemory {
   size_t residual_floats = 0, final_norm_floats = 0, final_rstd_floats = 0;
   size_t layer_floats = 0, stored_layers = 0;
   size_t scratch_floats = 0, attention_floats = 0, rope_floats = 0;
+  size_t compute_staging_bytes = 0;  // BF16 compute's rounded operands (kernels.h)
   int rope_positions = 0;
   size_t activation_bytes() const;
   size_t workspace_bytes() const;

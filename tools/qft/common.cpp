@@ -3,7 +3,11 @@
 #include <omp.h>
 #include <signal.h>
 
+#include <cstdlib>
+
+#include "core/cpu_features.h"
 #include "core/error.h"
+#include "kernels/kernels.h"
 #include "quant/quantizer.h"
 
 namespace qft::cli {
@@ -32,6 +36,42 @@ const char* StopSignals::name(int signal) { return signal == SIGINT ? "SIGINT" :
 
 OptionSpec threads_option() {
   return {"threads", "N", "worker threads for kernels and GEMMs (default: all cores)", ""};
+}
+
+namespace {
+
+// bf16 where it is faster: oneDNN's BF16 matmul on AVX512-BF16 measured
+// 2–2.5× its FP32 sgemm on this project's shapes (docs/results.md).
+bool bf16_is_native() {
+  const CpuFeatures& cpu = cpu_features();
+  return (cpu.avx512_bf16 || cpu.amx_bf16) && kernels::native_bf16_matmul();
+}
+
+std::string default_compute() {
+  if (const char* forced = std::getenv("QFT_COMPUTE"); forced && *forced) return forced;
+  return bf16_is_native() ? "bf16" : "fp32";
+}
+
+}  // namespace
+
+OptionSpec compute_option() {
+  return {"compute", "PRECISION",
+          "matrix products: bf16 (BF16 operands, FP32 accumulation) | fp32 (default: bf16 where the CPU multiplies "
+          "BF16 natively, else fp32; $QFT_COMPUTE sets the default)",
+          ""};
+}
+
+std::string default_compute_description() {
+  if (const char* forced = std::getenv("QFT_COMPUTE"); forced && *forced) return std::string(forced) + " (from $QFT_COMPUTE)";
+  return bf16_is_native() ? "bf16 (oneDNN multiplies BF16 natively here)" : "fp32 (no native BF16 matmul here)";
+}
+
+std::string apply_compute(const Args& args) {
+  const std::string name = args.has("compute") ? args.get("compute") : default_compute();
+  if (name != "bf16" && name != "fp32") fail("--compute must be bf16 or fp32, got '", name, "'");
+  kernels::set_compute(name == "bf16" ? kernels::Compute::BF16 : kernels::Compute::FP32);
+  if (name == "fp32") return "compute: fp32";
+  return std::string("compute: bf16 (") + (kernels::native_bf16_matmul() ? "oneDNN BF16 matmul" : "BF16-rounded operands through sgemm, no native BF16 matmul here") + ")";
 }
 
 void apply_threads(const Args& args) {

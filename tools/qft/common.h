@@ -12,6 +12,15 @@ namespace qft::cli {
 void apply_threads(const Args& args);
 OptionSpec threads_option();
 
+// --compute bf16|fp32: the precision of every matrix product, set once for
+// the run (kernels::set_compute). Without it: $QFT_COMPUTE if set, else
+// bf16 where oneDNN multiplies BF16 natively (AVX512-BF16 or AMX), fp32
+// elsewhere. Returns the line that says which, for the run's log.
+OptionSpec compute_option();
+std::string apply_compute(const Args& args);
+// The default of --compute on this machine, and why.
+std::string default_compute_description();
+
 // The optimizer and QFT options shared by train and finetune: --optimizer,
 // --beta1, --beta2, --eps, --weight-decay, --rounding, --outlier-fraction,
 // --seed, --grad-accum, --checkpointing, --stack-gradients.

@@ -95,10 +95,11 @@ int run_eval(int argc, char** argv) {
              {"one-forward-per-choice", "", "choice: no shared forward for single-token choices (for comparison)", ""},
              {"details", "FILE", "choice: write each question's log-likelihoods and predictions (JSONL)", ""},
              {"json", "", "print one JSON object", ""},
-             threads_option()});
+             compute_option(), threads_option()});
   if (!args.parse(argc, argv)) return 0;
   args.require({"model", "data", "task"});
   apply_threads(args);
+  apply_compute(args);
   const std::string task = args.get("task");
   if (task != "perplexity" && task != "choice") fail("--task must be perplexity or choice, got '", task, "'");
   if (task == "perplexity") {

@@ -106,11 +106,12 @@ int run_finetune(int argc, char** argv) {
              {"max-memory", "SIZE", "refuse a plan whose peak exceeds this (default: physical RAM)", ""},
              {"log-every", "N", "log line interval when stderr is not a terminal", "10"},
              nonfinite_options()[0], nonfinite_options()[1],
-             threads_option()});
+             compute_option(), threads_option()});
   if (!args.parse(argc, argv)) return 0;
   if (args.has("config")) args.apply_recipe(read_recipe(args.get("config")), "config");
   args.require({"model", "data", "out"});
   apply_threads(args);
+  const std::string compute = apply_compute(args);
   FinetuneSettings settings;
   settings.model = args.get("model");
   settings.data = args.get("data");
@@ -157,6 +158,7 @@ int run_finetune(int argc, char** argv) {
   callbacks.progress = [&](const FinetuneProgress& progress) { printer(progress); };
   callbacks.stop_requested = [] { return StopSignals::received() != 0; };
   std::optional<StopSignals> stop_signals(std::in_place);
+  callbacks.log(compute);
   const FinetuneResult result = run_finetune(settings, callbacks);
   const int signal = StopSignals::received();
   stop_signals.reset();

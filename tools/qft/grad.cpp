@@ -55,10 +55,11 @@ int run_grad(int argc, char** argv) {
              {"tokens", "FILE", "one sequence per line, whitespace-separated token ids", ""},
              {"out", "FILE", "gradients as a .safetensors file (written atomically)", ""},
              {"checkpointing", "", "recompute each layer's activations during backward", ""},
-             threads_option()});
+             compute_option(), threads_option()});
   if (!args.parse(argc, argv)) return 0;
   args.require({"model", "tokens", "out"});
   apply_threads(args);
+  apply_compute(args);
 
   LoadedModel model = load_model(args.get("model"));
   const auto sequences = read_token_file(args.get("tokens"), model.config.vocab_size);

@@ -150,7 +150,7 @@ int run_train(int argc, char** argv) {
            {"checkpoint", "DIR", "write checkpoints there: every --save-every steps, at the end, and on SIGINT/SIGTERM (then exit 130/143)", ""},
            {"save-every", "N", "steps between checkpoints (needs --checkpoint)", ""},
            {"resume", "DIR", "continue from this checkpoint: same model, --tokens, --batch and settings; --steps is the total (default --checkpoint: DIR)", ""},
-           threads_option()}) {
+           compute_option(), threads_option()}) {
     options.push_back(option);
   }
   Args args("train",
@@ -161,6 +161,7 @@ int run_train(int argc, char** argv) {
   if (!args.parse(argc, argv)) return 0;
   args.require({"tokens", "steps", "lr"});
   apply_threads(args);
+  const std::string compute = apply_compute(args);
   const int batch_lines = args.get_int("batch");
   const int steps = args.get_int("steps");
   const float lr = args.get_float("lr");
@@ -186,7 +187,7 @@ int run_train(int argc, char** argv) {
     fail("the plan's peak of ", plan.peak / 1073741824.0, " GiB exceeds the allowed ", max_memory / 1073741824.0,
          " GiB (--max-memory); try --checkpointing, a smaller --batch or --optimizer qlion");
   }
-  if (!json) std::fputs(plan_table(plan, source.config(), plan_settings).c_str(), stdout);
+  if (!json) std::printf("%s\n%s", compute.c_str(), plan_table(plan, source.config(), plan_settings).c_str());
   std::optional<RunLock> checkpoint_lock;  // one run per checkpoint directory
   if (checkpoint) checkpoint_lock.emplace(sibling_lock_file(*checkpoint), *checkpoint);
   NonFiniteGuard guard = nonfinite_guard(args);
@@ -269,7 +270,7 @@ int run_train(int argc, char** argv) {
   if (out) training->save(*out);
   const nlohmann::json report = memory_report();
   if (json) {
-    std::printf("%s\n", nlohmann::json{{"final", true}, {"steps", steps}, {"memory", report}, {"plan", plan_to_json(plan)}}
+    std::printf("%s\n", nlohmann::json{{"final", true}, {"steps", steps}, {"compute", compute}, {"memory", report}, {"plan", plan_to_json(plan)}}
                             .dump()
                             .c_str());
   } else {

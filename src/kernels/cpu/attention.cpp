@@ -52,6 +52,19 @@ size_t attention_workspace_floats(const AttentionShape& shape) {
   return 2 * expanded + static_cast<size_t>(omp_get_max_threads()) * 2 * tile_floats(shape);
 }
 
+// Per query tile of the longest sequence (rows, keys): q, dout tiles (rows, D),
+// probabilities and score gradients (rows, keys) as a; k, v (keys, D) and
+// q, dout tiles as b.
+GemmOperands attention_gemm_operands(const AttentionShape& shape) {
+  GemmOperands operands;
+  const size_t D = static_cast<size_t>(shape.D);
+  for (int r0 = 0; r0 < shape.max_length; r0 += kTile) {
+    const size_t rows = std::min(kTile, shape.max_length - r0), keys = r0 + rows;
+    operands = largest(operands, {rows * std::max(D, keys), keys * D});
+  }
+  return operands;
+}
+
 void attention_forward(float* out, float* lse, float* workspace, const float* q, const float* k,
                        const float* v, const std::vector<SequenceSpan>& sequences,
                        const AttentionShape& shape) {

@@ -1,16 +1,17 @@
 #pragma once
-// The one FP32 matrix product every CPU kernel uses: oneDNN's sgemm, which
-// measured 10–40 % faster than OpenBLAS on this project's shapes
-// (bench/gemm_bench, docs/results.md). Inside an OpenMP parallel region it
-// runs single-threaded, so per-head attention tasks can call it.
-#include <oneapi/dnnl/dnnl.h>
-
+// The one matrix product every CPU kernel uses. In FP32 compute it is
+// oneDNN's sgemm, which measured 10–40 % faster than OpenBLAS on this
+// project's shapes (bench/gemm_bench, docs/results.md). In BF16 compute both
+// operands are rounded to BF16 (nearest even) and multiplied by oneDNN's
+// matmul primitive with FP32 accumulation and output — one primitive per
+// shape, created once per thread and cached. Where oneDNN has no BF16 matmul
+// for the CPU, the BF16-rounded operands go through sgemm: the same rounding,
+// without the speed. Inside an OpenMP parallel region it runs
+// single-threaded, so per-head attention tasks can call it.
 namespace qft::kernels {
 
 // Row-major c (M, N) = alpha · op(a) · op(b) + beta · c, op(x) = x or xᵀ.
-inline void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, const float* a,
-                 int lda, const float* b, int ldb, float beta, float* c, int ldc) {
-  dnnl_sgemm(transpose_a ? 'T' : 'N', transpose_b ? 'T' : 'N', M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
-}
+void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc);
 
 }  // namespace qft::kernels

@@ -1,4 +1,5 @@
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/cpu/gemm.h"
@@ -17,6 +18,13 @@ void linear_forward(float* out, const float* inp, const float* weight, const flo
   // out (N, OC) = inp (N, IC) · weight (OC, IC)ᵀ
   gemm(false, true, N, OC, IC, 1.0f, inp, IC, weight, IC, beta,
               out, OC);
+}
+
+// forward: inp (N, IC), weight (OC, IC); dinp: dout (N, OC), weight;
+// dweight: doutᵀ (N, OC), inp (N, IC).
+GemmOperands linear_gemm_operands(int N, int IC, int OC) {
+  const size_t n = static_cast<size_t>(N);
+  return {n * std::max(IC, OC), std::max(static_cast<size_t>(OC) * IC, n * IC)};
 }
 
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,

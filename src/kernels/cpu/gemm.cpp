@@ -1,0 +1,171 @@
+#include "kernels/cpu/gemm.h"
+
+#include <immintrin.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <bit>
+#include <map>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <tuple>
+
+#include "core/float16.h"
+#include "core/memory.h"
+#include "kernels/kernels.h"
+
+namespace qft::kernels {
+namespace {
+
+Compute g_compute = Compute::FP32;
+
+using dnnl::memory;
+
+// One row rounded to BF16, nearest even (AVX512-BF16's conversion where the
+// build has it: 16 values an instruction).
+void round_row(uint16_t* out, const float* in, int count) {
+  int j = 0;
+#ifdef __AVX512BF16__
+  for (; j + 16 <= count; j += 16) {
+    const __m256bh rounded = _mm512_cvtneps_pbh(_mm512_loadu_ps(in + j));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), std::bit_cast<__m256i>(rounded));
+  }
+#endif
+  for (; j < count; ++j) out[j] = float_to_bf16(in[j]);
+}
+
+// The operand (rows, cols) with leading dimension ld, rounded to BF16 into a
+// dense (rows, cols) buffer.
+void round_to_bf16(uint16_t* out, const float* in, int rows, int cols, int ld) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r) round_row(out + static_cast<size_t>(r) * cols, in + static_cast<size_t>(r) * ld, cols);
+}
+
+// A growing per-thread staging buffer (accounted as workspace).
+uint16_t* staging(Buffer<uint16_t>& buffer, size_t count) {
+  if (buffer.size() < count) {
+    buffer = Buffer<uint16_t>();  // freed first: the old and the new never coexist
+    buffer = Buffer<uint16_t>(MemCategory::Workspace, count);
+  }
+  return buffer.data();
+}
+
+using Key = std::tuple<bool, bool, int, int, int, int, float, float>;  // ta, tb, M, N, K, ldc, alpha, beta
+
+// One thread's BF16 matmuls: primitives by shape, the operands' staging.
+class Bf16Matmul {
+ public:
+  Bf16Matmul() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
+
+  void run(bool ta, bool tb, int M, int N, int K, float alpha, const float* a, int lda, const float* b, int ldb,
+           float beta, float* c, int ldc) {
+    uint16_t* a16 = staging(a_, static_cast<size_t>(M) * K);
+    uint16_t* b16 = staging(b_, static_cast<size_t>(K) * N);
+    // Stored as they are (a: (M, K) or (K, M); b: (K, N) or (N, K)), densely.
+    round_to_bf16(a16, a, ta ? K : M, ta ? M : K, lda);
+    round_to_bf16(b16, b, tb ? N : K, tb ? K : N, ldb);
+    const memory::desc a_desc({M, K}, memory::data_type::bf16, ta ? memory::dims{1, M} : memory::dims{K, 1});
+    const memory::desc b_desc({K, N}, memory::data_type::bf16, tb ? memory::dims{1, K} : memory::dims{N, 1});
+    const memory::desc c_desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
+    dnnl::matmul& matmul = primitive({ta, tb, M, N, K, ldc, alpha, beta}, a_desc, b_desc, c_desc);
+    memory a_mem(a_desc, engine_, a16), b_mem(b_desc, engine_, b16), c_mem(c_desc, engine_, c);
+    matmul.execute(stream_, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+    stream_.wait();
+  }
+
+  // Whether oneDNN has a BF16 matmul on this CPU (asked once).
+  bool available() {
+    try {
+      const memory::desc a({16, 16}, memory::data_type::bf16, memory::format_tag::ab);
+      const memory::desc c({16, 16}, memory::data_type::f32, memory::format_tag::ab);
+      dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, a, c), engine_);
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }
+
+ private:
+  dnnl::matmul& primitive(const Key& key, const memory::desc& a, const memory::desc& b, const memory::desc& c) {
+    const auto found = cache_.find(key);
+    if (found != cache_.end()) return found->second;
+    if (cache_.size() >= 1024) cache_.clear();  // shapes of attention tiles vary with packing
+    dnnl::primitive_attr attr;
+    if (std::get<6>(key) != 1.0f) attr.set_output_scales(0, {std::get<6>(key)});
+    if (std::get<7>(key) != 0.0f) {
+      dnnl::post_ops sum;
+      sum.append_sum(std::get<7>(key));
+      attr.set_post_ops(sum);
+    }
+    const dnnl::matmul::primitive_desc desc(dnnl::matmul::desc(a, b, c), attr, engine_);
+    return cache_.emplace(key, dnnl::matmul(desc)).first->second;
+  }
+
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  std::map<Key, dnnl::matmul> cache_;
+  Buffer<uint16_t> a_, b_;
+};
+
+Bf16Matmul& thread_matmul() {
+  thread_local Bf16Matmul matmul;
+  return matmul;
+}
+
+// The BF16-rounded operand back in FP32, for sgemm where oneDNN has no BF16 matmul.
+const float* rounded_copy(Buffer<float>& buffer, const float* in, int rows, int cols, int ld) {
+  if (buffer.size() < static_cast<size_t>(rows) * cols) {
+    buffer = Buffer<float>();
+    buffer = Buffer<float>(MemCategory::Workspace, static_cast<size_t>(rows) * cols);
+  }
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r) {
+    for (int j = 0; j < cols; ++j) {
+      buffer[static_cast<size_t>(r) * cols + j] = bf16_to_float(float_to_bf16(in[static_cast<size_t>(r) * ld + j]));
+    }
+  }
+  return buffer.data();
+}
+
+void emulated_bf16_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* a, int lda, const float* b,
+                        int ldb, float beta, float* c, int ldc) {
+  thread_local Buffer<float> a32, b32;
+  const int a_cols = ta ? M : K, b_cols = tb ? K : N;
+  const float* a_rounded = rounded_copy(a32, a, ta ? K : M, a_cols, lda);
+  const float* b_rounded = rounded_copy(b32, b, tb ? N : K, b_cols, ldb);
+  dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, a_rounded, a_cols, b_rounded, b_cols, beta, c, ldc);
+}
+
+}  // namespace
+
+GemmOperands largest(GemmOperands x, GemmOperands y) { return {std::max(x.a, y.a), std::max(x.b, y.b)}; }
+
+size_t compute_staging_bytes(GemmOperands main_thread, GemmOperands every_thread) {
+  if (g_compute == Compute::FP32) return 0;
+  // Staged as BF16 for the matmul primitive, as rounded FP32 for sgemm.
+  const size_t element = native_bf16_matmul() ? sizeof(uint16_t) : sizeof(float);
+  const GemmOperands main = largest(main_thread, every_thread);
+  const size_t others = static_cast<size_t>(omp_get_max_threads()) - 1;
+  return element * (main.a + main.b + others * (every_thread.a + every_thread.b));
+}
+
+void set_compute(Compute compute) { g_compute = compute; }
+Compute compute() { return g_compute; }
+
+bool native_bf16_matmul() {
+  static const bool available = thread_matmul().available();
+  return available;
+}
+
+void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc) {
+  if (g_compute == Compute::FP32 || M == 0 || N == 0 || K == 0) {
+    dnnl_sgemm(transpose_a ? 'T' : 'N', transpose_b ? 'T' : 'N', M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+  } else if (native_bf16_matmul()) {
+    thread_matmul().run(transpose_a, transpose_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+  } else {
+    emulated_bf16_gemm(transpose_a, transpose_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+}
+
+}  // namespace qft::kernels
