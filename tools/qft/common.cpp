@@ -47,17 +47,19 @@ bool bf16_is_native() {
   return (cpu.avx512_bf16 || cpu.amx_bf16) && kernels::native_bf16_matmul();
 }
 
-std::string default_compute() {
+std::string default_compute(Products products) {
   if (const char* forced = std::getenv("QFT_COMPUTE"); forced && *forced) return forced;
-  return bf16_is_native() ? "bf16" : "fp32";
+  return bf16_is_native() && products == Products::Batched ? "bf16" : "fp32";
 }
 
 }  // namespace
 
-OptionSpec compute_option() {
+OptionSpec compute_option(Products products) {
   return {"compute", "PRECISION",
-          "matrix products: bf16 (BF16 operands, FP32 accumulation) | fp32 (default: bf16 where the CPU multiplies "
-          "BF16 natively, else fp32; $QFT_COMPUTE sets the default)",
+          std::string("matrix products: bf16 (BF16 operands, FP32 accumulation) | fp32 (default: ") +
+              (products == Products::Batched ? "bf16 where the CPU multiplies BF16 natively, else fp32"
+                                             : "fp32: decoding one token at a time is memory-bound") +
+              "; $QFT_COMPUTE sets the default)",
           ""};
 }
 
@@ -66,8 +68,8 @@ std::string default_compute_description() {
   return bf16_is_native() ? "bf16 (oneDNN multiplies BF16 natively here)" : "fp32 (no native BF16 matmul here)";
 }
 
-std::string apply_compute(const Args& args) {
-  const std::string name = args.has("compute") ? args.get("compute") : default_compute();
+std::string apply_compute(const Args& args, Products products) {
+  const std::string name = args.has("compute") ? args.get("compute") : default_compute(products);
   if (name != "bf16" && name != "fp32") fail("--compute must be bf16 or fp32, got '", name, "'");
   kernels::set_compute(name == "bf16" ? kernels::Compute::BF16 : kernels::Compute::FP32);
   if (name == "fp32") return "compute: fp32";

@@ -60,11 +60,11 @@ int run_generate(int argc, char** argv) {
              {"temperature", "T", "sampling temperature; 0 is greedy", "0"},
              {"top-p", "P", "nucleus sampling mass", "1"},
              {"seed", "S", "random seed for sampling", "0"},
-             compute_option(), threads_option()});
+             compute_option(Products::OneTokenAtATime), threads_option()});
   if (!args.parse(argc, argv)) return 0;
   args.require({"model", "prompt"});
   apply_threads(args);
-  apply_compute(args);
+  apply_compute(args, Products::OneTokenAtATime);
   const int max_new_tokens = args.get_int("max-new-tokens");
   const SamplingSettings sampling{args.get_float("temperature"), args.get_float("top-p")};
   if (max_new_tokens < 1) fail("--max-new-tokens must be at least 1");

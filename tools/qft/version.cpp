@@ -17,7 +17,7 @@ int run_version() {
   std::printf("isa: %s\n", cpu_feature_list(cpu).c_str());
   std::printf("gemm: %s; FP32 sgemm, BF16 %s\n", gemm_library_description().c_str(),
               kernels::native_bf16_matmul() ? "matmul primitive" : "operands rounded, then sgemm (no native BF16 matmul)");
-  std::printf("compute: %s by default (--compute bf16|fp32)\n", default_compute_description().c_str());
+  std::printf("compute: %s by default (--compute bf16|fp32); generate: fp32\n", default_compute_description().c_str());
   return 0;
 }
 
