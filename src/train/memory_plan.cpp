@@ -51,7 +51,6 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings) 
   const size_t fp32 = counts.padded_floats * sizeof(float);
   const size_t int8_blockwise = static_cast<size_t>(counts.params) + counts.blocks * sizeof(float);
   const std::string& optimizer = settings.optimizer;
-  size_t construction_peak = 0;  // QLion builds its state next to one FP32 tensor
   if (optimizer == "qlion") {
     QftSettings qft;
     qft.outlier_fraction = settings.outlier_fraction;
@@ -61,7 +60,6 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings) 
     plan.grads = memory.stack + memory.fp32_grads;
     plan.momentum = memory.momentum;
     plan.workspace += memory.workspace;
-    construction_peak = memory.weights + memory.momentum + memory.staging;
   } else if (optimizer == "lion" || optimizer == "adamw") {
     plan.weights = plan.grads = plan.momentum = fp32;
     plan.variances = optimizer == "adamw" ? fp32 : 0;
@@ -79,7 +77,7 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings) 
     fail("unknown optimizer '", optimizer, "' (expected qlion, lion, adamw, adamw8bit or mixed-adamw)");
   }
   plan.total = plan.weights + plan.grads + plan.weight_copies + plan.momentum + plan.variances + plan.activations;
-  plan.peak = std::max(plan.total + plan.workspace, construction_peak);
+  plan.peak = plan.total + plan.workspace;
   return plan;
 }
 

@@ -44,7 +44,6 @@ QftMemory QftStore::memory(const ModelConfig& config, const QftSettings& setting
   for (const ParamSpec& spec : parameter_specs(config)) {
     const auto [rows, cols] = stored_shape(spec);
     const int64_t count = shape_numel(spec.shape);
-    memory.staging = std::max(memory.staging, static_cast<size_t>(count) * sizeof(float));
     memory.weights += is_matrix(spec.role)
                           ? HybridMatrix::bytes(rows, cols, HybridMatrix::outliers_for(count, settings.outlier_fraction))
                           : static_cast<size_t>(count) * sizeof(float);
@@ -61,20 +60,18 @@ QftMemory QftStore::memory(const ModelConfig& config, const QftSettings& setting
 QftStore::QftStore(const ModelSource& source, const QftSettings& settings)
     : TensorStore(source.config(), source.specs()), settings_(settings) {
   if (settings_.grad_accum < 1) fail("--grad-accum must be at least 1");
-  size_t largest = 0;
-  for (const ParamSpec& spec : specs_) largest = std::max(largest, static_cast<size_t>(shape_numel(spec.shape)));
-  Buffer<float> staging(MemCategory::Workspace, largest);  // one tensor at a time, never the model
+  float* staging = construction_staging();  // one tensor at a time, never the model
   for (size_t i = 0; i < specs_.size(); ++i) {
     auto param = std::make_unique<Param>();
     param->spec = &specs_[i];
     std::tie(param->rows, param->cols) = stored_shape(specs_[i]);
-    source.fill(i, staging.data());
+    source.fill(i, staging);
     if (is_matrix(specs_[i].role)) {
       param->matrix = std::make_unique<HybridMatrix>(specs_[i].name, param->rows, param->cols);
-      param->matrix->assign(staging.data(), settings_.outlier_fraction, rounding(i, kWeight, 0));
+      param->matrix->assign(staging, settings_.outlier_fraction, rounding(i, kWeight, 0));
     } else {
       param->vector = Buffer<float>(MemCategory::Weights, param->cols);
-      std::memcpy(param->vector.data(), staging.data(), param->cols * sizeof(float));
+      std::memcpy(param->vector.data(), staging, param->cols * sizeof(float));
     }
     param->momentum = QuantizedRows(MemCategory::OptimizerState, param->rows, param->cols);
     params_.push_back(std::move(param));

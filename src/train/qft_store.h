@@ -32,8 +32,7 @@ struct QftMemory {
   size_t stack = 0;       // INT8 gradient stack (stacked mode only)
   size_t fp32_grads = 0;  // FP32 working gradients (TensorStore)
   size_t momentum = 0;    // INT8 momentum
-  size_t workspace = 0;   // one de-quantized matrix (TensorStore)
-  size_t staging = 0;     // one FP32 tensor, while the store is built
+  size_t workspace = 0;   // one de-quantized matrix (TensorStore); the store is built through it too
 };
 
 class QftStore final : public TensorStore {

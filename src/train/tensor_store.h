@@ -53,6 +53,10 @@ class TensorStore : public ParameterStore {
   TensorStore(const ModelConfig& config, std::vector<ParamSpec> specs);
   // Builds the views once the subclass's vectors exist.
   void bind_views();
+  // The weight buffer (room for the largest matrix parameter), free until
+  // the first weight is loaded: where a subclass stages the source's
+  // tensors while it builds its state, so building needs no buffer of its own.
+  float* construction_staging() { return weight_buffer_.data(); }
 
   // FP32 values of a matrix parameter, out (numel), or of one of its rows.
   virtual void load(size_t index, float* out) const = 0;
