@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 BENCHMARKS = [("arc_easy", "ARC-e"), ("arc_challenge", "ARC-c"), ("hellaswag", "HellaSwag"), ("mmlu", "MMLU")]
-COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
 SMOOTHING = 8  # steps in the training-loss moving average
 
 
@@ -30,7 +30,7 @@ def moving_average(values, width):
 
 def table(out, base, runs):
     header = "| run | eval loss before → after | vs adamw | " + " | ".join(f"{name} acc / acc_norm" for _, name in BENCHMARKS)
-    header += " | train tokens/s (median step) | peak RSS GiB |"
+    header += " | model state B/param | train tokens/s (median step) | peak RSS GiB |"
     rows = [header, "|" + "---|" * (header.count("|") - 1)]
     adamw_loss = json.loads((out / "adamw" / "result.json").read_text())["eval_loss_after"] if "adamw" in runs else None
 
@@ -41,15 +41,17 @@ def table(out, base, runs):
             cells.append(f"{result['acc']:.3f} / {result['acc_norm']:.3f}")
         return cells
 
-    rows.append(f"| {base} (not fine-tuned) | | | " + " | ".join(scores(base)) + " | | |")
+    rows.append(f"| {base} (not fine-tuned) | | | " + " | ".join(scores(base)) + " | | | |")
     for run in runs:
         result = json.loads((out / run / "result.json").read_text())
         train, _ = read_metrics(out / run)
         rate = statistics.median(r["tokens"] / r["seconds"] for r in train)
         loss = result["eval_loss_after"]
         relative = f"{100 * (loss / adamw_loss - 1):+.2f} %" if adamw_loss else ""
+        plan = json.loads((out / run / "plan.json").read_text())
+        state = sum(plan[key] for key in ("weights", "adapters", "grads", "weight_copies", "momentum", "variances"))
         rows.append(f"| {run} | {result['eval_loss_before']:.4f} → {loss:.4f} | {relative} | " + " | ".join(scores(run))
-                    + f" | {rate:.0f} | {result['peak_rss_bytes'] / 2**30:.2f} |")
+                    + f" | {state / plan['params']:.2f} | {rate:.0f} | {result['peak_rss_bytes'] / 2**30:.2f} |")
     return "\n".join(rows) + "\n"
 
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Issue 5's evidence: SmolLM2-135M-Instruct fine-tuned on the same Alpaca
-# records, steps, schedule and seed with QLion (stochastic rounding), QLion
-# (round-to-nearest), FP32 Lion, FP32 AdamW and 8-bit AdamW; then every
+# The QFT paper's Table 2 on SmolLM2-135M-Instruct: fine-tuned on the same
+# Alpaca records, steps, schedule and seed with QLion (stochastic rounding),
+# QLion (round-to-nearest), FP32 Lion, FP32 AdamW, 8-bit AdamW and LoRA (the
+# paper's r 8, alpha 16, dropout 0.05, AdamW at the same lr; on an FP32 and an
+# INT8 base; and at 10x the lr, where LoRA is usually run); then every
 # fine-tuned model and the base model on fixed subsets of ARC-Easy,
 # ARC-Challenge, HellaSwag and MMLU. Writes OUT/summary.md (the table in
 # docs/results.md) and OUT/loss_curves.svg.
-#   bash bench/finetune_comparison.sh [OUT]      STEPS (default 160), THREADS (2)
+#   bash bench/finetune_comparison.sh [OUT]      STEPS (default 160), THREADS (2), RUNS (all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,8 +36,11 @@ declare -A OPTIONS=(
   [lion]="--optimizer lion"
   [adamw]="--optimizer adamw"
   [adamw8bit]="--optimizer adamw8bit"
+  [lora]="--method lora"
+  [lora-int8]="--method lora --lora-base int8"
+  [lora-lr2e-4]="--method lora --lr 2e-4"
 )
-RUNS="qlion-stochastic qlion-nearest lion adamw adamw8bit"
+RUNS=${RUNS:-"qlion-stochastic qlion-nearest lion adamw adamw8bit lora lora-int8 lora-lr2e-4"}
 
 for run in $RUNS; do
   [ -f "$OUT/$run/result.json" ] && continue
@@ -43,8 +48,12 @@ for run in $RUNS; do
   echo "== fine-tuning: $run" >&2
   # shellcheck disable=SC2086
   "$QFT" finetune --model "$MODEL" --data "$OUT/train.json" --eval-data "$OUT/eval.json" --out "$OUT/$run" \
-    ${OPTIONS[$run]} --seq-len 512 --batch 4 --max-steps "$STEPS" --lr 2e-5 --seed 1 \
+    --seq-len 512 --batch 4 --max-steps "$STEPS" --lr 2e-5 --seed 1 ${OPTIONS[$run]} \
     --eval-every 40 --export-dtype f32 --threads "$THREADS" --log-every 10 > "$OUT/$run.result.json"
+  # The model state of the plan (what the table's bytes/param come from); memory takes no --rounding or --lr.
+  # shellcheck disable=SC2086
+  "$QFT" memory --model "$MODEL" --seq-len 512 --batch 4 --json \
+    $(echo "${OPTIONS[$run]}" | sed -E 's/--(rounding|lr) [^ ]+//g') > "$OUT/$run/plan.json"
   mv "$OUT/$run.result.json" "$OUT/$run/result.json"
 done
 

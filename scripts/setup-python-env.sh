@@ -24,6 +24,10 @@
 # (>= 0.10.0) uses. accelerate is required by transformers' GGUF loading; 1.2.1
 # is the newest that accepts torch 1.13 (1.3.0+ require torch >= 2.0).
 #
+# peft 0.13.2 (runs on torch 1.13; psutil and pyyaml come from Debian): the LoRA reference
+# (tests/reference/make_lora_reference.py) is PEFT itself, and lora_test checks that PEFT loads
+# the adapters qft exports.
+#
 # sentencepiece and protobuf: the tokenizer reference trains a SentencePiece model and
 # converts it to LlamaTokenizerFast (transformers' slow->fast conversion reads the
 # model's protobuf).
@@ -56,6 +60,9 @@ PINS=(
   "gguf==0.19.0"
   "accelerate==1.2.1"
 )
+# Installed without its dependencies (all of them are above or Debian's): it asks for
+# torch >= 1.13.0, which Debian's 1.13.0a0 does not satisfy, and pip would fetch a CUDA torch.
+PEFT_PIN="peft==0.13.2"
 
 die() { echo "setup-python-env: ERROR: $*" >&2; exit 1; }
 
@@ -66,7 +73,7 @@ die() { echo "setup-python-env: ERROR: $*" >&2; exit 1; }
   || die "python venv/ensurepip missing (apt-get install python3-venv)"
 
 STAMP="$VENV_DIR/.qft-pins"
-WANT=$(printf '%s\n' "${PINS[@]}")
+WANT=$(printf '%s\n' "${PINS[@]}" "$PEFT_PIN")
 
 check_env() {
   "$VENV_DIR/bin/python" - <<'EOF'
@@ -79,7 +86,7 @@ for m in (numpy, torch):
 import safetensors.torch  # noqa: F401
 import sentencepiece  # noqa: F401
 from sentencepiece import sentencepiece_model_pb2  # noqa: F401  (needs protobuf)
-import gguf, accelerate  # noqa: F401,E401
+import gguf, accelerate, peft  # noqa: F401,E401
 import transformers
 from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint  # noqa: F401
 from transformers import (LlamaConfig, LlamaForCausalLM, MistralForCausalLM,  # noqa: F401
@@ -106,6 +113,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 # No upgrade of already-satisfied dependencies: numpy must stay Debian's.
 "$VENV_DIR/bin/python" -m pip install --quiet --upgrade-strategy only-if-needed "${PINS[@]}" \
   || die "pip install failed"
+"$VENV_DIR/bin/python" -m pip install --quiet --no-deps "$PEFT_PIN" || die "pip install $PEFT_PIN failed"
 
 check_env || die "the environment in $VENV_DIR does not work (see above)"
 printf '%s\n' "$WANT" > "$STAMP"

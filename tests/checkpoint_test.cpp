@@ -112,6 +112,7 @@ struct Method {
   int grad_accum = 1;
   bool stack_gradients = false;
   Rounding rounding = Rounding::Stochastic;
+  const char* lora_base = nullptr;  // LoRA on an "fp32" or "int8" base; nullptr: every parameter
 };
 
 void PrintTo(const Method& method, std::ostream* out) { *out << method.name; }
@@ -126,6 +127,13 @@ TrainingSettings settings_for(const Method& method) {
   settings.qft.seed = 7;
   settings.qft.rounding = method.rounding;
   settings.qft.stack_gradients = method.stack_gradients;
+  if (method.lora_base) {
+    settings.lora = LoraSettings{};
+    settings.lora->rank = 2;
+    settings.lora->dropout = 0.1f;  // masks keyed by step: a resumed run draws the same
+    settings.lora->seed = 7;
+    settings.lora->int8_base = std::string(method.lora_base) == "int8";
+  }
   return settings;
 }
 
@@ -150,7 +158,8 @@ std::vector<std::vector<float>> parameters(Training& training, const ModelSource
 class Resume : public testing::TestWithParam<std::tuple<Method, bool>> {};
 
 // 2N steps straight vs N steps, a checkpoint, a fresh object (from another
-// initialisation, so nothing of it may survive the load) and N more.
+// initialisation, so nothing of it may survive the load; LoRA's frozen base is
+// not in the checkpoint, so it comes from the same model) and N more.
 TEST_P(Resume, ContinuesBitForBit) {
   const auto& [method, qwen2] = GetParam();
   const Model model(qwen2);
@@ -168,7 +177,13 @@ TEST_P(Resume, ContinuesBitForBit) {
     for (int step = 1; step <= N; ++step) ASSERT_EQ(run_step(*first, model, method, step), losses[step - 1]) << step;
     first->save_checkpoint(dir.file("ckpt"), {{"position", 17}});
   }
-  auto resumed = make_training(ModelSource::random(model.config, 99), settings);
+  if (method.lora_base) {
+    // Another base is refused by its fingerprint.
+    auto other_base = make_training(ModelSource::random(model.config, 99), settings);
+    EXPECT_NE(test::error_of([&] { other_base->load_checkpoint(dir.file("ckpt")); }).find("lora_base_xxh64"),
+              std::string::npos);
+  }
+  auto resumed = make_training(method.lora_base ? source : ModelSource::random(model.config, 99), settings);
   const ResumePoint resume = resumed->load_checkpoint(dir.file("ckpt"));
   EXPECT_EQ(resume.step, N);
   EXPECT_EQ(resumed->last_step(), N);
@@ -198,6 +213,8 @@ const Method kMethods[] = {
     {"adamw8bit", "adamw8bit"},
     {"mixed_adamw", "mixed-adamw"},
     {"mixed_adamw_accum2", "mixed-adamw", 2},
+    {"lora_adamw", "adamw", 1, false, Rounding::Stochastic, "fp32"},
+    {"lora_int8_lion_accum2", "lion", 2, false, Rounding::Stochastic, "int8"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Methods, Resume, testing::Combine(testing::ValuesIn(kMethods), testing::Bool()),

@@ -184,7 +184,9 @@ TEST(CliMemory, PlanMatchesTheMeasurementWithinTenPercent) {
   for (const std::string options : {"--optimizer qlion", "--optimizer qlion --grad-accum 2 --checkpointing",
                                     "--optimizer lion", "--optimizer adamw --checkpointing", "--optimizer adamw8bit",
                                     "--optimizer mixed-adamw --grad-accum 2", "--optimizer qlion --compute bf16",
-                                    "--optimizer lion --compute bf16 --checkpointing"}) {
+                                    "--optimizer lion --compute bf16 --checkpointing", "--method lora",
+                                    "--method lora --lora-base int8 --optimizer lion --checkpointing",
+                                    "--method lora --compute bf16"}) {
     SCOPED_TRACE(options);
     const auto result = run_command(kQft + " train --model " + model + " --tokens " + dir.file("tokens.txt") +
                                     " --batch 2 --steps 2 --lr 1e-3 --json " + options);
@@ -195,7 +197,8 @@ TEST(CliMemory, PlanMatchesTheMeasurementWithinTenPercent) {
     const auto& plan = last.at("plan");
     const auto& measured = last.at("memory").at("peak_bytes");
     const auto close = [](double planned, double seen) { return std::abs(planned - seen) <= 0.1 * std::max(seen, 1.0); };
-    EXPECT_TRUE(close(plan.at("weights"), measured.at("weights"))) << plan << measured;
+    EXPECT_TRUE(close(plan.at("weights").get<double>() + plan.at("adapters").get<double>(), measured.at("weights")))
+        << plan << measured;
     EXPECT_TRUE(close(plan.at("grads"), measured.at("gradients"))) << plan << measured;
     EXPECT_TRUE(close(plan.at("momentum").get<double>() + plan.at("variances").get<double>(), measured.at("optimizer_state")))
         << plan << measured;
@@ -205,6 +208,28 @@ TEST(CliMemory, PlanMatchesTheMeasurementWithinTenPercent) {
     // BF16 compute's staging of rounded operands is planned to the byte.
     if (options.find("bf16") != std::string::npos) EXPECT_EQ(plan.at("workspace"), measured.at("workspace")) << plan << measured;
   }
+}
+
+// LoRA's plan: the base, the adapters, and gradients and AdamW moments of the adapters only.
+TEST(CliMemory, LoraPlanShowsBaseAndAdapters) {
+  const std::string model = reference_case("llama_gqa_untied");
+  const auto table = run_command(kQft + " memory --model " + model + " --method lora --seq-len 16");
+  ASSERT_EQ(table.exit_code, 0) << table.output;
+  EXPECT_NE(table.output.find("LoRA r=8 FP32 base + adamw"), std::string::npos) << table.output;
+  EXPECT_NE(table.output.find("adapters"), std::string::npos) << table.output;
+  const auto plan_of = [&](const std::string& options) {
+    const auto result = run_command(kQft + " memory --model " + model + " --seq-len 16 --json " + options);
+    EXPECT_EQ(result.exit_code, 0) << result.output;
+    return nlohmann::json::parse(result.output);
+  };
+  const auto fp32 = plan_of("--method lora"), int8 = plan_of("--method lora --lora-base int8"), full = plan_of("--optimizer adamw");
+  EXPECT_EQ(fp32.at("weights"), full.at("weights"));
+  EXPECT_LT(int8.at("weights").get<double>(), 0.4 * fp32.at("weights").get<double>());
+  EXPECT_EQ(fp32.at("grads"), fp32.at("adapters"));
+  EXPECT_EQ(fp32.at("momentum"), fp32.at("adapters"));
+  EXPECT_EQ(fp32.at("variances"), fp32.at("adapters"));
+  EXPECT_EQ(plan_of("--method lora --lora-rank 16").at("adapters").get<double>(), 2 * fp32.at("adapters").get<double>());
+  EXPECT_NE(run_command(kQft + " memory --model " + model + " --lora-rank 4").exit_code, 0);  // needs --method lora
 }
 
 TEST(CliMemory, TrainRefusesAPlanOverTheLimitBeforeAllocating) {

@@ -153,8 +153,40 @@ INSTANTIATE_TEST_SUITE_P(
     testing::Values(ResumeCase{"QLionMidEpoch", "", 5},
                     ResumeCase{"QLionAtAnEpochsEnd", "", 0},
                     ResumeCase{"QLionAccumulating", "--grad-accum 2", 5},
-                    ResumeCase{"AdamWPacked", "--optimizer adamw --pack", 5}),
+                    ResumeCase{"AdamWPacked", "--optimizer adamw --pack", 5},
+                    ResumeCase{"LoraInt8BaseMidEpoch", "--method lora --lora-base int8 --lora-rank 4", 5}),
     [](const auto& info) { return std::string(info.param.name); });
+
+// --export-lora: the merged model, the PEFT adapter, or both; refused without LoRA.
+TEST(FinetuneLora, ExportsTheMergedModelTheAdapterOrBoth) {
+  const Task task;
+  const auto both = test::run_command(task.command("both", "--max-steps 2 --method lora --export-lora both"));
+  ASSERT_EQ(both.exit_code, 0) << both.output;
+  EXPECT_MENTIONS(both.output, "LoRA r=8 FP32 base + adamw");
+  for (const char* file : {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "model/model.safetensors"}) {
+    EXPECT_TRUE(fs::exists(task.dir.file("both/") + file)) << file;
+  }
+  const auto config = nlohmann::json::parse(test::read_text(task.dir.file("both/adapter/adapter_config.json")));
+  EXPECT_EQ(config.at("peft_type"), "LORA");
+  EXPECT_EQ(config.at("r"), 8);
+  EXPECT_EQ(config.at("base_model_name_or_path"), fs::absolute(task.model).lexically_normal().string());
+  const auto result = nlohmann::json::parse(both.output.substr(both.output.rfind("\n{") + 1));
+  EXPECT_EQ(result.at("adapter"), task.dir.file("both/adapter"));
+
+  const auto adapter = test::run_command(task.command("adapter", "--max-steps 2 --method lora --export-lora adapter"));
+  ASSERT_EQ(adapter.exit_code, 0) << adapter.output;
+  EXPECT_TRUE(fs::exists(task.dir.file("adapter/adapter/adapter_model.safetensors")));
+  EXPECT_FALSE(fs::exists(task.dir.file("adapter/model")));
+  EXPECT_TRUE(test::read_text(task.dir.file("adapter/adapter/adapter_model.safetensors")) ==
+              test::read_text(task.dir.file("both/adapter/adapter_model.safetensors")));
+
+  for (const std::string& bad : {std::string("--export-lora adapter"), std::string("--method lora --export-lora half"),
+                                 std::string("--lora-rank 4"), std::string("--method lora --optimizer qlion")}) {
+    const auto refused = test::run_command(task.command("refused", "--max-steps 2 " + bad));
+    EXPECT_EQ(refused.exit_code, 1) << bad << ": " << refused.output;
+    EXPECT_FALSE(fs::exists(task.dir.file("refused"))) << bad;
+  }
+}
 
 // Waits until `log` shows `wanted` (or two minutes pass).
 bool wait_for(const std::string& log, const std::string& wanted) {
@@ -315,7 +347,7 @@ TEST(FinetuneRecipe, ErrorsNameTheFileTheLineAndTheKeyAndCreateNoOutput) {
 }
 
 TEST(FinetuneRecipe, ShippedRecipesParseAndTheirKeysAreOptions) {
-  for (const char* name : {"demo.yaml", "smollm2-135m-alpaca.yaml", "llama2-7b-qft-paper.yaml"}) {
+  for (const char* name : {"demo.yaml", "smollm2-135m-alpaca.yaml", "llama2-7b-qft-paper.yaml", "llama2-7b-lora-paper.yaml"}) {
     const std::string path = std::string(QFT_SOURCE_DIR) + "/recipes/" + name;
     // A missing model is reported after every key was accepted: no unknown
     // key or wrong type stops the recipe first.

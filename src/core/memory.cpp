@@ -35,6 +35,12 @@ MemoryStats memory_stats() {
   return stats;
 }
 
+void reset_memory_peaks() {
+  std::lock_guard lock(stats_mutex);
+  stats.peak = stats.current;
+  stats.total_peak = stats.total_current;
+}
+
 size_t process_peak_rss_bytes() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);

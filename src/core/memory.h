@@ -23,6 +23,8 @@ struct MemoryStats {
 };
 
 MemoryStats memory_stats();
+// Starts the peaks again from the current bytes (one process measuring several runs).
+void reset_memory_peaks();
 // Peak bytes of the process's resident set, as the kernel reports it.
 size_t process_peak_rss_bytes();
 

@@ -155,4 +155,26 @@ void require_free_space(const std::string& directory, uint64_t bytes, const std:
   }
 }
 
+void write_directory_atomically(const std::string& directory, uint64_t bytes, const std::string& what,
+                                const std::function<void(const std::string& temporary)>& write) {
+  namespace fs = std::filesystem;
+  if (fs::exists(directory)) fail(directory, ": already exists");
+  const fs::path temporary = directory + ".tmp." + std::to_string(::getpid());
+  const fs::path parent = fs::absolute(temporary).parent_path();
+  fs::create_directories(parent);
+  require_free_space(parent.string(), bytes, what);
+  fs::create_directories(temporary);
+  try {
+    write(temporary.string());
+    fs::rename(temporary, directory);
+    sync_directory(parent.string());
+  } catch (const fs::filesystem_error& error) {
+    fs::remove_all(temporary);
+    fail(directory, ": cannot write: ", error.code().message());
+  } catch (...) {
+    fs::remove_all(temporary);
+    throw;
+  }
+}
+
 }  // namespace qft

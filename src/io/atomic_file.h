@@ -4,6 +4,7 @@
 // temporary file and names the path. A full disk also says how many more
 // bytes the write needs.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -35,6 +36,13 @@ class AtomicFileWriter {
 };
 
 void write_file_atomically(const std::string& path, const std::string& text);
+
+// Writes DIR, which must not exist, as DIR.tmp.PID: write(temporary) fills it,
+// then it is renamed into place and the rename synced. The free space is
+// checked against `bytes` (what write() puts there, `what` naming it) first;
+// on any failure the temporary directory is removed, so DIR appears whole or not at all.
+void write_directory_atomically(const std::string& directory, uint64_t bytes, const std::string& what,
+                                const std::function<void(const std::string& temporary)>& write);
 
 // (file name, contents) of small files a directory is made of (configs, tokenizers).
 using NamedFiles = std::vector<std::pair<std::string, std::string>>;

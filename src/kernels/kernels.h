@@ -5,6 +5,7 @@
 // The CPU backend lives in kernels/cpu/; another backend implements the same
 // declarations and is chosen at compile time.
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 namespace qft::kernels {
@@ -36,7 +37,8 @@ size_t compute_staging_bytes(GemmOperands main_thread, GemmOperands every_thread
 void linear_forward(float* out, const float* inp, const float* weight, const float* bias,
                     int N, int IC, int OC);
 // dinp (N, IC) += dout · weight; dweight (OC, IC) += doutᵀ · inp; dbias (OC) += Σₙ dout.
-// dinp may be nullptr (no input gradient wanted); dbias may be nullptr (no bias).
+// dinp may be nullptr (no input gradient wanted); dweight and dbias may be nullptr (a frozen
+// weight, no bias).
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
                      const float* weight, int N, int IC, int OC);
 GemmOperands linear_gemm_operands(int N, int IC, int OC);  // forward and backward
@@ -51,8 +53,29 @@ void embedding_backward(float* dtable, const float* dout, const int* tokens, int
 // ---- RMSNorm: out (N, C) = inp · rstd · weight (C), rstd (N) = 1/√(mean(inp²) + eps)
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
                      float eps);
+// dweight may be nullptr (a frozen norm).
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
                       const float* weight, const float* rstd, int N, int C);
+
+// ---- dropout: x (N, C) = x · keep / (1 − p), keep where the element's uniform is ≥ p. The
+// uniform of (n, c) is a Philox function of (seed, stream, n, c), so backward rebuilds the
+// forward's mask instead of storing it. p = 0: nothing changes.
+struct DropoutMask {
+  float p = 0.0f;
+  uint64_t seed = 0;
+  uint32_t stream[2] = {0, 0};
+};
+void dropout_apply(float* x, const DropoutMask& mask, int N, int C);
+
+// ---- LoRA adapter (PEFT's): out (N, OC) += scale · (dropout(inp) · Aᵀ) · Bᵀ,
+// A (R, IC), B (OC, R). Scratch: low (N, R); dropped (N, IC), unused when p = 0.
+void lora_forward(float* out, float* low, float* dropped, const float* inp, const float* a,
+                  const float* b, const DropoutMask& mask, int N, int IC, int OC, int R, float scale);
+// dinp (N, IC) += the adapter's share of the input gradient; da (R, IC), db (OC, R) +=.
+// Scratch: low, dlow (N, R); dropped (N, IC), used whatever p is.
+void lora_backward(float* dinp, float* da, float* db, float* low, float* dlow, float* dropped,
+                   const float* dout, const float* inp, const float* a, const float* b,
+                   const DropoutMask& mask, int N, int IC, int OC, int R, float scale);
 
 // ---- RoPE, HF rotate-half convention, applied in place to x (N, H, D).
 // cos, sin: (max_positions, D/2) tables; positions (N).

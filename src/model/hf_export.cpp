@@ -1,8 +1,5 @@
 #include "model/hf_export.h"
 
-#include <unistd.h>
-
-#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -10,8 +7,6 @@
 
 namespace qft {
 namespace {
-
-namespace fs = std::filesystem;
 
 const char* torch_dtype(DType dtype) {
   switch (dtype) {
@@ -56,24 +51,14 @@ uint64_t export_hf_bytes(const ModelConfig& config, const HfExport& options) {
 
 void export_hf_model(const std::string& directory, const ModelConfig& config,
                      const std::function<void(size_t, float*)>& fill, const HfExport& options) {
-  if (fs::exists(directory)) fail(directory, ": already exists");
-  const fs::path temporary = directory + ".tmp." + std::to_string(::getpid());
-  const fs::path parent = fs::absolute(temporary).parent_path();
-  fs::create_directories(parent);
-  require_free_space(parent.string(), export_hf_bytes(config, options), "the export " + directory);
-  fs::create_directories(temporary);
-  try {
-    for (const auto& [name, contents] : small_files(config, options)) write_file_atomically((temporary / name).string(), contents);
-    write_safetensors((temporary / "model.safetensors").string(), tensor_infos(config), fill, options.dtype);
-    fs::rename(temporary, directory);
-    sync_directory(parent.string());
-  } catch (const fs::filesystem_error& error) {
-    fs::remove_all(temporary);
-    fail(directory, ": cannot write the export: ", error.code().message());
-  } catch (...) {
-    fs::remove_all(temporary);
-    throw;
-  }
+  write_directory_atomically(directory, export_hf_bytes(config, options), "the export " + directory,
+                             [&](const std::string& temporary) {
+                               for (const auto& [name, contents] : small_files(config, options)) {
+                                 write_file_atomically(temporary + "/" + name, contents);
+                               }
+                               write_safetensors(temporary + "/model.safetensors", tensor_infos(config), fill,
+                                                 options.dtype);
+                             });
 }
 
 }  // namespace qft

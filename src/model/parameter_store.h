@@ -8,10 +8,26 @@
 // layer, last to first: linear_grad(l, ·) … linear_grad_done(l, ·) for each
 // linear, layer_grads_done(l) for its norms and biases; finally
 // embedding_grad() … embedding_grad_done().
+//
+// A frozen parameter's gradient is nullptr (LoRA's base): backward then
+// skips that product. A linear may carry a LoRA adapter beside its weight.
+#include "kernels/kernels.h"
 #include "model/config.h"
 #include "model/parameters.h"
 
 namespace qft {
+
+// A linear's low-rank adapter (PEFT's LoRA): the layer computes
+// W·x + scale · B·A·dropout(x); backward adds into grad_a and grad_b.
+struct LoraAdapter {
+  const float* a = nullptr;  // (R, IC)
+  const float* b = nullptr;  // (OC, R)
+  float* grad_a = nullptr;   // (R, IC)
+  float* grad_b = nullptr;   // (OC, R)
+  int rank = 0;
+  float scale = 0.0f;               // alpha / rank
+  kernels::DropoutMask dropout;     // on the adapter's input, in training only
+};
 
 class ParameterStore {
  public:
@@ -35,10 +51,13 @@ class ParameterStore {
   virtual void head_grads_done() = 0;
   virtual float* embedding_grad() = 0;  // (V, C)
   virtual void embedding_grad_done() = 0;
+
+  // The adapter on a linear, or nullptr (the weight alone).
+  virtual const LoraAdapter* adapter(int /*layer*/, Linear /*which*/) { return nullptr; }
 };
 
 // Whole FP32 weight and gradient sets; gradients accumulate until the caller
-// zeroes them.
+// zeroes them. Without a gradient set every weight is frozen.
 class Fp32ParameterStore final : public ParameterStore {
  public:
   Fp32ParameterStore(const ModelConfig& config, ParamSet& weights, ParamSet* grads);
@@ -48,19 +67,21 @@ class Fp32ParameterStore final : public ParameterStore {
   void embed(float* out, const int* tokens, int N) override;
   const HeadParams& head_weights() override { return weights_.head; }
 
-  const LayerParams& layer_grads(int layer) override { return grads_.layers.at(layer); }
-  float* linear_grad(int layer, Linear which) override { return linear_of(grads_.layers.at(layer), which).weight; }
+  const LayerParams& layer_grads(int layer) override { return frozen_ ? frozen_layer_ : grads_.layers.at(layer); }
+  float* linear_grad(int layer, Linear which) override { return frozen_ ? nullptr : linear_of(grads_.layers.at(layer), which).weight; }
   void linear_grad_done(int, Linear) override {}
   void layer_grads_done(int) override {}
   const HeadParams& head_grads() override { return grads_.head; }
   void head_grads_done() override {}
-  float* embedding_grad() override { return grads_.head.embed; }
+  float* embedding_grad() override { return grads_.head.embed; }  // nullptr when frozen
   void embedding_grad_done() override {}
 
  private:
   int hidden_size_;
   ModelParams weights_;
-  ModelParams grads_;
+  ModelParams grads_;  // empty views when frozen
+  bool frozen_;
+  LayerParams frozen_layer_;
 };
 
 }  // namespace qft

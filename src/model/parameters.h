@@ -28,6 +28,8 @@ std::vector<ParamSpec> parameter_specs(const ModelConfig& config);
 class ParamSet {
  public:
   ParamSet(MemCategory category, std::vector<ParamSpec> specs);
+  // Bytes a set of these parameters allocates.
+  static size_t bytes(const std::vector<ParamSpec>& specs);
 
   const std::vector<ParamSpec>& specs() const { return specs_; }
   float* data(size_t index) { return storage_.data() + offsets_[index]; }

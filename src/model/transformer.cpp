@@ -49,6 +49,18 @@ Transformer::Scratch Transformer::carve_scratch(Carver& carver, const ModelConfi
   return s;
 }
 
+Transformer::AdapterScratch Transformer::carve_adapter_scratch(Carver& carver, const ModelConfig& c, int N,
+                                                              int rank) {
+  if (rank == 0) return {};
+  const size_t n = static_cast<size_t>(N);
+  const int largest_input = std::max({c.hidden_size, c.q_dim(), c.intermediate_size});
+  AdapterScratch s;
+  s.dropped = carver.take(n * largest_input);
+  s.low = carver.take(n * rank);
+  s.dlow = carver.take(n * rank);
+  return s;
+}
+
 Transformer::LayerActivations Transformer::carve_layer(Carver& carver, const ModelConfig& c, int N) {
   const size_t n = static_cast<size_t>(N);
   LayerActivations a;
@@ -82,7 +94,7 @@ Transformer::Transformer(const ModelConfig& config, ParameterStore& store, Trans
 Transformer::~Transformer() = default;
 
 TransformerMemory Transformer::memory(const ModelConfig& c, int N, int max_length, bool training,
-                                      bool checkpointing) {
+                                      const TransformerOptions& options) {
   const size_t n = static_cast<size_t>(N);
   TransformerMemory memory;
   memory.residual_floats = (c.num_layers + 1) * n * c.hidden_size;
@@ -91,10 +103,13 @@ TransformerMemory Transformer::memory(const ModelConfig& c, int N, int max_lengt
   Carver layer(nullptr);
   carve_layer(layer, c, N);
   memory.layer_floats = layer.used();
-  memory.stored_layers = training && !checkpointing ? c.num_layers : 1;
+  memory.stored_layers = training && !options.checkpointing ? c.num_layers : 1;
   Carver scratch(nullptr);
   carve_scratch(scratch, c, N);
   memory.scratch_floats = scratch.used();
+  Carver adapter(nullptr);
+  carve_adapter_scratch(adapter, c, N, options.adapter_rank);
+  memory.adapter_floats = adapter.used();
   const kernels::AttentionShape attention{N, c.num_heads, c.num_kv_heads, c.head_dim, max_length};
   memory.attention_floats = kernels::attention_workspace_floats(attention);
   // Every linear layer's products and the LM head's, on the calling thread;
@@ -118,7 +133,7 @@ size_t TransformerMemory::activation_bytes() const {
 }
 
 size_t TransformerMemory::workspace_bytes() const {
-  return (scratch_floats + attention_floats + rope_floats) * sizeof(float) + compute_staging_bytes;
+  return (scratch_floats + attention_floats + rope_floats + adapter_floats) * sizeof(float) + compute_staging_bytes;
 }
 
 void Transformer::prepare(const Batch& batch, bool training) {
@@ -127,7 +142,8 @@ void Transformer::prepare(const Batch& batch, bool training) {
   const ModelConfig& c = config_;
   const int N = batch.size();
   batch_ = &batch;
-  const TransformerMemory sizes = memory(c, N, batch.max_length, training, options_.checkpointing);
+  training_ = training;
+  const TransformerMemory sizes = memory(c, N, batch.max_length, training, options_);
 
   if (batch.max_length > rope_positions_) {
     rope_positions_ = sizes.rope_positions;
@@ -147,6 +163,9 @@ void Transformer::prepare(const Batch& batch, bool training) {
   ensure_capacity(scratch_buffer_, MemCategory::Workspace, sizes.scratch_floats);
   Carver scratch_carver(scratch_buffer_.data());
   scratch_ = std::make_unique<Scratch>(carve_scratch(scratch_carver, c, N));
+  ensure_capacity(adapter_buffer_, MemCategory::Workspace, sizes.adapter_floats);
+  Carver adapter_carver(adapter_buffer_.data());
+  adapter_scratch_ = carve_adapter_scratch(adapter_carver, c, N, options_.adapter_rank);
   ensure_capacity(attention_workspace_, MemCategory::Workspace, sizes.attention_floats);
 }
 
@@ -162,15 +181,41 @@ kernels::AttentionShape Transformer::attention_shape() const {
   return {batch_->size(), config_.num_heads, config_.num_kv_heads, config_.head_dim, batch_->max_length};
 }
 
+void Transformer::linear_forward(int layer, Linear which, float* out, const float* inp, int IC, int OC) {
+  const int N = batch_->size();
+  kernels::linear_forward(out, inp, store_.linear_weight(layer, which), linear_of(store_.layer_weights(layer), which).bias,
+                          N, IC, OC);
+  const LoraAdapter* adapter = store_.adapter(layer, which);
+  if (!adapter) return;
+  const AdapterScratch& s = adapter_scratch_;
+  if (adapter->rank != options_.adapter_rank) fail("the adapters' rank differs from the transformer's");
+  const kernels::DropoutMask dropout = training_ ? adapter->dropout : kernels::DropoutMask{};
+  kernels::lora_forward(out, s.low, s.dropped, inp, adapter->a, adapter->b, dropout, N, IC, OC, adapter->rank,
+                        adapter->scale);
+}
+
+void Transformer::linear_backward(int layer, Linear which, float* dinp, const float* dout, const float* inp, int IC,
+                                  int OC) {
+  const int N = batch_->size();
+  const float* weight = store_.linear_weight(layer, which);
+  kernels::linear_backward(dinp, store_.linear_grad(layer, which), linear_of(store_.layer_grads(layer), which).bias,
+                           dout, inp, weight, N, IC, OC);
+  if (const LoraAdapter* adapter = store_.adapter(layer, which)) {
+    const AdapterScratch& s = adapter_scratch_;
+    kernels::lora_backward(dinp, adapter->grad_a, adapter->grad_b, s.low, s.dlow, s.dropped, dout, inp, adapter->a,
+                           adapter->b, adapter->dropout, N, IC, OC, adapter->rank, adapter->scale);
+  }
+  store_.linear_grad_done(layer, which);
+}
+
 void Transformer::layer_forward(int layer, LayerActivations& a, const float* x_in, float* x_out) {
   const ModelConfig& c = config_;
   const LayerParams& w = store_.layer_weights(layer);
   const Batch& batch = *batch_;
   const int N = batch.size(), C = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
   float* tmp = scratch_->tmp;  // (N, C)
-
   const auto linear = [&](Linear which, float* out, const float* inp, int in, int out_features) {
-    kernels::linear_forward(out, inp, store_.linear_weight(layer, which), linear_of(w, which).bias, N, in, out_features);
+    linear_forward(layer, which, out, inp, in, out_features);
   };
 
   kernels::rmsnorm_forward(a.ln1, a.rstd1, x_in, w.input_norm, N, C, c.rms_norm_eps);
@@ -202,10 +247,7 @@ void Transformer::layer_backward(int layer, const LayerActivations& a, const flo
   const size_t n = static_cast<size_t>(N);
   // Each weight gradient is handed back as soon as it is complete.
   const auto linear = [&](Linear which, float* dinp, const float* dout, const float* inp, int in, int out) {
-    const float* weight = store_.linear_weight(layer, which);
-    kernels::linear_backward(dinp, store_.linear_grad(layer, which), linear_of(g, which).bias, dout, inp, weight, N,
-                             in, out);
-    store_.linear_grad_done(layer, which);
+    linear_backward(layer, which, dinp, dout, inp, in, out);
   };
 
   // MLP block: dresid holds the gradient of x_out = mid + down(hidden).
@@ -290,8 +332,9 @@ double Transformer::forward_backward(const Batch& batch, int64_t denominator) {
     layer_backward(layer, acts, residual(layer), dresid);
     store_.layer_grads_done(layer);
   }
-  kernels::embedding_backward(store_.embedding_grad(), dresid, batch.tokens.data(), batch.size(),
-                              config_.hidden_size);
+  if (float* embedding_grad = store_.embedding_grad()) {
+    kernels::embedding_backward(embedding_grad, dresid, batch.tokens.data(), batch.size(), config_.hidden_size);
+  }
   store_.embedding_grad_done();
   return loss;
 }

@@ -16,6 +16,8 @@ namespace qft {
 struct TransformerOptions {
   // Keep only each layer's input and recompute the rest during backward.
   bool checkpointing = false;
+  // The rank of the store's LoRA adapters (0: none), which sizes their scratch.
+  int adapter_rank = 0;
 };
 
 // Floats the transformer allocates for a batch of N rows, so a memory plan
@@ -23,7 +25,7 @@ struct TransformerOptions {
 struct TransformerMemory {
   size_t residual_floats = 0, final_norm_floats = 0, final_rstd_floats = 0;
   size_t layer_floats = 0, stored_layers = 0;
-  size_t scratch_floats = 0, attention_floats = 0, rope_floats = 0;
+  size_t scratch_floats = 0, attention_floats = 0, rope_floats = 0, adapter_floats = 0;
   size_t compute_staging_bytes = 0;  // BF16 compute's rounded operands (kernels.h)
   int rope_positions = 0;
   size_t activation_bytes() const;
@@ -33,7 +35,7 @@ struct TransformerMemory {
 class Transformer {
  public:
   static TransformerMemory memory(const ModelConfig& config, int N, int max_length, bool training,
-                                  bool checkpointing);
+                                  const TransformerOptions& options);
 
   // FP32 weights and gradients; `grads` may be null for a forward-only model.
   Transformer(const ModelConfig& config, ParamSet& weights, ParamSet* grads,
@@ -72,13 +74,24 @@ class Transformer {
     float* hidden;  // (N, I) silu(gate)·up
   };
   struct Scratch;
+  // LoRA's scratch: the adapter's input after dropout and its low-rank products.
+  struct AdapterScratch {
+    float* dropped;  // (N, largest IC)
+    float* low;      // (N, R)
+    float* dlow;     // (N, R)
+  };
 
   static LayerActivations carve_layer(Carver& carver, const ModelConfig& config, int N);
   static Scratch carve_scratch(Carver& carver, const ModelConfig& config, int N);
+  static AdapterScratch carve_adapter_scratch(Carver& carver, const ModelConfig& config, int N, int rank);
   void prepare(const Batch& batch, bool training);
   float* residual(int layer);  // (N, C) input of `layer`; layer L feeds the final norm
   LayerActivations& activations_for(int layer);
   kernels::AttentionShape attention_shape() const;
+  // out (N, OC) = the linear (and its adapter) of inp (N, IC).
+  void linear_forward(int layer, Linear which, float* out, const float* inp, int IC, int OC);
+  // dinp (N, IC) += the input gradient; the weight's (and adapter's) gradients are handed over.
+  void linear_backward(int layer, Linear which, float* dinp, const float* dout, const float* inp, int IC, int OC);
 
   void forward();
   void layer_forward(int layer, LayerActivations& acts, const float* x_in, float* x_out);
@@ -96,6 +109,7 @@ class Transformer {
   bool has_grads_;
 
   const Batch* batch_ = nullptr;
+  bool training_ = false;
   int rope_positions_ = 0;
   Buffer<float> rope_cos_, rope_sin_;  // (positions, D/2)
   Buffer<float> residuals_;            // (L+1, N, C)
@@ -104,6 +118,8 @@ class Transformer {
   Buffer<float> final_norm_out_, final_rstd_;  // (N, C), (N)
   Buffer<float> scratch_buffer_;
   std::unique_ptr<Scratch> scratch_;
+  Buffer<float> adapter_buffer_;
+  AdapterScratch adapter_scratch_{};
   Buffer<float> attention_workspace_;
 };
 

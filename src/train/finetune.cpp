@@ -228,6 +228,7 @@ void check_memory_plan(const ModelConfig& config, const FinetuneSettings& settin
   for (const Example& example : train) longest = std::max(longest, example.tokens.size());
   PlanSettings plan_settings;
   plan_settings.optimizer = settings.training.optimizer;
+  plan_settings.lora = settings.training.lora;
   plan_settings.grad_accum = settings.training.grad_accum;
   plan_settings.seq_len = static_cast<int>(settings.pack ? static_cast<size_t>(settings.seq_len) : longest);
   plan_settings.batch = settings.batch;
@@ -242,15 +243,25 @@ void check_memory_plan(const ModelConfig& config, const FinetuneSettings& settin
   }
 }
 
-// What the export writes: OUT/model (HF) and, with --export-gguf, OUT/model.gguf.
+// What the export writes: OUT/model (HF) and, with --export-gguf, OUT/model.gguf;
+// for LoRA, as --export-lora says, the merged model there and/or OUT/adapter.
 struct ExportPlan {
+  bool merged = true, adapter = false;
   HfExport hf;
   GgufExport gguf;
-  uint64_t bytes = 0;  // of both
+  uint64_t bytes = 0;  // of the merged model's files; the adapter's are known once training exists
 };
 
 ExportPlan export_plan(const ModelSource& source, const Tokenizer& tokenizer, const FinetuneSettings& settings) {
   ExportPlan plan;
+  const std::string& lora = settings.export_lora;
+  if (lora != "merged" && lora != "adapter" && lora != "both") {
+    fail("--export-lora must be merged, adapter or both, got '", lora, "'");
+  }
+  if (!settings.training.lora && lora != "merged") fail("--export-lora ", lora, " needs --method lora");
+  plan.merged = lora != "adapter";
+  plan.adapter = lora != "merged";
+  if (!plan.merged && settings.export_gguf) fail("--export-gguf writes the merged model: use --export-lora both");
   plan.hf.dtype = parse_export_dtype(settings.export_dtype);
   plan.hf.files = tokenizer_files(tokenizer);
   plan.hf.bos_token_id = tokenizer.bos_id().value_or(-1);
@@ -260,17 +271,29 @@ ExportPlan export_plan(const ModelSource& source, const Tokenizer& tokenizer, co
     if (source.gguf()) copy_gguf_tokenizer(writer, *source.gguf());
     else add_gguf_tokenizer(writer, tokenizer);
   };
-  plan.bytes = export_hf_bytes(source.config(), plan.hf) +
-               (settings.export_gguf ? export_gguf_bytes(source.config(), plan.gguf) : 0);
+  if (plan.merged) {
+    plan.bytes = export_hf_bytes(source.config(), plan.hf) +
+                 (settings.export_gguf ? export_gguf_bytes(source.config(), plan.gguf) : 0);
+  }
   return plan;
 }
 
+uint64_t export_bytes(const ExportPlan& plan, const Training& training) {
+  return plan.bytes + (plan.adapter ? training.adapter_bytes() : 0);
+}
+
 void export_model(Training& training, const ModelSource& source, const ExportPlan& plan,
-                  const FinetuneSettings& settings, const std::string& directory) {
+                  const FinetuneSettings& settings, FinetuneResult& result) {
   const auto fill = [&](size_t i, float* values) { training.parameter(i, values); };
-  // Both files or neither: the space for both is checked before the first.
-  require_free_space(settings.out, plan.bytes, "the export");
-  export_hf_model(directory, source.config(), fill, plan.hf);
+  // Every file or none: the space for all of them is checked before the first.
+  require_free_space(settings.out, export_bytes(plan, training), "the export");
+  if (plan.adapter) {
+    result.adapter_directory = (fs::path(settings.out) / "adapter").string();
+    training.export_adapter(result.adapter_directory, fs::absolute(settings.model).lexically_normal().string());
+  }
+  if (!plan.merged) return;
+  result.model_directory = (fs::path(settings.out) / "model").string();
+  export_hf_model(result.model_directory, source.config(), fill, plan.hf);
   if (settings.export_gguf) {
     export_gguf_model((fs::path(settings.out) / "model.gguf").string(), source.config(), fill, plan.gguf);
   }
@@ -279,7 +302,8 @@ void export_model(Training& training, const ModelSource& source, const ExportPla
 std::string plot_title(const FinetuneSettings& settings) {
   const fs::path model = fs::path(settings.model).lexically_normal();
   const fs::path name = model.has_filename() ? model.filename() : model.parent_path().filename();
-  return name.string() + " fine-tuned with " + settings.training.optimizer + " on " +
+  const std::string method = settings.training.lora ? "LoRA + " + settings.training.optimizer : settings.training.optimizer;
+  return name.string() + " fine-tuned with " + method + " on " +
          fs::path(settings.data).filename().string();
 }
 
@@ -421,7 +445,7 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
     if (!settings.resume.empty()) resumed = resume_training(*training, settings, fingerprint, schedule, log);
     // Hours of training must not end at a full disk: room for a checkpoint and the export, now.
     require_free_space({{fs::path(checkpoint).parent_path().string(), training->checkpoint_bytes(), "a checkpoint"},
-                        {settings.out, exports.bytes, "the export"}});
+                        {settings.out, export_bytes(exports, *training), "the export"}});
   } catch (...) {
     if (out_is_new) fs::remove_all(out);
     throw;
@@ -515,8 +539,7 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
   if (guard.skipped() > 0) log(std::to_string(guard.skipped()) + " steps were skipped for a NaN or Inf loss or gradient");
   result.eval_loss_after = record_eval(position.step);
   metrics.plot();
-  result.model_directory = (out / "model").string();
-  export_model(*training, source, exports, settings, result.model_directory);
+  export_model(*training, source, exports, settings, result);
   return result;
 }
 

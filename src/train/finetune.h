@@ -35,6 +35,8 @@ struct FinetuneSettings {
   int eval_every = 0;         // steps; 0: before training and at the end only
   std::string export_dtype = "bf16";
   bool export_gguf = false;
+  // LoRA: OUT/model holds the merged model (merged), OUT/adapter the PEFT adapter (adapter), or both.
+  std::string export_lora = "merged";
   size_t max_memory = 0;      // 0: physical RAM
   std::string checkpoint;     // where checkpoints go; "": OUT/checkpoint
   int save_every = 0;         // steps between checkpoints; 0: only when stopped
@@ -56,7 +58,8 @@ struct FinetuneProgress {
 struct FinetuneResult {
   double eval_loss_before = 0, eval_loss_after = 0;
   int steps = 0;                // the last step taken
-  std::string model_directory;  // "" when stopped
+  std::string model_directory;  // "" when stopped, or with only the adapter exported
+  std::string adapter_directory;  // LoRA with --export-lora adapter or both
   bool stopped = false;         // stop_requested() said so; the checkpoint holds the run
   std::string checkpoint;       // the last checkpoint written, if any
   int skipped_steps = 0;        // steps dropped for a non-finite loss or gradient (policy skip)

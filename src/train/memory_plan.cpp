@@ -24,9 +24,9 @@ struct ParamCounts {
   size_t blocks = 0;         // 256-value blocks, per tensor
 };
 
-ParamCounts count_params(const ModelConfig& config) {
+ParamCounts count_params(const std::vector<ParamSpec>& specs) {
   ParamCounts counts;
-  for (const ParamSpec& spec : parameter_specs(config)) {
+  for (const ParamSpec& spec : specs) {
     const size_t count = static_cast<size_t>(shape_numel(spec.shape));
     counts.params += static_cast<int64_t>(count);
     counts.padded_floats += (count + 15) / 16 * 16;
@@ -35,23 +35,53 @@ ParamCounts count_params(const ModelConfig& config) {
   return counts;
 }
 
+// An FP32 optimizer's state over these parameters (ParamSet storage): false
+// when `optimizer` is not one.
+bool plan_fp32_optimizer(MemoryPlan& plan, const std::string& optimizer, const ParamCounts& counts) {
+  const size_t fp32 = counts.padded_floats * sizeof(float);
+  const size_t int8_blockwise = static_cast<size_t>(counts.params) + counts.blocks * sizeof(float);
+  if (optimizer == "lion" || optimizer == "adamw") {
+    plan.momentum = fp32;
+    plan.variances = optimizer == "adamw" ? fp32 : 0;
+  } else if (optimizer == "adamw8bit") {
+    plan.momentum = plan.variances = int8_blockwise;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+void plan_lora(MemoryPlan& plan, const ModelConfig& config, const PlanSettings& settings) {
+  const LoraMemory memory = LoraStore::memory(config, *settings.lora);
+  plan.weights = memory.base;
+  plan.adapters = memory.adapters;
+  plan.grads = memory.grads;
+  plan.workspace += memory.workspace;
+  if (!plan_fp32_optimizer(plan, settings.optimizer, count_params(lora_adapter_specs(config, *settings.lora)))) {
+    fail("LoRA trains its adapters with adamw, lion or adamw8bit, not '", settings.optimizer, "'");
+  }
+}
+
 }  // namespace
 
 MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings) {
   if (settings.seq_len < 2 || settings.batch < 1 || settings.grad_accum < 1) {
     fail("the plan needs seq_len >= 2, batch >= 1 and grad_accum >= 1");
   }
-  const ParamCounts counts = count_params(config);
-  const TransformerMemory transformer = Transformer::memory(config, settings.seq_len * settings.batch,
-                                                            settings.seq_len, true, settings.checkpointing);
+  const ParamCounts counts = count_params(parameter_specs(config));
+  const TransformerMemory transformer =
+      Transformer::memory(config, settings.seq_len * settings.batch, settings.seq_len, true,
+                          {.checkpointing = settings.checkpointing,
+                           .adapter_rank = settings.lora ? settings.lora->rank : 0});
   MemoryPlan plan;
   plan.params = counts.params;
   plan.activations = transformer.activation_bytes();
   plan.workspace = transformer.workspace_bytes();
   const size_t fp32 = counts.padded_floats * sizeof(float);
-  const size_t int8_blockwise = static_cast<size_t>(counts.params) + counts.blocks * sizeof(float);
   const std::string& optimizer = settings.optimizer;
-  if (optimizer == "qlion") {
+  if (settings.lora) {
+    plan_lora(plan, config, settings);
+  } else if (optimizer == "qlion") {
     QftSettings qft;
     qft.outlier_fraction = settings.outlier_fraction;
     qft.grad_accum = settings.grad_accum;
@@ -60,12 +90,8 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings) 
     plan.grads = memory.stack + memory.fp32_grads;
     plan.momentum = memory.momentum;
     plan.workspace += memory.workspace;
-  } else if (optimizer == "lion" || optimizer == "adamw") {
-    plan.weights = plan.grads = plan.momentum = fp32;
-    plan.variances = optimizer == "adamw" ? fp32 : 0;
-  } else if (optimizer == "adamw8bit") {
+  } else if (plan_fp32_optimizer(plan, optimizer, counts)) {
     plan.weights = plan.grads = fp32;
-    plan.momentum = plan.variances = int8_blockwise;
   } else if (optimizer == "mixed-adamw") {
     const MixedMemory memory = MixedPrecisionStore::memory(config);
     plan.weights = memory.weights;
@@ -76,13 +102,14 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings) 
   } else {
     fail("unknown optimizer '", optimizer, "' (expected qlion, lion, adamw, adamw8bit or mixed-adamw)");
   }
-  plan.total = plan.weights + plan.grads + plan.weight_copies + plan.momentum + plan.variances + plan.activations;
+  plan.total = plan.weights + plan.adapters + plan.grads + plan.weight_copies + plan.momentum + plan.variances + plan.activations;
   plan.peak = plan.total + plan.workspace;
   return plan;
 }
 
 nlohmann::json plan_to_json(const MemoryPlan& plan) {
-  return {{"params", plan.params},       {"weights", plan.weights},     {"grads", plan.grads},
+  return {{"params", plan.params},       {"weights", plan.weights},     {"adapters", plan.adapters},
+          {"grads", plan.grads},
           {"weight_copies", plan.weight_copies}, {"momentum", plan.momentum}, {"variances", plan.variances},
           {"activations", plan.activations}, {"total", plan.total},     {"workspace", plan.workspace},
           {"peak", plan.peak}};
@@ -91,18 +118,24 @@ nlohmann::json plan_to_json(const MemoryPlan& plan) {
 std::string plan_table(const MemoryPlan& plan, const ModelConfig& config, const PlanSettings& settings) {
   char line[160];
   std::string text;
+  const std::string method =
+      settings.lora ? "LoRA r=" + std::to_string(settings.lora->rank) + (settings.lora->int8_base ? " INT8 base" : " FP32 base") +
+                          " + " + settings.optimizer
+                    : settings.optimizer;
   std::snprintf(line, sizeof line, "memory plan: %s, %.3f B parameters, %s, seq %d x batch %d, grad-accum %d%s\n",
-                architecture_name(config.architecture), plan.params / 1e9, settings.optimizer.c_str(),
+                architecture_name(config.architecture), plan.params / 1e9, method.c_str(),
                 settings.seq_len, settings.batch, settings.grad_accum,
                 settings.checkpointing ? ", checkpointing" : "");
   text += line;
   std::snprintf(line, sizeof line, "  %-14s %10s %12s\n", "", "GiB", "bytes/param");
   text += line;
   const std::pair<const char*, size_t> rows[] = {
-      {"weights", plan.weights},         {"grads", plan.grads},       {"weight copies", plan.weight_copies},
+      {"weights", plan.weights},         {"adapters", plan.adapters}, {"grads", plan.grads},
+      {"weight copies", plan.weight_copies},
       {"momentum", plan.momentum},       {"variances", plan.variances}, {"activations", plan.activations},
       {"total", plan.total},             {"workspace", plan.workspace}, {"peak", plan.peak}};
   for (const auto& [name, bytes] : rows) {
+    if (std::string(name) == "adapters" && !settings.lora) continue;
     std::snprintf(line, sizeof line, "  %-14s %10.3f %12.3f\n", name, bytes / 1073741824.0,
                   static_cast<double>(bytes) / plan.params);
     text += line;

@@ -3,16 +3,19 @@
 // QFT paper, computed from the configuration alone with the same layout
 // functions the allocations use.
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json_fwd.hpp>
 
 #include "model/config.h"
+#include "train/lora_store.h"
 
 namespace qft {
 
 struct PlanSettings {
   std::string optimizer = "qlion";  // qlion | lion | adamw | adamw8bit | mixed-adamw
+  std::optional<LoraSettings> lora;  // LoRA: the optimizer updates the adapters only
   int grad_accum = 1;
   int seq_len = 2048;
   int batch = 1;
@@ -22,13 +25,14 @@ struct PlanSettings {
 
 struct MemoryPlan {
   int64_t params = 0;
-  size_t weights = 0, grads = 0, weight_copies = 0, momentum = 0, variances = 0, activations = 0;
+  // LoRA: weights are the frozen base, grads and optimizer state the adapters'.
+  size_t weights = 0, adapters = 0, grads = 0, weight_copies = 0, momentum = 0, variances = 0, activations = 0;
   size_t total = 0;      // the columns above
   size_t workspace = 0;  // de-quantized layers, kernel scratch, transients
   size_t peak = 0;       // total + workspace, or more while QLion's state is built
 };
 
-// Throws on an unknown optimizer.
+// Throws on an unknown optimizer (or one LoRA cannot use).
 MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings);
 
 nlohmann::json plan_to_json(const MemoryPlan& plan);

@@ -44,19 +44,21 @@ struct Layout {
 
 }  // namespace
 
-TensorStore::WorkingMemory TensorStore::working_memory(const ModelConfig& config) {
+TensorStore::WorkingMemory TensorStore::working_memory(const ModelConfig& config, bool frozen) {
   const Layout layout(config);
   const size_t shared = std::max(layout.largest_linear, layout.head);
+  if (frozen) return {0, shared * sizeof(float)};
   const size_t matrix_grads = config.tie_word_embeddings ? layout.largest_linear + layout.head : shared;
   return {(matrix_grads + layout.vector_floats) * sizeof(float), shared * sizeof(float)};
 }
 
-TensorStore::TensorStore(const ModelConfig& config, std::vector<ParamSpec> specs)
-    : config_(config), specs_(std::move(specs)) {
+TensorStore::TensorStore(const ModelConfig& config, std::vector<ParamSpec> specs, bool frozen)
+    : config_(config), specs_(std::move(specs)), frozen_(frozen) {
   for (size_t i = 0; i < specs_.size(); ++i) index_[specs_[i].name] = i;
   const Layout layout(config_);
   const size_t shared = std::max(layout.largest_linear, layout.head);
   weight_buffer_ = Buffer<float>(MemCategory::Workspace, shared);
+  if (frozen_) return;
   if (config_.tie_word_embeddings) {
     head_grad_ = Buffer<float>(MemCategory::Gradients, layout.head);
     own_linear_grad_ = Buffer<float>(MemCategory::Gradients, layout.largest_linear);
@@ -75,19 +77,21 @@ void TensorStore::bind_views() {
     return found == index_.end() || is_matrix(specs_[found->second].role) ? nullptr : vector(found->second);
   };
   const std::vector<std::string> suffixes = layer_vector_suffixes(specs_);
-  layer_vector_grads_ = bind_layer_params(0, [&](const std::string& name) -> float* {
-    for (size_t k = 0; k < suffixes.size(); ++k) {
-      if (name == layer_param_name(0, suffixes[k])) return vector_grads_.data() + vector_offsets_[k];
-    }
-    return nullptr;
-  });
+  if (!frozen_) {
+    layer_vector_grads_ = bind_layer_params(0, [&](const std::string& name) -> float* {
+      for (size_t k = 0; k < suffixes.size(); ++k) {
+        if (name == layer_param_name(0, suffixes[k])) return vector_grads_.data() + vector_offsets_[k];
+      }
+      return nullptr;
+    });
+  }
   for (int layer = 0; layer < config_.num_layers; ++layer) {
     layer_vectors_.push_back(bind_layer_params(layer, resident));
     layer_vector_params_.emplace_back();
     for (const std::string& suffix : suffixes) layer_vector_params_.back().push_back(index_of(layer_param_name(layer, suffix)));
   }
   head_weights_ = {nullptr, resident("model.norm.weight"), weight_buffer_.data()};
-  head_grads_ = {nullptr, vector_grads_.data(), head_grad_.data()};
+  if (!frozen_) head_grads_ = {nullptr, vector_grads_.data(), head_grad_.data()};
 }
 
 size_t TensorStore::index_of(const std::string& name) const {
@@ -130,11 +134,13 @@ static void open_buffer(Buffer<float>& buffer, bool& open) {
 }
 
 const LayerParams& TensorStore::layer_grads(int) {
+  if (frozen_) return layer_vector_grads_;
   open_buffer(vector_grads_, vector_grads_open_);
   return layer_vector_grads_;
 }
 
 float* TensorStore::linear_grad(int layer, Linear which) {
+  if (frozen_) return nullptr;
   std::memset(linear_grad_, 0, shape_numel(specs_[linear_index(layer, which)].shape) * sizeof(float));
   return linear_grad_;
 }
@@ -157,21 +163,26 @@ void TensorStore::hand_over(size_t index, float* grad) {
   ++consumed_;
 }
 
-void TensorStore::linear_grad_done(int layer, Linear which) { hand_over(linear_index(layer, which), linear_grad_); }
+void TensorStore::linear_grad_done(int layer, Linear which) {
+  if (!frozen_) hand_over(linear_index(layer, which), linear_grad_);
+}
 
 void TensorStore::layer_grads_done(int layer) {
+  if (frozen_) return;
   const std::vector<size_t>& members = layer_vector_params_.at(layer);
   for (size_t k = members.size(); k-- > 0;) hand_over(members[k], vector_grads_.data() + vector_offsets_[k]);
   vector_grads_open_ = false;
 }
 
 const HeadParams& TensorStore::head_grads() {
+  if (frozen_) return head_grads_;
   open_buffer(vector_grads_, vector_grads_open_);
   open_buffer(head_grad_, head_grad_open_);
   return head_grads_;
 }
 
 void TensorStore::head_grads_done() {
+  if (frozen_) return;
   hand_over(index_of("model.norm.weight"), vector_grads_.data());
   vector_grads_open_ = false;
   if (config_.tie_word_embeddings) return;  // the embedding's gradient adds to the same matrix
@@ -180,12 +191,13 @@ void TensorStore::head_grads_done() {
 }
 
 float* TensorStore::embedding_grad() {
+  if (frozen_) return nullptr;
   open_buffer(head_grad_, head_grad_open_);
   return head_grad_.data();
 }
 
 void TensorStore::embedding_grad_done() {
-  hand_over(index_of("model.embed_tokens.weight"), head_grad_.data());
+  if (!frozen_) hand_over(index_of("model.embed_tokens.weight"), head_grad_.data());
   head_grad_open_ = false;
   ++passes_;  // the embedding's gradient is the last of a backward pass
 }

@@ -9,6 +9,8 @@
 //     the LM head's gradient waits for the embedding's, so the linear
 //     gradients get their own buffer;
 //   - one small buffer holds a layer's (or the final norm's) vector gradients.
+// A frozen store (LoRA's base) has no gradient buffers: every gradient is
+// nullptr, so backward computes input gradients only.
 #include <map>
 #include <string>
 #include <vector>
@@ -26,7 +28,7 @@ class TensorStore : public ParameterStore {
     size_t grads = 0;
     size_t weights = 0;
   };
-  static WorkingMemory working_memory(const ModelConfig& config);
+  static WorkingMemory working_memory(const ModelConfig& config, bool frozen = false);
   static bool is_matrix(ParamRole role) {
     return role == ParamRole::Embedding || role == ParamRole::LmHead || role == ParamRole::Linear;
   }
@@ -50,7 +52,7 @@ class TensorStore : public ParameterStore {
   void embedding_grad_done() override;
 
  protected:
-  TensorStore(const ModelConfig& config, std::vector<ParamSpec> specs);
+  TensorStore(const ModelConfig& config, std::vector<ParamSpec> specs, bool frozen = false);
   // Builds the views once the subclass's vectors exist.
   void bind_views();
   // The weight buffer (room for the largest matrix parameter), free until
@@ -90,6 +92,7 @@ class TensorStore : public ParameterStore {
   size_t linear_index(int layer, Linear which) const;
 
   std::map<std::string, size_t> index_;
+  bool frozen_;
   Buffer<float> weight_buffer_;      // (max(largest linear, V·C))
   size_t weight_holder_ = SIZE_MAX;  // the parameter in weight_buffer_
   Buffer<float> head_grad_;          // (V, C), or shared with the linears when untied

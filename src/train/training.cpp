@@ -1,10 +1,13 @@
 #include "train/training.h"
 
 #include <cmath>
+#include <cstdio>
+#include <functional>
 
 #include "core/error.h"
 #include "core/json_integer.h"
 #include "model/hf_export.h"
+#include "model/peft_adapter.h"
 #include "model/transformer.h"
 #include "train/checkpoint.h"
 #include "train/mixed_store.h"
@@ -27,14 +30,32 @@ int64_t predicted_tokens(const std::vector<Batch>& micro_batches) {
 }
 
 // Summed over micro-batches with one shared denominator: the gradient of the
-// global batch's mean loss.
-double forward_backward_all(Transformer& transformer, const std::vector<Batch>& micro_batches) {
+// global batch's mean loss. before(i) runs ahead of micro-batch i.
+double forward_backward_all(Transformer& transformer, const std::vector<Batch>& micro_batches,
+                            const std::function<void(int)>& before = {}) {
   const int64_t denominator = predicted_tokens(micro_batches);
   double loss = 0.0;
-  for (const Batch& batch : micro_batches) {
-    if (batch.predicted > 0) loss += transformer.forward_backward(batch, denominator);
+  for (size_t i = 0; i < micro_batches.size(); ++i) {
+    if (before) before(static_cast<int>(i));
+    if (micro_batches[i].predicted > 0) loss += transformer.forward_backward(micro_batches[i], denominator);
   }
   return loss;
+}
+
+// Every gradient in the order backward completes them (the last parameter's first), then the loss.
+std::optional<NonFinite> check_all(int step, ParamSet& grads, double loss) {
+  for (size_t i = grads.specs().size(); i-- > 0;) {
+    if (auto found = check_gradient(step, grads.specs()[i].name, grads.data(i), grads.numel(i))) return found;
+  }
+  return loss_check(loss, false);
+}
+
+void save_set(StateWriter& writer, const ParamSet& set) {
+  for (size_t i = 0; i < set.specs().size(); ++i) writer.add(set.specs()[i].name, DType::F32, set.specs()[i].shape, set.data(i));
+}
+
+void load_set(const StateReader& reader, ParamSet& set) {
+  for (size_t i = 0; i < set.specs().size(); ++i) reader.read(set.specs()[i].name, DType::F32, set.specs()[i].shape, set.data(i));
 }
 
 class Fp32Training final : public Training {
@@ -49,7 +70,7 @@ class Fp32Training final : public Training {
   double step(int step, float lr, const std::vector<Batch>& micro_batches) override {
     grads_.zero();
     const double loss = forward_backward_all(transformer_, micro_batches);
-    nonfinite_ = check_all(step, loss);
+    nonfinite_ = check_all(step, grads_, loss);
     if (!nonfinite_) optimizer_->step(*weights_, grads_, lr);
     last_step_ = step;
     return loss;
@@ -60,26 +81,13 @@ class Fp32Training final : public Training {
     std::copy(weights_->data(index), weights_->data(index) + weights_->numel(index), out);
   }
 
- private:
-  // Every gradient in the order backward completes them (the LM head's first), then the loss.
-  std::optional<NonFinite> check_all(int step, double loss) {
-    for (size_t i = grads_.specs().size(); i-- > 0;) {
-      if (auto found = check_gradient(step, grads_.specs()[i].name, grads_.data(i), grads_.numel(i))) return found;
-    }
-    return loss_check(loss, false);
-  }
-
  protected:
   void save_state(StateWriter& writer) const override {
-    for (size_t i = 0; i < weights_->specs().size(); ++i) {
-      writer.add(weights_->specs()[i].name, DType::F32, weights_->specs()[i].shape, weights_->data(i));
-    }
+    save_set(writer, *weights_);
     optimizer_->save_state(writer);
   }
   void load_state(const StateReader& reader) override {
-    for (size_t i = 0; i < weights_->specs().size(); ++i) {
-      reader.read(weights_->specs()[i].name, DType::F32, weights_->specs()[i].shape, weights_->data(i));
-    }
+    load_set(reader, *weights_);
     optimizer_->load_state(reader);
   }
 
@@ -149,7 +157,81 @@ class MixedPrecisionTraining final : public StoreTraining<MixedPrecisionStore> {
   void parameter(size_t index, float* out) override { store_.master(index, out); }
 };
 
+// LoRA: the store holds the frozen base and the adapters; an FP32 optimizer
+// updates the adapters after the step's micro-batches.
+class LoraTraining final : public Training {
+ public:
+  LoraTraining(const ModelSource& source, const TrainingSettings& settings)
+      : Training(source.config(), settings),
+        store_(source, *settings.lora),
+        transformer_(model_config_, store_,
+                     {.checkpointing = settings.checkpointing, .adapter_rank = settings.lora->rank}),
+        optimizer_(make_optimizer(settings.fp32, store_.adapters().specs(), store_.adapters().total_numel())) {}
+
+  double step(int step, float lr, const std::vector<Batch>& micro_batches) override {
+    ParamSet& grads = store_.adapter_grads();
+    grads.zero();
+    const double loss =
+        forward_backward_all(transformer_, micro_batches, [&](int index) { store_.begin_micro_batch(step, index); });
+    nonfinite_ = check_all(step, grads, loss);
+    if (!nonfinite_) optimizer_->step(store_.adapters(), grads, lr);
+    last_step_ = step;
+    return loss;
+  }
+
+  double evaluate(const Batch& batch) override { return transformer_.loss(batch); }
+  void parameter(size_t index, float* out) override { store_.merged(index, out); }
+
+  void export_adapter(const std::string& directory, const std::string& base_model) const override {
+    export_peft_adapter(directory, peft_config(base_model), tensors());
+  }
+  uint64_t adapter_bytes() const override { return export_peft_adapter_bytes(peft_config(""), tensors()); }
+
+ protected:
+  void save_state(StateWriter& writer) const override {
+    save_set(writer, store_.adapters());
+    optimizer_->save_state(writer);
+  }
+  void load_state(const StateReader& reader) override {
+    load_set(reader, store_.adapters());
+    optimizer_->load_state(reader);
+  }
+  nlohmann::json settings_json() const override {
+    nlohmann::json json = checkpoint_settings_json(settings_);
+    char fingerprint[17];
+    std::snprintf(fingerprint, sizeof fingerprint, "%016llx", static_cast<unsigned long long>(store_.base_fingerprint()));
+    json["lora_base_xxh64"] = fingerprint;
+    return json;
+  }
+
+ private:
+  PeftAdapterConfig peft_config(const std::string& base_model) const {
+    const LoraSettings& lora = store_.settings();
+    PeftAdapterConfig config{lora.rank, lora.alpha, lora.dropout, {}, base_model};
+    for (Linear which : lora.targets) config.target_modules.push_back(peft_module(which));
+    return config;
+  }
+  std::vector<TensorView> tensors() const {
+    std::vector<TensorView> views;
+    const ParamSet& adapters = store_.adapters();
+    for (size_t i = 0; i < adapters.specs().size(); ++i) {
+      views.push_back({adapters.specs()[i].name, adapters.specs()[i].shape, adapters.data(i)});
+    }
+    return views;
+  }
+
+  LoraStore store_;
+  Transformer transformer_;
+  std::unique_ptr<Optimizer> optimizer_;
+};
+
 }  // namespace
+
+void Training::export_adapter(const std::string&, const std::string&) const {
+  fail("only LoRA training (--method lora) has an adapter to export");
+}
+
+uint64_t Training::adapter_bytes() const { return 0; }
 
 void Training::save(const std::string& directory) {
   HfExport options;
@@ -161,7 +243,13 @@ nlohmann::json checkpoint_settings_json(const TrainingSettings& settings) {
   nlohmann::json json = {{"optimizer", settings.optimizer},     {"beta1", settings.fp32.beta1},
                          {"beta2", settings.fp32.beta2},         {"eps", settings.fp32.eps},
                          {"weight_decay", settings.fp32.weight_decay}, {"grad_accum", settings.grad_accum}};
-  if (settings.optimizer == "qlion") {
+  if (settings.lora) {
+    const LoraSettings& lora = *settings.lora;
+    json["lora"] = {{"rank", lora.rank},         {"alpha", lora.alpha}, {"dropout", lora.dropout},
+                    {"targets", lora_targets_text(lora.targets)}, {"base", lora.int8_base ? "int8" : "fp32"},
+                    {"seed", lora.seed}};
+    if (lora.int8_base) json["lora"]["outlier_fraction"] = lora.outlier_fraction;
+  } else if (settings.optimizer == "qlion") {
     json["outlier_fraction"] = settings.qft.outlier_fraction;
     json["rounding"] = settings.qft.rounding == Rounding::Stochastic ? "stochastic" : "nearest";
     json["seed"] = settings.qft.seed;
@@ -175,7 +263,7 @@ void Training::save_checkpoint(const std::string& directory, const nlohmann::jso
   save_state(state);
   write_checkpoint(directory,
                    {{"step", last_step_}, {"model_config", model_config_to_json(model_config_)},
-                    {"training", checkpoint_settings_json(settings_)}, {"trainer_state", trainer_state}},
+                    {"training", settings_json()}, {"trainer_state", trainer_state}},
                    state);
 }
 
@@ -190,7 +278,7 @@ ResumePoint Training::load_checkpoint(const std::string& directory) {
   const std::string manifest = files.directory + "/manifest.json";
   const auto member = [&](const char* key) { return files.manifest.value(key, nlohmann::json()); };
   expect_same_settings(member("model_config"), model_config_to_json(model_config_), "model config", manifest);
-  expect_same_settings(member("training"), checkpoint_settings_json(settings_), "training setting", manifest);
+  expect_same_settings(member("training"), settings_json(), "training setting", manifest);
   load_state(*files.state);
   files.state->expect_all_read();
   ResumePoint resume;
@@ -203,6 +291,12 @@ ResumePoint Training::load_checkpoint(const std::string& directory) {
 
 std::unique_ptr<Training> make_training(const ModelSource& source, const TrainingSettings& settings) {
   if (settings.grad_accum < 1) fail("--grad-accum must be at least 1");
+  if (settings.lora) {
+    if (settings.optimizer != "adamw" && settings.optimizer != "lion" && settings.optimizer != "adamw8bit") {
+      fail("LoRA trains its adapters with adamw, lion or adamw8bit, not '", settings.optimizer, "'");
+    }
+    return std::make_unique<LoraTraining>(source, settings);
+  }
   if (settings.optimizer == "qlion") {
     TrainingSettings qlion = settings;
     qlion.qft.lion = settings.fp32;

@@ -13,6 +13,7 @@
 #include "io/state_file.h"
 #include "model/weights.h"
 #include "optim/optimizer.h"
+#include "train/lora_store.h"
 #include "train/nonfinite.h"
 #include "train/qft_store.h"
 
@@ -24,6 +25,8 @@ struct TrainingSettings {
   QftSettings qft;                  // qlion only; lion settings come from fp32
   int grad_accum = 1;
   bool checkpointing = false;
+  // LoRA: a frozen base with adapters that `optimizer` (adamw, lion or adamw8bit) trains.
+  std::optional<LoraSettings> lora;
 };
 
 // What load_checkpoint restored besides the training state.
@@ -32,6 +35,9 @@ struct ResumePoint {
   nlohmann::json trainer_state;  // as given to save_checkpoint
   std::string directory;         // the one read: DIR, or DIR.old after an interrupted write
 };
+
+// The settings a checkpoint records and must agree on, as JSON.
+nlohmann::json checkpoint_settings_json(const TrainingSettings& settings);
 
 class Training {
  public:
@@ -49,8 +55,12 @@ class Training {
   void save(const std::string& directory);
   // The mean loss over the batch's predicted tokens, without training.
   virtual double evaluate(const Batch& batch) = 0;
-  // Parameter `index` (of parameter_specs) in FP32: what an export writes.
+  // Parameter `index` (of parameter_specs) in FP32: what an export writes
+  // (LoRA: with the adapter merged).
   virtual void parameter(size_t index, float* out) = 0;
+  // LoRA only: the adapters as a PEFT directory (model/peft_adapter.h), and its bytes.
+  virtual void export_adapter(const std::string& directory, const std::string& base_model) const;
+  virtual uint64_t adapter_bytes() const;
 
   // Checkpoints (format in train/checkpoint.h), taken between steps:
   //   training->save_checkpoint(dir, {{"next_example", 123}});
@@ -81,15 +91,14 @@ class Training {
   // Every tensor of the training state; load_state checks and restores them.
   virtual void save_state(StateWriter& writer) const = 0;
   virtual void load_state(const StateReader& reader) = 0;
+  // What a checkpoint must agree on (LoRA adds its frozen base's fingerprint).
+  virtual nlohmann::json settings_json() const { return checkpoint_settings_json(settings_); }
 
   ModelConfig model_config_;
   TrainingSettings settings_;
   int last_step_ = 0;
   std::optional<NonFinite> nonfinite_;
 };
-
-// The settings a checkpoint records and must agree on, as JSON.
-nlohmann::json checkpoint_settings_json(const TrainingSettings& settings);
 
 std::unique_ptr<Training> make_training(const ModelSource& source, const TrainingSettings& settings);
 

@@ -8,6 +8,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 bash "$HERE/../../scripts/setup-python-env.sh" "$PYENV"
 "$PYENV/bin/python" "$HERE/make_reference.py" "$OUT" > /dev/null
 "$PYENV/bin/python" "$HERE/make_chat_reference.py" "$OUT"
+# LoRA through PEFT: adapters, their gradients and a short AdamW run, on three of the cases above.
+"$PYENV/bin/python" "$HERE/make_lora_reference.py" "$OUT"
 # GGUF: every tensor/metadata type, tiny models as HF + GGUF, and SmolLM2-135M
 # (fetched into the build directory's models/) through transformers' GGUF loading.
 "$PYENV/bin/python" "$HERE/make_gguf_reference.py" "$OUT/gguf" "$(dirname "$OUT")/models" > /dev/null

@@ -317,6 +317,12 @@ def train_losses(case, outdir, train_lines, which):
         h = s["lion"]
         opt = Lion(params, lr=h["lr"], beta1=h["beta1"], beta2=h["beta2"],
                    weight_decay=h["weight_decay"])
+    return run_steps(model, opt, train_lines, which)
+
+
+def run_steps(model, opt, train_lines, label):
+    """TRAIN_SETTINGS' steps, batches and loss; the losses before each update."""
+    s = TRAIN_SETTINGS
     B, n = s["batch_lines"], len(train_lines)
     losses = []
     for step in range(s["steps"]):
@@ -324,7 +330,7 @@ def train_losses(case, outdir, train_lines, which):
         opt.zero_grad()
         loss = batch_loss(model, lines)
         if not torch.isfinite(loss):
-            fail(f"{which}: non-finite loss at step {step}")
+            fail(f"{label}: non-finite loss at step {step}")
         loss.backward()
         opt.step()
         losses.append(loss.item())

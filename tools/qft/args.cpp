@@ -58,6 +58,11 @@ bool Args::parse(int argc, char** argv) {
 
 bool Args::has(const std::string& name) const { return values_.count(name) > 0; }
 
+void Args::resolve(const std::string& name, const std::string& value) {
+  spec(name);  // throws for an unknown option
+  values_.emplace(name, value);
+}
+
 std::optional<std::string> Args::find(const std::string& name) const {
   const auto found = values_.find(name);
   if (found != values_.end()) return found->second;

@@ -29,6 +29,10 @@ class Args {
   bool parse(int argc, char** argv);
 
   bool has(const std::string& name) const;
+  bool declares(const std::string& name) const { return find_spec(name) != nullptr; }
+  // Records a value the command chose for an option left unset (a default
+  // that depends on other options), so resolved_recipe() names it.
+  void resolve(const std::string& name, const std::string& value);
   std::string get(const std::string& name) const;  // value or default; throws when neither
   std::optional<std::string> find(const std::string& name) const;
   int get_int(const std::string& name) const;

@@ -112,9 +112,62 @@ Rounding parse_rounding(const std::string& name) {
 
 }  // namespace
 
+OptionSpec optimizer_option() {
+  return {"optimizer", "NAME",
+          "qlion (INT8 weights, gradients, momentum) | lion | adamw (FP32) | adamw8bit (8-bit block-wise moments) | "
+          "mixed-adamw (BF16 weights and gradients, FP32 master and moments); LoRA adapters: adamw | lion | adamw8bit "
+          "(default: qlion; adamw with --method lora)",
+          ""};
+}
+
+std::string chosen_optimizer(const Args& args, bool lora) {
+  return args.has("optimizer") ? args.get("optimizer") : lora ? "adamw" : "qlion";
+}
+
+std::vector<OptionSpec> lora_options(bool initial_adapter) {
+  std::vector<OptionSpec> options = {
+      {"method", "NAME", "full (every parameter) | lora (frozen base, low-rank adapters as PEFT makes them)", "full"},
+      {"lora-rank", "R", "LoRA: adapter rank r", "8"},
+      {"lora-alpha", "A", "LoRA: scaling alpha (the update is alpha/r · B·A)", "16"},
+      {"lora-dropout", "P", "LoRA: dropout on the adapters' input", "0.05"},
+      {"lora-targets", "LIST", "LoRA: modules with adapters, PEFT's names (or all-linear)",
+       "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"},
+      {"lora-base", "TYPE", "LoRA: the frozen base in fp32, or int8 (QFT's hybrid form, de-quantized per matrix)", "fp32"},
+  };
+  if (initial_adapter) options.push_back({"lora-adapter", "DIR", "LoRA: start from this PEFT adapter (default: PEFT's initialisation)", ""});
+  return options;
+}
+
+std::optional<LoraSettings> lora_settings(const Args& args) {
+  const std::string method = args.get("method");
+  if (method == "full") {
+    // A recipe's resolved settings hold every option at its default: only another value is refused.
+    for (const OptionSpec& option : lora_options()) {
+      if (option.name != "method" && args.has(option.name) && args.get(option.name) != option.default_value) {
+        fail("--", option.name, " needs --method lora");
+      }
+    }
+    return std::nullopt;
+  }
+  if (method != "lora") fail("--method must be full or lora, got '", method, "'");
+  LoraSettings lora;
+  lora.rank = args.get_int("lora-rank");
+  lora.alpha = args.get_float("lora-alpha");
+  lora.dropout = args.get_float("lora-dropout");
+  lora.targets = parse_lora_targets(args.get("lora-targets"));
+  const std::string base = args.get("lora-base");
+  if (base != "fp32" && base != "int8") fail("--lora-base must be fp32 or int8, got '", base, "'");
+  lora.int8_base = base == "int8";
+  lora.outlier_fraction = args.get_float("outlier-fraction");
+  if (args.declares("seed")) lora.seed = static_cast<uint64_t>(args.get_int64("seed"));
+  if (args.declares("lora-adapter") && args.has("lora-adapter")) lora.initial_adapter = args.get("lora-adapter");
+  return lora;
+}
+
 TrainingSettings training_settings(const Args& args) {
   TrainingSettings settings;
-  settings.optimizer = args.get("optimizer");
+  settings.lora = lora_settings(args);
+  settings.optimizer = chosen_optimizer(args, settings.lora.has_value());
   const std::string& name = settings.optimizer;
   settings.fp32 = default_optimizer_settings(name == "qlion" ? "lion" : name == "mixed-adamw" ? "adamw" : name);
   if (args.has("beta1")) settings.fp32.beta1 = args.get_float("beta1");

@@ -26,8 +26,18 @@ std::string default_compute_description();
 
 // The optimizer and QFT options shared by train and finetune: --optimizer,
 // --beta1, --beta2, --eps, --weight-decay, --rounding, --outlier-fraction,
-// --seed, --grad-accum, --checkpointing, --stack-gradients.
+// --seed, --grad-accum, --checkpointing, --stack-gradients, and the LoRA
+// options below.
 TrainingSettings training_settings(const Args& args);
+// --optimizer: qlion, or adamw (the QFT paper's LoRA setting) with --method lora.
+OptionSpec optimizer_option();
+std::string chosen_optimizer(const Args& args, bool lora);
+
+// --method full|lora, --lora-rank, --lora-alpha, --lora-dropout,
+// --lora-targets, --lora-base fp32|int8, --lora-adapter DIR (train, finetune;
+// memory takes all but the last). nullopt for --method full.
+std::vector<OptionSpec> lora_options(bool initial_adapter = true);
+std::optional<LoraSettings> lora_settings(const Args& args);
 
 // --on-nonfinite stop|skip and --max-skips K (train and finetune), and the
 // guard they describe, continuing a resumed run's counts.

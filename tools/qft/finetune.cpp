@@ -59,16 +59,8 @@ class ProgressPrinter {
 }  // namespace
 
 int run_finetune(int argc, char** argv) {
-  Args args("finetune",
-            "Fine-tunes every parameter of --model (an HF directory or a GGUF file) on instruction data\n"
-            "(Alpaca, ShareGPT, messages or plain text; JSON or JSONL), with the loss on the assistant's\n"
-            "tokens only, and exports the result to OUT/model (HF; OUT/model.gguf with --export-gguf).\n"
-            "Defaults follow the QFT paper: QLion with INT8 state, lr 2e-5, 3 epochs, cosine schedule\n"
-            "with warm-up, segments of 2048 tokens. Writes OUT/metrics.jsonl and OUT/loss.svg as it goes.\n"
-            "SIGINT/SIGTERM finish the step, write a checkpoint and exit 130/143; --resume continues it.\n"
-            "Any option can come from a recipe file (--config FILE.yaml: `lr: 2e-5`, `pack: true`, ...);\n"
-            "the command line overrides it, and OUT/settings.yaml records the resolved settings.",
-            {{"config", "FILE", "recipe (YAML map of these options by long name; paths relative to the working directory)", ""},
+  std::vector<OptionSpec> options = {
+             {"config", "FILE", "recipe (YAML map of these options by long name; paths relative to the working directory)", ""},
              {"model", "PATH", "HF model directory or GGUF file", ""},
              {"data", "FILE", "training data", ""},
              {"out", "DIR", "output directory", ""},
@@ -85,7 +77,7 @@ int run_finetune(int argc, char** argv) {
              {"lr", "X", "peak learning rate", "2e-5"},
              {"warmup-ratio", "R", "share of the steps spent warming up", "0.03"},
              {"min-lr-ratio", "R", "final learning rate as a share of the peak", "0"},
-             {"optimizer", "NAME", "qlion | lion | adamw | adamw8bit | mixed-adamw", "qlion"},
+             optimizer_option(),
              {"weight-decay", "W", "decoupled weight decay", "0"},
              {"eps", "E", "AdamW epsilon", "1e-8"},
              {"beta1", "B1", "first beta (default 0.9)", ""},
@@ -100,13 +92,26 @@ int run_finetune(int argc, char** argv) {
              {"eval-every", "N", "evaluate every N steps (also before and after training)", "0"},
              {"export-dtype", "TYPE", "bf16 | f16 | f32 (and q8_0 for GGUF)", "bf16"},
              {"export-gguf", "", "also write OUT/model.gguf", ""},
+             {"export-lora", "FORM", "LoRA: merged (OUT/model) | adapter (OUT/adapter, PEFT's format) | both", "merged"},
              {"save-every", "N", "write a checkpoint every N steps (also on SIGINT/SIGTERM, then exit 130/143)", ""},
              {"checkpoint", "DIR", "where checkpoints go (default: OUT/checkpoint)", ""},
              {"resume", "DIR", "continue bit-exactly from a checkpoint: same model, data and settings", ""},
              {"max-memory", "SIZE", "refuse a plan whose peak exceeds this (default: physical RAM)", ""},
              {"log-every", "N", "log line interval when stderr is not a terminal", "10"},
              nonfinite_options()[0], nonfinite_options()[1],
-             compute_option(), threads_option()});
+             compute_option(), threads_option()};
+  for (const OptionSpec& option : lora_options()) options.push_back(option);
+  Args args("finetune",
+            "Fine-tunes every parameter of --model (an HF directory or a GGUF file) on instruction data\n"
+            "(Alpaca, ShareGPT, messages or plain text; JSON or JSONL), with the loss on the assistant's\n"
+            "tokens only, and exports the result to OUT/model (HF; OUT/model.gguf with --export-gguf).\n"
+            "--method lora trains PEFT-style adapters on a frozen FP32 or INT8 base instead (--export-lora).\n"
+            "Defaults follow the QFT paper: QLion with INT8 state, lr 2e-5, 3 epochs, cosine schedule\n"
+            "with warm-up, segments of 2048 tokens. Writes OUT/metrics.jsonl and OUT/loss.svg as it goes.\n"
+            "SIGINT/SIGTERM finish the step, write a checkpoint and exit 130/143; --resume continues it.\n"
+            "Any option can come from a recipe file (--config FILE.yaml: `lr: 2e-5`, `pack: true`, ...);\n"
+            "the command line overrides it, and OUT/settings.yaml records the resolved settings.",
+            options);
   if (!args.parse(argc, argv)) return 0;
   if (args.has("config")) args.apply_recipe(read_recipe(args.get("config")), "config");
   args.require({"model", "data", "out"});
@@ -134,6 +139,7 @@ int run_finetune(int argc, char** argv) {
   settings.eval_every = args.get_int("eval-every");
   settings.export_dtype = args.get("export-dtype");
   settings.export_gguf = args.flag("export-gguf");
+  settings.export_lora = args.get("export-lora");
   if (args.has("save-every")) {
     settings.save_every = args.get_int("save-every");
     if (settings.save_every < 1) fail("--save-every must be at least 1");
@@ -142,6 +148,7 @@ int run_finetune(int argc, char** argv) {
   if (args.has("resume")) settings.resume = args.get("resume");
   if (args.has("max-memory")) settings.max_memory = parse_memory_size(args.get("max-memory"));
   settings.training = training_settings(args);
+  args.resolve("optimizer", settings.training.optimizer);
   settings.on_nonfinite = parse_nonfinite_policy(args.get("on-nonfinite"));
   settings.max_skips = args.get_int("max-skips");
   settings.settings_file = args.resolved_recipe(
@@ -175,7 +182,8 @@ int run_finetune(int argc, char** argv) {
   std::printf("%s\n", nlohmann::json{{"steps", result.steps},
                                      {"eval_loss_before", result.eval_loss_before},
                                      {"eval_loss_after", result.eval_loss_after},
-                                     {"model", result.model_directory},
+                                     {"model", result.model_directory.empty() ? nlohmann::json() : nlohmann::json(result.model_directory)},
+                                     {"adapter", result.adapter_directory.empty() ? nlohmann::json() : nlohmann::json(result.adapter_directory)},
                                      {"peak_rss_bytes", process_peak_rss_bytes()}}
                           .dump()
                           .c_str());

@@ -12,27 +12,31 @@
 namespace qft::cli {
 
 int run_memory(int argc, char** argv) {
-  Args args("memory",
-            "Prints the memory a training run needs, by Table 1 column of the QFT paper (weights,\n"
-            "grads, weight copies, momentum, variances, activations, total) plus workspace and peak,\n"
-            "in GiB and bytes per parameter. Nothing is allocated; --model reads only the configuration.",
-            {{"model", "PATH", "HF model directory (its config.json)", ""},
+  std::vector<OptionSpec> options = {{"model", "PATH", "HF model directory (its config.json)", ""},
              {"config", "FILE", "HF config.json", ""},
-             {"optimizer", "NAME", "qlion | lion | adamw | adamw8bit | mixed-adamw", "qlion"},
+             optimizer_option(),
              {"grad-accum", "N", "micro-batches per step (qlion: 1 is fused, more use the INT8 stack)", "1"},
              {"seq-len", "T", "tokens per sequence", "2048"},
              {"batch", "B", "sequences per micro-batch", "1"},
              {"checkpointing", "", "recompute each layer's activations during backward", ""},
-             {"outlier-fraction", "F", "qlion: fraction of each matrix kept as FP32 outliers", "0.01"},
+             {"outlier-fraction", "F", "qlion and the INT8 LoRA base: fraction of each matrix kept as FP32 outliers", "0.01"},
              {"json", "", "print one JSON object with integer byte counts", ""},
-             threads_option()});
+             threads_option()};
+  for (const OptionSpec& option : lora_options(false)) options.push_back(option);
+  Args args("memory",
+            "Prints the memory a training run needs, by Table 1 column of the QFT paper (weights,\n"
+            "grads, weight copies, momentum, variances, activations, total) plus workspace and peak,\n"
+            "in GiB and bytes per parameter. Nothing is allocated; --model reads only the configuration.",
+            options);
+
   if (!args.parse(argc, argv)) return 0;
   apply_threads(args);
   if (args.has("model") == args.has("config")) fail("give exactly one of --model DIR or --config FILE");
   const ModelConfig config = args.has("model") ? ModelSource::open(args.get("model")).config()
                                                 : load_model_config(args.get("config"));
   PlanSettings settings;
-  settings.optimizer = args.get("optimizer");
+  settings.lora = lora_settings(args);
+  settings.optimizer = chosen_optimizer(args, settings.lora.has_value());
   settings.grad_accum = args.get_int("grad-accum");
   settings.seq_len = args.get_int("seq-len");
   settings.batch = args.get_int("batch");

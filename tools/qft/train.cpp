@@ -35,6 +35,7 @@ PlanSettings plan_settings_for(const TrainingSettings& settings, const std::vect
   for (const TokenSequence& line : lines) longest = std::max(longest, line.size());
   PlanSettings plan;
   plan.optimizer = settings.optimizer;
+  plan.lora = settings.lora;
   plan.grad_accum = settings.grad_accum;
   plan.seq_len = static_cast<int>(longest);
   plan.batch = batch_lines;
@@ -134,7 +135,7 @@ int run_train(int argc, char** argv) {
            {"grad-accum", "N", "micro-batches per optimizer step (qlion: 1 updates inside backward)", "1"},
            {"steps", "N", "optimizer steps", ""},
            {"lr", "X", "learning rate (constant)", ""},
-           {"optimizer", "NAME", "qlion (INT8 weights, gradients, momentum) | lion | adamw (FP32) | adamw8bit (8-bit block-wise moments) | mixed-adamw (BF16 weights and gradients, FP32 master and moments)", "qlion"},
+           optimizer_option(),
            {"weight-decay", "W", "decoupled weight decay, applied to every parameter", "0"},
            {"beta1", "B1", "first beta (default: 0.9)", ""},
            {"beta2", "B2", "second beta (default: 0.999 for adamw and adamw8bit, 0.99 for lion and qlion)", ""},
@@ -153,10 +154,13 @@ int run_train(int argc, char** argv) {
            compute_option(), threads_option()}) {
     options.push_back(option);
   }
+  for (const OptionSpec& option : lora_options()) options.push_back(option);
   Args args("train",
             "Trains every parameter on the sequences of --tokens. The loss of a step is the mean\n"
             "next-token cross-entropy over the predicted positions of its B x N lines. With\n"
-            "--optimizer qlion (the default) weights, gradients and momentum are stored in INT8 (QFT).",
+            "--optimizer qlion (the default) weights, gradients and momentum are stored in INT8 (QFT).\n"
+            "--method lora trains PEFT-style adapters on a frozen base instead; --out then holds the\n"
+            "merged model.",
             options);
   if (!args.parse(argc, argv)) return 0;
   args.require({"tokens", "steps", "lr"});

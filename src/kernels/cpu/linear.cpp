@@ -34,9 +34,10 @@ void linear_backward(float* dinp, float* dweight, float* dbias, const float* dou
     gemm(false, false, N, IC, OC, 1.0f, dout, OC, weight, IC,
                 1.0f, dinp, IC);
   }
-  // dweight (OC, IC) += dout (N, OC)ᵀ · inp (N, IC)
-  gemm(true, false, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f,
-              dweight, IC);
+  if (dweight) {
+    // dweight (OC, IC) += dout (N, OC)ᵀ · inp (N, IC)
+    gemm(true, false, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);
+  }
   if (dbias) {
     constexpr int kColumnBlock = 256;
 #pragma omp parallel for schedule(static)

@@ -49,6 +49,7 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
       }
     }
   }
+  if (!dweight) return;
   for (int chunk = 0; chunk < chunks; ++chunk) {
     const float* dw = partial.data() + static_cast<size_t>(chunk) * C;
     for (int c = 0; c < C; ++c) dweight[c] += dw[c];
