@@ -250,7 +250,9 @@ void LoraStore::bind_adapters() {
   views_.assign(static_cast<size_t>(config_.num_layers) * kLinearCount, LoraAdapter{});
   for (int layer = 0; layer < config_.num_layers; ++layer) {
     for (Linear which : settings_.targets) {
-      LoraAdapter& view = views_[static_cast<size_t>(layer) * kLinearCount + linear_position(which)];
+      const size_t position = static_cast<size_t>(layer) * kLinearCount + linear_position(which);
+      adapter_of_weight_[weight_name(layer, which)] = position;
+      LoraAdapter& view = views_[position];
       view.a = adapters_.get(adapter_name(layer, which, 'A'));
       view.b = adapters_.get(adapter_name(layer, which, 'B'));
       view.grad_a = grads_.get(adapter_name(layer, which, 'A'));
@@ -282,21 +284,18 @@ void LoraStore::merged(size_t index, float* out) {
   } else {
     std::memcpy(out, fp32_base_->data(index), fp32_base_->numel(index) * sizeof(float));
   }
-  for (int layer = 0; layer < config_.num_layers; ++layer) {
-    for (Linear which : settings_.targets) {
-      if (weight_name(layer, which) != specs_[index].name) continue;
-      const LoraAdapter& view = *adapter(layer, which);
-      const int OC = static_cast<int>(specs_[index].shape[0]), IC = static_cast<int>(specs_[index].shape[1]);
-      // out (OC, IC) += scale · B (OC, R) · A (R, IC)
+  const auto found = adapter_of_weight_.find(specs_[index].name);
+  if (found == adapter_of_weight_.end()) return;
+  const LoraAdapter& view = views_[found->second];
+  const int OC = static_cast<int>(specs_[index].shape[0]), IC = static_cast<int>(specs_[index].shape[1]);
+  // out (OC, IC) += scale · B (OC, R) · A (R, IC)
 #pragma omp parallel for schedule(static)
-      for (int o = 0; o < OC; ++o) {
-        float* row = out + static_cast<size_t>(o) * IC;
-        for (int r = 0; r < view.rank; ++r) {
-          const float weight = view.scale * view.b[static_cast<size_t>(o) * view.rank + r];
-          const float* a = view.a + static_cast<size_t>(r) * IC;
-          for (int i = 0; i < IC; ++i) row[i] += weight * a[i];
-        }
-      }
+  for (int o = 0; o < OC; ++o) {
+    float* row = out + static_cast<size_t>(o) * IC;
+    for (int r = 0; r < view.rank; ++r) {
+      const float weight = view.scale * view.b[static_cast<size_t>(o) * view.rank + r];
+      const float* a = view.a + static_cast<size_t>(r) * IC;
+      for (int i = 0; i < IC; ++i) row[i] += weight * a[i];
     }
   }
 }

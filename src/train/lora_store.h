@@ -6,6 +6,7 @@
 // (rounded to nearest once, de-quantized one matrix at a time: no FP32 copy
 // of the model). Only the adapters have gradients; an FP32 optimizer updates
 // them between steps.
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -95,6 +96,7 @@ class LoraStore final : public ParameterStore {
   ParamSet adapters_;
   ParamSet grads_;
   std::vector<LoraAdapter> views_;  // per layer × linear; rank 0 where there is no adapter
+  std::map<std::string, size_t> adapter_of_weight_;  // a target weight's name → its view
   uint64_t fingerprint_ = 0;
 };
 
