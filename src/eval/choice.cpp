@@ -7,6 +7,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "dist/world.h"
 
 namespace qft {
 namespace {
@@ -223,6 +224,9 @@ ChoiceResult evaluate_choice(const std::vector<ChoiceRecord>& records, const std
   // Questions for the packed path: their choice sequences, and where they go.
   std::vector<std::vector<ScoredSequence>> groups;
   std::vector<size_t> group_question;
+  // Data-parallel, rank r takes the next-token questions r, r + N, …
+  const dist::World& world = dist::world();
+  std::vector<size_t> next_token_questions;
   size_t done = 0;
   for (size_t q = 0; q < total; ++q) {
     const ChoiceRecord& record = records[selected[q]];
@@ -235,7 +239,9 @@ ChoiceResult evaluate_choice(const std::vector<ChoiceRecord>& records, const std
       if (next_token && single_tokens && fits) {
         std::vector<int> candidates;
         for (const auto& continuation : tokens.continuations) candidates.push_back(continuation[0]);
-        loglikelihoods[q] = next_token(tokens.context, candidates);
+        const bool mine = next_token_questions.size() % world.size() == static_cast<size_t>(world.rank());
+        next_token_questions.push_back(q);
+        loglikelihoods[q] = mine ? next_token(tokens.context, candidates) : std::vector<double>(candidates.size(), 0.0);
         if (progress) progress(++done, total);
         continue;
       }
@@ -263,6 +269,10 @@ ChoiceResult evaluate_choice(const std::vector<ChoiceRecord>& records, const std
       fail(record.file, ":", record.line, ": ", error.what());
     }
   }
+  std::vector<std::vector<double>> shared;
+  for (size_t q : next_token_questions) shared.push_back(std::move(loglikelihoods[q]));
+  world.sum(shared);
+  for (size_t i = 0; i < next_token_questions.size(); ++i) loglikelihoods[next_token_questions[i]] = std::move(shared[i]);
   const size_t single_done = done;
   std::function<void(size_t, size_t)> group_progress;
   if (progress) group_progress = [&](size_t groups_done, size_t) { progress(single_done + groups_done, total); };

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "dist/world.h"
 #include "model/generator.h"
 #include "model/transformer.h"
 
@@ -77,11 +78,14 @@ std::vector<std::vector<double>> score_groups(const std::vector<std::vector<Scor
   for (size_t g = 0; g < groups.size(); ++g) sums[g].assign(groups[g].size(), 0.0);
 
   // Sequences that score something, in order; each batch is a run of groups.
+  // Data-parallel, rank r scores batches r, r + N, … and the sums are shared.
+  const dist::World& world = dist::world();
+  size_t batches = 0;
   std::vector<const ScoredSequence*> pending;
   std::vector<std::pair<size_t, size_t>> owners;  // (group, index) of each pending sequence
   size_t pending_tokens = 0, first_pending_group = 0;
   auto run = [&](size_t groups_done) {
-    if (!pending.empty()) {
+    if (!pending.empty() && batches++ % world.size() == static_cast<size_t>(world.rank())) {
       const Batch batch = make_scored_batch(pending);
       const std::vector<double> losses = scorer(batch);
       if (losses.size() != static_cast<size_t>(batch.size())) fail("the scorer returned ", losses.size(), " losses for ", batch.size(), " rows");
@@ -112,6 +116,7 @@ std::vector<std::vector<double>> score_groups(const std::vector<std::vector<Scor
     pending_tokens += group_tokens;
   }
   if (first_pending_group < groups.size() || !pending.empty()) run(groups.size());
+  world.sum(sums);
   return sums;
 }
 

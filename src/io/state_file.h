@@ -80,4 +80,12 @@ class StateReader {
   mutable std::set<std::string> read_;
 };
 
+// The per-rank state files of a checkpoint that `ranks` ranks wrote: rank
+// s's share of each sharded tensor is in files[s] (with one rank, the
+// checkpoint's state file itself).
+struct ShardReaders {
+  int ranks = 1;
+  std::vector<const StateReader*> files;
+};
+
 }  // namespace qft

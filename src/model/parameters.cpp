@@ -57,6 +57,12 @@ ParamSet::ParamSet(MemCategory category, std::vector<ParamSpec> specs)
   for (size_t i = 0; i < specs_.size(); ++i) index_.emplace(specs_[i].name, i);
 }
 
+ParamSet::ParamSet(std::vector<ParamSpec> specs, std::vector<float*> values)
+    : specs_(std::move(specs)), offsets_(spec_offsets(specs_)), views_(std::move(values)) {
+  if (views_.size() != specs_.size()) fail("a parameter view needs one pointer per parameter");
+  for (size_t i = 0; i < specs_.size(); ++i) index_.emplace(specs_[i].name, i);
+}
+
 float* ParamSet::find(const std::string& name) {
   const auto found = index_.find(name);
   return found == index_.end() ? nullptr : data(found->second);
@@ -68,7 +74,10 @@ float* ParamSet::get(const std::string& name) {
   return pointer;
 }
 
-void ParamSet::zero() { std::memset(storage_.data(), 0, storage_.size() * sizeof(float)); }
+void ParamSet::zero() {
+  if (views_.empty()) return static_cast<void>(std::memset(storage_.data(), 0, storage_.size() * sizeof(float)));
+  for (size_t i = 0; i < specs_.size(); ++i) std::memset(views_[i], 0, numel(i) * sizeof(float));
+}
 
 const char* linear_module(Linear which) {
   switch (which) {

@@ -28,18 +28,26 @@ std::vector<ParamSpec> parameter_specs(const ModelConfig& config);
 class ParamSet {
  public:
   ParamSet(MemCategory category, std::vector<ParamSpec> specs);
+  // A view: parameter i's values at values[i], owned elsewhere (a data-parallel
+  // rank's share of a larger set). all() is unavailable; offset() keeps the
+  // layout an owning set of these specs would have.
+  ParamSet(std::vector<ParamSpec> specs, std::vector<float*> values);
   // Bytes a set of these parameters allocates.
   static size_t bytes(const std::vector<ParamSpec>& specs);
 
   const std::vector<ParamSpec>& specs() const { return specs_; }
-  float* data(size_t index) { return storage_.data() + offsets_[index]; }
-  const float* data(size_t index) const { return storage_.data() + offsets_[index]; }
+  float* data(size_t index) { return views_.empty() ? storage_.data() + offsets_[index] : views_[index]; }
+  const float* data(size_t index) const { return views_.empty() ? storage_.data() + offsets_[index] : views_[index]; }
+  // Where parameter `index` starts in the storage (each 64-byte aligned): the
+  // layout of per-value optimizer state kept beside the set.
+  size_t offset(size_t index) const { return offsets_[index]; }
   size_t numel(size_t index) const { return static_cast<size_t>(shape_numel(specs_[index].shape)); }
   // Throws naming the parameter when absent.
   float* get(const std::string& name);
   float* find(const std::string& name);  // nullptr when absent
 
-  // The whole storage; padding between parameters stays zero.
+  // The whole storage of an owning set (a view's is null); padding between
+  // parameters stays zero.
   float* all() { return storage_.data(); }
   const float* all() const { return storage_.data(); }
   size_t total_numel() const { return offsets_.back(); }
@@ -50,6 +58,7 @@ class ParamSet {
   std::vector<size_t> offsets_;
   std::map<std::string, size_t> index_;
   Buffer<float> storage_;
+  std::vector<float*> views_;  // a view's values
 };
 
 // The first parameter (in HF order) holding NaN or Inf, as "NAME (element

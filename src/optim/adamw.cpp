@@ -18,15 +18,18 @@ AdamWStep AdamWStep::at(const OptimizerSettings& settings, int64_t step, float l
           static_cast<float>(std::sqrt(correction2)), 1.0f - lr * settings.weight_decay};
 }
 
+// Parameter by parameter (a set may be a view), the state laid out as the set's storage.
 void AdamW::step(ParamSet& weights, const ParamSet& grads, float lr) {
   const AdamWStep adam = AdamWStep::at(settings_, ++steps_, lr);
-  float* w = weights.all();
-  const float* g = grads.all();
-  float* m = momentum_.data();
-  float* v = variance_.data();
-  const size_t n = weights.total_numel();
+  for (size_t p = 0; p < weights.specs().size(); ++p) {
+    float* w = weights.data(p);
+    const float* g = grads.data(p);
+    float* m = momentum_.data() + weights.offset(p);
+    float* v = variance_.data() + weights.offset(p);
+    const size_t n = weights.numel(p);
 #pragma omp parallel for simd schedule(static)
-  for (size_t i = 0; i < n; ++i) w[i] = adam.update(w[i], m[i], v[i], g[i]);
+    for (size_t i = 0; i < n; ++i) w[i] = adam.update(w[i], m[i], v[i], g[i]);
+  }
 }
 
 void AdamW::save_state(StateWriter& writer) const {

@@ -20,15 +20,19 @@ void lion_update(float* w, float* m, const float* g, size_t n, float lr, const O
   }
 }
 
+// Parameter by parameter (a set may be a view), the state laid out as the set's storage.
 void Lion::step(ParamSet& weights, const ParamSet& grads, float lr) {
   constexpr size_t kChunk = 1 << 16;
-  const size_t n = weights.total_numel();
-  const int64_t chunks = static_cast<int64_t>((n + kChunk - 1) / kChunk);
+  for (size_t p = 0; p < weights.specs().size(); ++p) {
+    const size_t n = weights.numel(p);
+    float* momentum = momentum_.data() + weights.offset(p);
+    const int64_t chunks = static_cast<int64_t>((n + kChunk - 1) / kChunk);
 #pragma omp parallel for schedule(static)
-  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-    const size_t begin = static_cast<size_t>(chunk) * kChunk;
-    lion_update(weights.all() + begin, momentum_.data() + begin, grads.all() + begin,
-                std::min(kChunk, n - begin), lr, settings_);
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      const size_t begin = static_cast<size_t>(chunk) * kChunk;
+      lion_update(weights.data(p) + begin, momentum + begin, grads.data(p) + begin, std::min(kChunk, n - begin), lr,
+                  settings_);
+    }
   }
 }
 

@@ -38,10 +38,11 @@ class HybridMatrix {
   void dequantize_rows(float* out, int row_begin, int row_end) const;
   void dequantize_row(float* out, int row) const;
 
-  // For every row: de-quantize, let update(row, values) change the values in
-  // place, store the outliers exactly and re-quantize the dense part.
+  // For every row in [row_begin, row_end) (all by default): de-quantize, let
+  // update(row, values) change the values in place, store the outliers
+  // exactly and re-quantize the dense part.
   template <class Update>
-  void update_rows(Update&& update, const RoundingContext& rounding);
+  void update_rows(Update&& update, const RoundingContext& rounding, int row_begin = 0, int row_end = -1);
 
   const std::string& name() const { return name_; }
   int rows() const { return dense_.rows(); }
@@ -57,6 +58,7 @@ class HybridMatrix {
   const int32_t* outlier_row_start() const { return row_start_.data(); }
   const uint16_t* outlier_columns() const { return outlier_columns_.data(); }
   const float* outlier_values() const { return outlier_values_.data(); }
+  float* outlier_values() { return outlier_values_.data(); }
   // Replaces S and the thresholds with a checkpoint's (D is written through
   // dense()). Throws naming the matrix unless the CSR structure is one this
   // matrix can hold: starts from 0, non-decreasing, ending at `outliers`;
@@ -85,15 +87,17 @@ class HybridMatrix {
 };
 
 template <class Update>
-void HybridMatrix::update_rows(Update&& update, const RoundingContext& rounding) {
+void HybridMatrix::update_rows(Update&& update, const RoundingContext& rounding, int row_begin, int row_end) {
   const int cols = this->cols();
+  if (row_end < 0) row_end = rows();
   std::vector<std::vector<float>> scratch(omp_get_max_threads());
-  parallel_for(rows(), [&](int64_t row) {
+  parallel_for(row_end - row_begin, [&](int64_t index) {
+    const int row = row_begin + static_cast<int>(index);
     std::vector<float>& values = scratch[omp_get_thread_num()];
     values.resize(cols);
-    dequantize_row(values.data(), static_cast<int>(row));
-    update(static_cast<int>(row), values.data());
-    requantize_row(static_cast<int>(row), values.data(), rounding);
+    dequantize_row(values.data(), row);
+    update(row, values.data());
+    requantize_row(row, values.data(), rounding);
   });
 }
 

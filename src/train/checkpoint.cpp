@@ -1,11 +1,15 @@
 #include "train/checkpoint.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
 #include "core/json_integer.h"
+#include "dist/partition.h"
+#include "dist/world.h"
 #include "io/atomic_file.h"
 
 namespace qft {
@@ -46,8 +50,9 @@ bool only_checkpoint_files(const fs::path& directory) {
   if (!fs::is_directory(directory)) return false;
   for (const fs::directory_entry& entry : fs::directory_iterator(directory)) {
     const std::string name = entry.path().filename().string();
+    const bool shard = name.rfind("shard-", 0) == 0 && name.find(".safetensors") != std::string::npos;
     const bool ours = name == kManifest || name == kStateFile || name.rfind(std::string(kManifest) + ".tmp.", 0) == 0 ||
-                      name.rfind(std::string(kStateFile) + ".tmp.", 0) == 0;
+                      name.rfind(std::string(kStateFile) + ".tmp.", 0) == 0 || shard;
     if (!ours || !entry.is_regular_file()) return false;
   }
   return true;
@@ -68,36 +73,31 @@ void check_finite_ranges(const StateReader& reader, const std::string& name, con
   }
 }
 
-void write_directory(const fs::path& target, nlohmann::json manifest, const StateWriter& state) {
-  const fs::path temporary = sibling(target, ".tmp"), old = sibling(target, ".old"), parent = parent_of(target);
+// Checks DIR and DIR.old and removes a DIR.tmp that a killed write left.
+void prepare(const fs::path& target) {
+  const fs::path temporary = sibling(target, ".tmp"), old = sibling(target, ".old");
   if (fs::exists(fs::symlink_status(target)) && !only_checkpoint_files(target)) {
     fail(target.string(), ": exists and is not a qft checkpoint; refusing to replace it");
   }
-  fs::create_directories(parent);
-  remove_leftover(temporary);  // left by a write that was killed
-  // DIR.old is removed only once DIR is complete (below): when DIR is
+  fs::create_directories(parent_of(target));
+  remove_leftover(temporary);
+  // DIR.old is removed only once DIR is complete (put_in_place): when DIR is
   // missing it is the checkpoint.
   if (fs::exists(fs::symlink_status(old)) && !only_checkpoint_files(old)) {
     fail(old.string(), ": exists and is not a qft checkpoint; move it away");
   }
+}
+
+void complete_manifest(nlohmann::json& manifest, const StateWriter& state) {
   manifest["format"] = kFormat;
   manifest["version"] = kCheckpointVersion;
   manifest["state"] = {{"file", kStateFile}, {"bytes", state.file_bytes()}, {"checksums", state.checksums()}};
-  const std::string text = manifest.dump(2) + "\n";
-  // The previous checkpoint stays until this one is complete.
-  require_free_space(parent.string(), state.file_bytes() + text.size(), "the checkpoint " + target.string());
-  fs::create_directory(temporary);
-  try {
-    state.write((temporary / kStateFile).string(), [] { reached("tensor"); });
-    reached("state");
-    write_file_atomically((temporary / kManifest).string(), text);
-    sync_directory(temporary.string());
-    reached("manifest");
-  } catch (...) {
-    fs::remove_all(temporary);
-    throw;
-  }
-  // From here on, DIR or DIR.old is always a complete checkpoint.
+}
+
+// The complete DIR.tmp becomes DIR; from here on, DIR or DIR.old is always a
+// complete checkpoint.
+void put_in_place(const fs::path& target) {
+  const fs::path temporary = sibling(target, ".tmp"), old = sibling(target, ".old"), parent = parent_of(target);
   std::error_code ignored;
   try {
     if (fs::exists(target)) {
@@ -116,6 +116,104 @@ void write_directory(const fs::path& target, nlohmann::json manifest, const Stat
   }
   fs::remove_all(old, ignored);
   reached("done");
+}
+
+void write_directory(const fs::path& target, nlohmann::json manifest, const StateWriter& state) {
+  const fs::path temporary = sibling(target, ".tmp");
+  prepare(target);
+  complete_manifest(manifest, state);
+  const std::string text = manifest.dump(2) + "\n";
+  // The previous checkpoint stays until this one is complete.
+  require_free_space(parent_of(target).string(), state.file_bytes() + text.size(), "the checkpoint " + target.string());
+  fs::create_directory(temporary);
+  try {
+    state.write((temporary / kStateFile).string(), [] { reached("tensor"); });
+    reached("state");
+    write_file_atomically((temporary / kManifest).string(), text);
+    sync_directory(temporary.string());
+    reached("manifest");
+  } catch (...) {
+    fs::remove_all(temporary);
+    throw;
+  }
+  put_in_place(target);
+}
+
+// Runs `phase` on every rank, then fails on every rank when it failed on any
+// (naming the rank), so no rank waits for another that gave up.
+void on_every_rank(const std::function<void()>& phase) {
+  std::string error;
+  try {
+    phase();
+  } catch (const Error& failure) {
+    error = failure.what();
+  } catch (const fs::filesystem_error& failure) {
+    error = failure.what();
+  }
+  const dist::World& world = dist::world();
+  const std::vector<std::string> errors = world.all_strings(error);
+  for (size_t r = 0; r < errors.size(); ++r) {
+    if (errors[r].empty()) continue;
+    if (static_cast<int>(r) == world.rank()) throw Error(errors[r]);
+    fail("rank ", r, ": ", errors[r]);
+  }
+}
+
+std::string shard_file(int rank) { return "shard-" + std::to_string(rank) + ".safetensors"; }
+
+// The data-parallel write (write_checkpoint's comment).
+void write_sharded(const fs::path& target, nlohmann::json manifest, const StateWriter& state, const StateWriter& shard) {
+  const dist::World& world = dist::world();
+  const fs::path temporary = sibling(target, ".tmp");
+  const uint64_t shard_bytes = static_cast<uint64_t>(world.sum(static_cast<int64_t>(shard.file_bytes())));
+  on_every_rank([&] {
+    if (!world.is_root()) return;
+    prepare(target);
+    // The manifest is small: a page per rank is room enough.
+    require_free_space(parent_of(target).string(), state.file_bytes() + shard_bytes + 4096 * (world.size() + 1),
+                       "the checkpoint " + target.string());
+    fs::create_directory(temporary);
+  });
+  try {
+    on_every_rank([&] { shard.write((temporary / shard_file(world.rank())).string()); });
+    const std::vector<std::string> checksums = world.all_strings(shard.checksums().dump());
+    const std::vector<std::string> sizes = world.all_strings(std::to_string(shard.file_bytes()));
+    on_every_rank([&] {
+      if (!world.is_root()) return;
+      complete_manifest(manifest, state);
+      manifest["ranks"] = world.size();
+      manifest["shards"] = nlohmann::json::array();
+      for (int r = 0; r < world.size(); ++r) {
+        manifest["shards"].push_back({{"file", shard_file(r)},
+                                      {"bytes", std::stoull(sizes[r])},
+                                      {"checksums", nlohmann::json::parse(checksums[r])}});
+      }
+      state.write((temporary / kStateFile).string(), [] { reached("tensor"); });
+      reached("state");
+      write_file_atomically((temporary / kManifest).string(), manifest.dump(2) + "\n");
+      sync_directory(temporary.string());
+      reached("manifest");
+    });
+  } catch (...) {
+    std::error_code ignored;
+    if (world.is_root()) fs::remove_all(temporary, ignored);
+    throw;
+  }
+  on_every_rank([&] {
+    if (world.is_root()) put_in_place(target);
+  });
+}
+
+// A state file of the checkpoint, its size checked against the manifest's record.
+std::unique_ptr<StateReader> open_state_file(const std::string& directory, const nlohmann::json& record,
+                                             const std::string& expected_name, const std::string& manifest_path) {
+  if (record.at("file").get<std::string>() != expected_name) fail(manifest_path, ": unexpected state file name");
+  const std::string path = directory + "/" + expected_name;
+  if (!fs::is_regular_file(path)) fail(path, ": missing");
+  const uint64_t bytes = json_integer<uint64_t>(record.at("bytes"), manifest_path + ": 'bytes' of " + expected_name);
+  const uint64_t found = fs::file_size(path);
+  if (found != bytes) fail(path, ": ", found, " bytes, but the manifest records ", bytes, " (truncated or replaced?)");
+  return std::make_unique<StateReader>(path, record.at("checksums"));
 }
 
 CheckpointFiles open_directory(const fs::path& target) {
@@ -145,13 +243,17 @@ CheckpointFiles open_directory(const fs::path& target) {
     if (!manifest.at("step").is_number_integer() || manifest.at("step").get<int64_t>() < 0) {
       fail(manifest_path, ": 'step' must be a non-negative integer");
     }
-    const nlohmann::json& state = manifest.at("state");
-    if (state.at("file").get<std::string>() != kStateFile) fail(manifest_path, ": unexpected state file name");
-    const std::string state_path = files.directory + "/" + kStateFile;
-    if (!fs::is_regular_file(state_path)) fail(state_path, ": missing");
-    const uint64_t bytes = json_integer<uint64_t>(state.at("bytes"), manifest_path + ": 'state.bytes'"), found = fs::file_size(state_path);
-    if (found != bytes) fail(state_path, ": ", found, " bytes, but the manifest records ", bytes, " (truncated or replaced?)");
-    files.state = std::make_unique<StateReader>(state_path, state.at("checksums"));
+    files.state = open_state_file(files.directory, manifest.at("state"), kStateFile, manifest_path);
+    if (manifest.contains("ranks")) {
+      const int ranks = json_integer<int>(manifest.at("ranks"), manifest_path + ": 'ranks'", 2, 1 << 20);
+      const nlohmann::json& shards = manifest.at("shards");
+      if (!shards.is_array() || static_cast<int>(shards.size()) != ranks) {
+        fail(manifest_path, ": 'shards' must list one file for each of the ", ranks, " ranks");
+      }
+      for (int r = 0; r < ranks; ++r) {
+        files.shard_files.push_back(open_state_file(files.directory, shards[r], shard_file(r), manifest_path));
+      }
+    }
   } catch (const nlohmann::json::exception& error) {
     fail(manifest_path, ": malformed manifest: ", error.what());
   }
@@ -160,12 +262,25 @@ CheckpointFiles open_directory(const fs::path& target) {
 
 }  // namespace
 
+ShardReaders CheckpointFiles::shards() const {
+  ShardReaders readers;
+  if (shard_files.empty()) {
+    readers.files = {state.get()};
+    return readers;
+  }
+  readers.ranks = static_cast<int>(shard_files.size());
+  for (const auto& file : shard_files) readers.files.push_back(file.get());
+  return readers;
+}
+
 void set_checkpoint_write_hook(std::function<void(const std::string& stage)> hook) { write_hook() = std::move(hook); }
 
 // File-system errors (permissions, a full disk) become qft::Error naming the path.
-void write_checkpoint(const std::string& directory, nlohmann::json manifest, const StateWriter& state) {
+void write_checkpoint(const std::string& directory, nlohmann::json manifest, const StateWriter& state,
+                      const StateWriter* shard) {
   const fs::path target = target_path(directory);
   try {
+    if (shard) return write_sharded(target, std::move(manifest), state, *shard);
     write_directory(target, std::move(manifest), state);
   } catch (const fs::filesystem_error& error) {
     fail(target.string(), ": cannot write the checkpoint: ", error.what());
@@ -191,6 +306,26 @@ void load_rows(const StateReader& reader, const std::string& name, QuantizedRows
   reader.read(name + ".codes", DType::U8, {rows.rows(), rows.cols()}, rows.codes());
   reader.read(name + ".ranges", DType::F32, {rows.rows(), 2}, rows.ranges());
   check_finite_ranges(reader, name + ".ranges", rows.ranges(), rows.rows());
+}
+
+void load_row_share(const ShardReaders& shards, const std::string& name, int total_rows, int64_t owned_begin,
+                    QuantizedRows& rows) {
+  const int64_t owned_end = owned_begin + rows.rows(), cols = rows.cols();
+  for (int s = 0; s < shards.ranks; ++s) {
+    const dist::Range held = dist::share(total_rows, shards.ranks, s);
+    const int64_t begin = std::max(held.begin, owned_begin), end = std::min(held.end, owned_end);
+    // A single state file is read whole (its every tensor is checked), shards only where they overlap.
+    if (begin >= end && shards.ranks > 1) continue;
+    const StateReader& reader = *shards.files.at(s);
+    const uint8_t* codes = reader.get(name + ".codes", DType::U8, {held.size(), cols});
+    const uint8_t* ranges = reader.get(name + ".ranges", DType::F32, {held.size(), 2});
+    if (begin >= end) continue;
+    std::memcpy(rows.row_codes(static_cast<int>(begin - owned_begin)), codes + (begin - held.begin) * cols,
+                static_cast<size_t>((end - begin) * cols));
+    std::memcpy(&rows.range(static_cast<int>(begin - owned_begin)), ranges + (begin - held.begin) * sizeof(RowRange),
+                static_cast<size_t>(end - begin) * sizeof(RowRange));
+  }
+  check_finite_ranges(*shards.files.at(0), name + ".ranges", rows.ranges(), rows.rows());
 }
 
 void save_hybrid(StateWriter& writer, const std::string& name, const HybridMatrix& matrix) {

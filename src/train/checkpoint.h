@@ -20,6 +20,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -32,12 +33,21 @@ inline constexpr int kCheckpointVersion = 1;
 
 // Writes `manifest` (completed with format, version and the state file's
 // size and checksums) and `state` as the checkpoint DIR, replacing one there.
-void write_checkpoint(const std::string& directory, nlohmann::json manifest, const StateWriter& state);
+// Data-parallel, every rank calls it: rank 0 writes `state` (the same on
+// every rank) and each rank its `shard` as shard-R.safetensors, the manifest
+// ("ranks": N, "shards": [{file, bytes, checksums}]) is written once every
+// shard is durable, then DIR is put in place; an error on any rank fails the
+// write on every rank, leaving the previous checkpoint.
+void write_checkpoint(const std::string& directory, nlohmann::json manifest, const StateWriter& state,
+                      const StateWriter* shard = nullptr);
 
 struct CheckpointFiles {
   std::string directory;  // the one read: DIR, or DIR.old after an interrupted write
   nlohmann::json manifest;
   std::unique_ptr<StateReader> state;
+  std::vector<std::unique_ptr<StateReader>> shard_files;  // a data-parallel run's, one per rank
+  // The writing ranks' shares: the shard files, or the state file alone.
+  ShardReaders shards() const;
 };
 // Opens DIR (DIR.old when DIR is missing) and validates the manifest and the
 // state file's size and tensor list; tensors are checksummed as they are read.
@@ -60,6 +70,11 @@ void set_checkpoint_write_hook(std::function<void(const std::string& stage)> hoo
 // thresholds are well-formed.
 void save_rows(StateWriter& writer, const std::string& name, const QuantizedRows& rows);
 void load_rows(const StateReader& reader, const std::string& name, QuantizedRows& rows);
+// Rows [owned.begin, owned.end) of a (total_rows, cols) INT8 tensor saved
+// in shares by the ranks of `shards` (each share under `name` with
+// save_rows), into `rows` (owned rows, cols).
+void load_row_share(const ShardReaders& shards, const std::string& name, int total_rows, int64_t owned_begin,
+                    QuantizedRows& rows);
 void save_hybrid(StateWriter& writer, const std::string& name, const HybridMatrix& matrix);
 void load_hybrid(const StateReader& reader, const std::string& name, HybridMatrix& matrix);
 

@@ -15,6 +15,7 @@
 #include "core/json_integer.h"
 #include "core/memory.h"
 #include "data/examples.h"
+#include "dist/world.h"
 #include "io/gguf.h"
 #include "io/atomic_file.h"
 #include "io/run_lock.h"
@@ -68,18 +69,23 @@ std::vector<std::vector<const Example*>> micro_batches(const std::vector<Example
   return batches;
 }
 
+// Data-parallel, rank r scores batches r, r + N, … and the sums are shared.
 double evaluate_all(Training& training, const std::vector<Example>& examples, const FinetuneSettings& settings) {
   if (examples.empty()) return NAN;
+  const dist::World& world = dist::world();
   double loss_sum = 0.0;
   int64_t predicted = 0;
   FinetuneSettings by_tokens = settings;
   by_tokens.pack = true;
-  for (const auto& group : micro_batches(examples, by_tokens, -1)) {
-    const Batch batch = make_training_batch(group);
+  const auto groups = micro_batches(examples, by_tokens, -1);
+  for (size_t g = world.rank(); g < groups.size(); g += world.size()) {
+    const Batch batch = make_training_batch(groups[g]);
     if (batch.predicted == 0) continue;
     loss_sum += training.evaluate(batch) * static_cast<double>(batch.predicted);
     predicted += batch.predicted;
   }
+  loss_sum = world.sum(loss_sum);
+  predicted = world.sum(predicted);
   return predicted ? loss_sum / static_cast<double>(predicted) : NAN;
 }
 
@@ -103,6 +109,7 @@ nlohmann::json schedule_json(const LrSchedule& schedule) {
 // when resuming so they read as one run.
 class MetricsLog {
  public:
+  // Data-parallel, only rank 0 writes the files; every rank keeps the records.
   MetricsLog(const fs::path& out, std::string title, std::vector<nlohmann::json> records)
       : out_(out), title_(std::move(title)), records_(std::move(records)) {
     std::string text;
@@ -110,16 +117,19 @@ class MetricsLog {
       text += record.dump() + "\n";
       curve(record);
     }
+    if (!dist::world().is_root()) return;
     write_file_atomically((out_ / "metrics.jsonl").string(), text);
     file_ = std::make_unique<AppendFile>((out_ / "metrics.jsonl").string());
   }
   void add(const nlohmann::json& record) {
     records_.push_back(record);
     curve(record);
-    file_->append(record.dump() + "\n");
+    if (file_) file_->append(record.dump() + "\n");
     if (record.contains("eval_loss")) plot();
   }
-  void plot() const { write_file_atomically((out_ / "loss.svg").string(), loss_curve_svg(train_, eval_, title_)); }
+  void plot() const {
+    if (file_) write_file_atomically((out_ / "loss.svg").string(), loss_curve_svg(train_, eval_, title_));
+  }
   const std::vector<nlohmann::json>& records() const { return records_; }
   std::optional<double> eval_loss_at(int step) const {
     for (const auto& [at, loss] : eval_) {
@@ -234,6 +244,8 @@ void check_memory_plan(const ModelConfig& config, const FinetuneSettings& settin
   plan_settings.batch = settings.batch;
   plan_settings.checkpointing = settings.training.checkpointing;
   plan_settings.outlier_fraction = settings.training.qft.outlier_fraction;
+  plan_settings.ranks = dist::world().size();
+  plan_settings.rank = dist::world().rank();
   const MemoryPlan plan = plan_memory(config, plan_settings);
   log(plan_table(plan, config, plan_settings));
   const size_t limit = settings.max_memory ? settings.max_memory : physical_memory_bytes();
@@ -418,10 +430,15 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
 
   const ModelSource source = ModelSource::open(settings.model);
   const PreparedData data = prepare_data(settings, log);
-  const int grad_accum = settings.training.grad_accum;
-  // A last group of fewer than grad_accum micro-batches is left out of its epoch.
-  const int steps_per_epoch = static_cast<int>(micro_batches(data.train, settings, 0).size() / grad_accum);
-  if (steps_per_epoch == 0) fail(settings.data, ": fewer micro-batches than --grad-accum ", grad_accum);
+  // Data-parallel: a step takes the next ranks × grad_accum micro-batches of
+  // the epoch, rank r those at r, r + ranks, r + 2·ranks, …
+  const dist::World& world = dist::world();
+  const int grad_accum = settings.training.grad_accum, per_step = grad_accum * world.size();
+  // A last group of fewer than per_step micro-batches is left out of its epoch.
+  const int steps_per_epoch = static_cast<int>(micro_batches(data.train, settings, 0).size() / per_step);
+  if (steps_per_epoch == 0) {
+    fail(settings.data, ": fewer micro-batches than --grad-accum ", grad_accum, world.distributed() ? " x " + std::to_string(world.size()) + " ranks" : "");
+  }
   const int total_steps = settings.max_steps > 0 ? settings.max_steps : steps_per_epoch * settings.epochs;
   check_memory_plan(source.config(), settings, data.train, log);
   log(std::to_string(data.train.size()) + " training and " + std::to_string(data.eval.size()) +
@@ -432,22 +449,28 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
                             settings.min_lr_ratio};
   const nlohmann::json fingerprint = data_fingerprint(data.train, settings);
   const ExportPlan exports = export_plan(source, *data.tokenizer, settings);
+  // Data-parallel, rank 0 alone creates, locks and writes OUT.
   const bool out_is_new = !fs::exists(out);
-  fs::create_directories(out);
+  if (world.is_root()) fs::create_directories(out);
   std::unique_ptr<Training> training;
   std::optional<RunLock> out_lock, checkpoint_lock;  // held until the run returns
   Resumed resumed;
   try {  // a refused lock or resume leaves no new --out behind either
-    out_lock.emplace((out / ".qft.lock").string(), settings.out);
-    checkpoint_lock.emplace(sibling_lock_file(checkpoint), checkpoint);
-    if (!settings.settings_file.empty()) write_file_atomically((out / "settings.yaml").string(), settings.settings_file);
+    if (world.is_root()) {
+      out_lock.emplace((out / ".qft.lock").string(), settings.out);
+      checkpoint_lock.emplace(sibling_lock_file(checkpoint), checkpoint);
+      if (!settings.settings_file.empty()) write_file_atomically((out / "settings.yaml").string(), settings.settings_file);
+    }
     training = make_training(source, settings.training);
     if (!settings.resume.empty()) resumed = resume_training(*training, settings, fingerprint, schedule, log);
     // Hours of training must not end at a full disk: room for a checkpoint and the export, now.
-    require_free_space({{fs::path(checkpoint).parent_path().string(), training->checkpoint_bytes(), "a checkpoint"},
-                        {settings.out, export_bytes(exports, *training), "the export"}});
+    const uint64_t checkpoint_bytes = training->checkpoint_bytes();  // all ranks' shares
+    if (world.is_root()) {
+      require_free_space({{fs::path(checkpoint).parent_path().string(), checkpoint_bytes, "a checkpoint"},
+                          {settings.out, export_bytes(exports, *training), "the export"}});
+    }
   } catch (...) {
-    if (out_is_new) fs::remove_all(out);
+    if (out_is_new && world.is_root()) fs::remove_all(out);
     throw;
   }
   MetricsLog metrics(out, plot_title(settings), std::move(resumed.metrics));
@@ -494,20 +517,22 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
     if (epoch > 0 && !begun) training->new_epoch();
     size_t first = begun ? position.next_micro_batch : 0;
     const auto batches = micro_batches(data.train, settings, epoch);
-    for (; first + grad_accum <= batches.size() && position.step < total_steps; first += grad_accum) {
+    for (; first + per_step <= batches.size() && position.step < total_steps; first += per_step) {
       const int step = position.step + 1;
       std::vector<Batch> step_batches;
-      int tokens = 0;
+      int64_t tokens = 0;
       for (int i = 0; i < grad_accum; ++i) {
-        step_batches.push_back(make_training_batch(batches[first + i]));
+        step_batches.push_back(make_training_batch(batches[first + world.rank() + static_cast<size_t>(i) * world.size()]));
         tokens += step_batches.back().size();
       }
+      tokens = world.sum(tokens);
       const auto step_start = Clock::now();
       const float lr = schedule.at(step);
       const double loss = training->step(step, lr, step_batches);
+      if (settings.check_replicas) training->check_replicas();
       const double seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
       const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-      position = {step, epoch, first + grad_accum};
+      position = {step, epoch, first + per_step};
       if (const auto outcome = guard.judge(step, training->nonfinite()); outcome != NonFiniteGuard::Outcome::Applied) {
         nlohmann::json record = guard.record(step, *training->nonfinite(), outcome);
         record["epoch"] = epoch + 1;
@@ -523,7 +548,7 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
                             std::nullopt});
       }
       if (settings.eval_every > 0 && step % settings.eval_every == 0 && step < total_steps) record_eval(step);
-      const bool stop = callbacks.stop_requested();
+      const bool stop = world.any(callbacks.stop_requested());  // every rank stops at the same step
       if (stop || (settings.save_every > 0 && step % settings.save_every == 0)) save_checkpoint();
       if (stop) {
         metrics.plot();
@@ -539,7 +564,7 @@ FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCall
   if (guard.skipped() > 0) log(std::to_string(guard.skipped()) + " steps were skipped for a NaN or Inf loss or gradient");
   result.eval_loss_after = record_eval(position.step);
   metrics.plot();
-  export_model(*training, source, exports, settings, result);
+  if (world.is_root()) export_model(*training, source, exports, settings, result);
   return result;
 }
 

@@ -44,6 +44,7 @@ struct FinetuneSettings {
   std::string settings_file;  // the resolved settings as a recipe: OUT/settings.yaml ("": none)
   NonFinitePolicy on_nonfinite = NonFinitePolicy::Stop;
   int max_skips = 10;         // consecutive skipped steps before the run stops (policy skip)
+  bool check_replicas = false;  // data-parallel debugging: Training::check_replicas after every step
   TrainingSettings training;
 };
 

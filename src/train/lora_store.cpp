@@ -119,7 +119,7 @@ class LoraStore::FrozenInt8 final : public TensorStore {
  public:
   FrozenInt8(const ModelSource& source, float outlier_fraction, uint64_t& fingerprint)
       : TensorStore(source.config(), source.specs(), /*frozen=*/true) {
-    float* staging = construction_staging();
+    float* staging = borrow_weight_buffer();
     matrices_.resize(specs_.size());
     vectors_.resize(specs_.size());
     for (size_t i = 0; i < specs_.size(); ++i) {

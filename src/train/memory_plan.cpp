@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "dist/fp32_shards.h"
 #include "model/parameters.h"
 #include "model/transformer.h"
 #include "train/mixed_store.h"
@@ -68,6 +69,21 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings) 
   if (settings.seq_len < 2 || settings.batch < 1 || settings.grad_accum < 1) {
     fail("the plan needs seq_len >= 2, batch >= 1 and grad_accum >= 1");
   }
+  if (settings.ranks < 1 || settings.rank >= settings.ranks) fail("the plan needs ranks >= 1 and rank < ranks");
+  if (settings.rank < 0) {  // every rank's, keeping the largest
+    MemoryPlan largest;
+    for (int rank = 0; rank < settings.ranks; ++rank) {
+      PlanSettings one = settings;
+      one.rank = rank;
+      const MemoryPlan plan = plan_memory(config, one);
+      if (rank == 0 || plan.peak > largest.peak) largest = plan;
+    }
+    return largest;
+  }
+  const Placement placement{settings.ranks, settings.rank};
+  if (settings.ranks > 1 && (settings.lora || settings.optimizer == "mixed-adamw")) {
+    fail(settings.lora ? "--method lora" : "--optimizer mixed-adamw", " does not run data-parallel yet");
+  }
   const ParamCounts counts = count_params(parameter_specs(config));
   const TransformerMemory transformer =
       Transformer::memory(config, settings.seq_len * settings.batch, settings.seq_len, true,
@@ -85,12 +101,15 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings) 
     QftSettings qft;
     qft.outlier_fraction = settings.outlier_fraction;
     qft.grad_accum = settings.grad_accum;
-    const QftMemory memory = QftStore::memory(config, qft);
+    const QftMemory memory = QftStore::memory(config, qft, placement);
     plan.weights = memory.weights;
-    plan.grads = memory.stack + memory.fp32_grads;
+    plan.grads = memory.stack + memory.fp32_grads + memory.exchange;
     plan.momentum = memory.momentum;
     plan.workspace += memory.workspace;
-  } else if (plan_fp32_optimizer(plan, optimizer, counts)) {
+  } else if (const ParamCounts state = settings.ranks == 1 ? counts : count_params(dist::fp32_shard_specs(
+                                                                       parameter_specs(config), settings.ranks, settings.rank));
+             plan_fp32_optimizer(plan, optimizer, state)) {
+    // Data-parallel (ZeRO-1): the whole weights and gradients; the state of this rank's share.
     plan.weights = plan.grads = fp32;
   } else if (optimizer == "mixed-adamw") {
     const MixedMemory memory = MixedPrecisionStore::memory(config);
@@ -116,16 +135,18 @@ nlohmann::json plan_to_json(const MemoryPlan& plan) {
 }
 
 std::string plan_table(const MemoryPlan& plan, const ModelConfig& config, const PlanSettings& settings) {
-  char line[160];
+  char line[256];
   std::string text;
   const std::string method =
       settings.lora ? "LoRA r=" + std::to_string(settings.lora->rank) + (settings.lora->int8_base ? " INT8 base" : " FP32 base") +
                           " + " + settings.optimizer
                     : settings.optimizer;
-  std::snprintf(line, sizeof line, "memory plan: %s, %.3f B parameters, %s, seq %d x batch %d, grad-accum %d%s\n",
+  const std::string ranks =
+      settings.ranks > 1 ? ", per rank (" + std::to_string(settings.ranks) + " ranks)" : std::string();
+  std::snprintf(line, sizeof line, "memory plan: %s, %.3f B parameters, %s, seq %d x batch %d, grad-accum %d%s%s\n",
                 architecture_name(config.architecture), plan.params / 1e9, method.c_str(),
                 settings.seq_len, settings.batch, settings.grad_accum,
-                settings.checkpointing ? ", checkpointing" : "");
+                settings.checkpointing ? ", checkpointing" : "", ranks.c_str());
   text += line;
   std::snprintf(line, sizeof line, "  %-14s %10s %12s\n", "", "GiB", "bytes/param");
   text += line;

@@ -21,6 +21,8 @@ struct PlanSettings {
   int batch = 1;
   bool checkpointing = false;
   float outlier_fraction = 0.01f;
+  // Data-parallel: the plan of rank `rank` of `ranks` (-1: the rank that needs the most).
+  int ranks = 1, rank = -1;
 };
 
 struct MemoryPlan {

@@ -5,8 +5,11 @@
 #include <algorithm>
 #include <cstring>
 #include <tuple>
+#include <utility>
 
 #include "core/error.h"
+#include "dist/gather.h"
+#include "dist/partition.h"
 #include "train/checkpoint.h"
 
 namespace qft {
@@ -29,17 +32,39 @@ float* thread_row(int which, int cols) {
   return rows[which].data();
 }
 
+// The largest matrix a data-parallel rank sends whole from the gradient
+// buffer; larger ones (the embedding, the LM head) are summed before backward goes on.
+size_t largest_linear(const ModelConfig& config) {
+  size_t largest = 0;
+  for (const ParamSpec& spec : parameter_specs(config)) {
+    if (spec.role == ParamRole::Linear) largest = std::max(largest, static_cast<size_t>(shape_numel(spec.shape)));
+  }
+  return largest;
+}
+
+// FP32 buffers of a data-parallel rank: the local gradient in flight and its rows of the global one.
+std::pair<size_t, size_t> exchange_floats(const ModelConfig& config, Placement placement) {
+  if (placement.ranks == 1) return {0, 0};
+  size_t owned = 0;
+  for (const ParamSpec& spec : parameter_specs(config)) {
+    const auto [rows, cols] = stored_shape(spec);
+    owned = std::max(owned, static_cast<size_t>(dist::share(rows, placement.ranks, placement.rank).size()) * cols);
+  }
+  return {largest_linear(config), owned};
+}
+
 }  // namespace
 
 struct QftStore::Param {
   const ParamSpec* spec = nullptr;
   int rows = 0, cols = 0;
+  dist::Range owned;  // the rows this rank updates (all of them alone)
   std::unique_ptr<HybridMatrix> matrix;  // matrices
   Buffer<float> vector;                  // norm weights and biases, FP32
-  QuantizedRows momentum;
+  QuantizedRows momentum;  // (owned rows, cols)
 };
 
-QftMemory QftStore::memory(const ModelConfig& config, const QftSettings& settings) {
+QftMemory QftStore::memory(const ModelConfig& config, const QftSettings& settings, Placement placement) {
   QftMemory memory;
   for (const ParamSpec& spec : parameter_specs(config)) {
     const auto [rows, cols] = stored_shape(spec);
@@ -47,10 +72,13 @@ QftMemory QftStore::memory(const ModelConfig& config, const QftSettings& setting
     memory.weights += is_matrix(spec.role)
                           ? HybridMatrix::bytes(rows, cols, HybridMatrix::outliers_for(count, settings.outlier_fraction))
                           : static_cast<size_t>(count) * sizeof(float);
-    memory.momentum += QuantizedRows::bytes(rows, cols);
+    memory.momentum += QuantizedRows::bytes(dist::share(rows, placement.ranks, placement.rank).size(), cols);
+    memory.stack += QuantizedRows::bytes(rows, cols);  // the same per-row INT8 layout, every row
   }
   const bool stacked = settings.grad_accum > 1 || settings.stack_gradients;
-  memory.stack = stacked ? memory.momentum : 0;  // the same per-row INT8 layout
+  if (!stacked) memory.stack = 0;
+  const auto [in_flight, owned] = exchange_floats(config, placement);
+  memory.exchange = (in_flight + owned) * sizeof(float);
   const WorkingMemory working = working_memory(config);
   memory.fp32_grads = working.grads;
   memory.workspace = working.weights;
@@ -58,9 +86,13 @@ QftMemory QftStore::memory(const ModelConfig& config, const QftSettings& setting
 }
 
 QftStore::QftStore(const ModelSource& source, const QftSettings& settings)
-    : TensorStore(source.config(), source.specs()), settings_(settings) {
+    : TensorStore(source.config(), source.specs()), settings_(settings), world_(dist::world()) {
   if (settings_.grad_accum < 1) fail("--grad-accum must be at least 1");
-  float* staging = construction_staging();  // one tensor at a time, never the model
+  const Placement placement = Placement::of_world();
+  const auto [in_flight, owned] = exchange_floats(config_, placement);
+  in_flight_ = Buffer<float>(MemCategory::Gradients, in_flight);
+  owned_grad_ = Buffer<float>(MemCategory::Gradients, owned);
+  float* staging = borrow_weight_buffer();  // one tensor at a time, never the model
   for (size_t i = 0; i < specs_.size(); ++i) {
     auto param = std::make_unique<Param>();
     param->spec = &specs_[i];
@@ -73,7 +105,8 @@ QftStore::QftStore(const ModelSource& source, const QftSettings& settings)
       param->vector = Buffer<float>(MemCategory::Weights, param->cols);
       std::memcpy(param->vector.data(), staging, param->cols * sizeof(float));
     }
-    param->momentum = QuantizedRows(MemCategory::OptimizerState, param->rows, param->cols);
+    param->owned = dist::share(param->rows, placement.ranks, placement.rank);
+    param->momentum = QuantizedRows(MemCategory::OptimizerState, static_cast<int>(param->owned.size()), param->cols);
     params_.push_back(std::move(param));
   }
   if (!fused()) stack_ = std::make_unique<GradientStack>();
@@ -93,18 +126,36 @@ void QftStore::begin_step(int step, float lr) {
   if (step < 1) fail("steps count from 1");
   step_ = step;
   lr_ = lr;
+  skip_updates_ = false;
+  updates_ = 0;
   start_step(step);
 }
 
 void QftStore::end_step(bool apply) {
   if (passes_ != settings_.grad_accum) fail("a step needs ", settings_.grad_accum, " micro-batches, got ", passes_);
-  if (fused()) return;
-  if (!apply) return stack_->clear();
-  // Algorithm 2: the first layer's gradients are on top.
-  while (!stack_->empty()) {
-    const GradientStack::Entry entry = stack_->pop();
-    update(entry.param, nullptr, entry.grad);
+  if (!fused()) {
+    if (!apply) {
+      stack_->clear();
+    } else {
+      // Algorithm 2: the first layer's gradients are on top.
+      while (!stack_->empty()) {
+        const GradientStack::Entry entry = stack_->pop();
+        if (!world_.distributed()) {
+          update(entry.param, nullptr, entry.grad);
+          continue;
+        }
+        float* grad = borrow_weight_buffer();  // backward is over
+        entry.grad->dequantize(grad);
+        exchange(entry.param, grad);
+        finish_exchange();
+      }
+    }
   }
+  finish_exchange();
+  for (dist::Request& gather : gathers_) gather.wait();
+  gathers_.clear();
+  for (size_t index : gathered_) invalidate(index);
+  gathered_.clear();
 }
 
 void QftStore::refresh_thresholds() {
@@ -115,7 +166,7 @@ void QftStore::refresh_thresholds() {
   }
 }
 
-void QftStore::save_state(StateWriter& writer) const {
+void QftStore::save_state(StateWriter& writer, StateWriter& shard) const {
   if (stack_ && !stack_->empty()) fail("a checkpoint is taken between steps, not inside one");
   for (const auto& param : params_) {
     const std::string& name = param->spec->name;
@@ -124,11 +175,11 @@ void QftStore::save_state(StateWriter& writer) const {
     } else {
       writer.add(name, DType::F32, param->spec->shape, param->vector.data());
     }
-    save_rows(writer, name + ".momentum", param->momentum);
+    save_rows(shard, name + ".momentum", param->momentum);
   }
 }
 
-void QftStore::load_state(const StateReader& reader) {
+void QftStore::load_state(const StateReader& reader, const ShardReaders& shards) {
   if (stack_ && !stack_->empty()) fail("a checkpoint is loaded between steps, not inside one");
   for (size_t i = 0; i < params_.size(); ++i) {
     Param& param = *params_[i];
@@ -138,7 +189,7 @@ void QftStore::load_state(const StateReader& reader) {
     } else {
       reader.read(name, DType::F32, param.spec->shape, param.vector.data());
     }
-    load_rows(reader, name + ".momentum", param.momentum);
+    load_row_share(shards, name + ".momentum", param.rows, param.owned.begin, param.momentum);
     invalidate(i);
   }
 }
@@ -166,6 +217,7 @@ int64_t QftStore::outlier_count() const {
 // stack (first micro-batch) or into its slot (later ones).
 void QftStore::consume(size_t index, const float* grad) {
   if (fused()) {
+    if (world_.distributed()) return exchange(index, grad);
     update(index, grad, nullptr);
     return;
   }
@@ -183,26 +235,67 @@ void QftStore::consume(size_t index, const float* grad) {
 void QftStore::update(size_t index, const float* fp32_grad, const QuantizedRows* int8_grad) {
   Param& param = *params_[index];
   const int cols = param.cols;
+  const int first = static_cast<int>(param.owned.begin);
   const RoundingContext momentum_rounding = rounding(index, kMomentum, step_);
   const auto update_row = [&](int row, float* weights) {
-    const float* grad = fp32_grad ? fp32_grad + static_cast<size_t>(row) * cols : nullptr;
+    const int local = row - first;  // in this rank's gradient and momentum rows
+    const float* grad = fp32_grad ? fp32_grad + static_cast<size_t>(local) * cols : nullptr;
     if (!grad) {
       float* scratch = thread_row(0, cols);
       dequantize_row(scratch, int8_grad->row_codes(row), int8_grad->range(row), cols);
       grad = scratch;
     }
     float* momentum = thread_row(1, cols);
-    dequantize_row(momentum, param.momentum.row_codes(row), param.momentum.range(row), cols);
+    dequantize_row(momentum, param.momentum.row_codes(local), param.momentum.range(local), cols);
     lion_update(weights, momentum, grad, cols, lr_, settings_.lion);
-    param.momentum.range(row) = quantize_row(param.momentum.row_codes(row), momentum, cols, momentum_rounding,
-                                             static_cast<uint32_t>(row), nullptr, 0, param.spec->name);
+    param.momentum.range(local) = quantize_row(param.momentum.row_codes(local), momentum, cols, momentum_rounding,
+                                               static_cast<uint32_t>(row), nullptr, 0, param.spec->name);
   };
   if (param.matrix) {
-    param.matrix->update_rows(update_row, rounding(index, kWeight, step_));
-  } else {
+    param.matrix->update_rows(update_row, rounding(index, kWeight, step_), first, static_cast<int>(param.owned.end));
+  } else if (param.owned.size() > 0) {
     update_row(0, param.vector.data());
   }
   invalidate(index);
+  ++updates_;
+}
+
+void QftStore::exchange(size_t index, const float* grad) {
+  finish_exchange();
+  const Param& param = *params_[index];
+  const size_t count = static_cast<size_t>(param.rows) * param.cols;
+  const bool fits = count <= in_flight_.size();
+  if (fits) {
+    std::memcpy(in_flight_.data(), grad, count * sizeof(float));
+    grad = in_flight_.data();
+  }
+  std::vector<int64_t> counts;
+  for (int r = 0; r < world_.size(); ++r) counts.push_back(dist::share(param.rows, world_.size(), r).size() * param.cols);
+  in_flight_sum_ = world_.reduce_scatter(grad, owned_grad_.data(), counts);
+  in_flight_index_ = index;
+  if (!fits) finish_exchange();  // `grad` is the store's buffer, which backward reuses next
+}
+
+// The global gradient of this rank's rows has arrived: check it, update the
+// rows, send them. After a non-finite gradient on any rank no rows are
+// updated (the step is then stopped or dropped, as on one rank).
+void QftStore::finish_exchange() {
+  if (in_flight_index_ == SIZE_MAX) return;
+  in_flight_sum_.wait();
+  const size_t index = std::exchange(in_flight_index_, SIZE_MAX);
+  Param& param = *params_[index];
+  const size_t owned = static_cast<size_t>(param.owned.size()) * param.cols;
+  if (!skip_updates_ && !nonfinite() && !check_gradient(step_, param.spec->name, owned_grad_.data(), owned)) {
+    update(index, owned_grad_.data(), nullptr);
+  } else {
+    skip_updates_ = true;
+  }
+  if (param.matrix) {
+    for (dist::Request& request : dist::gather_rows(*param.matrix)) gathers_.push_back(std::move(request));
+  } else {
+    gathers_.push_back(dist::gather_values(param.vector.data(), param.cols, param.cols));
+  }
+  gathered_.push_back(index);
 }
 
 }  // namespace qft

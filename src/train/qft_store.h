@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "dist/world.h"
 #include "io/state_file.h"
 #include "model/weights.h"
 #include "optim/gradient_stack.h"
@@ -26,19 +27,28 @@ struct QftSettings {
   bool stack_gradients = false;
 };
 
+// This process's place in a data-parallel run: rank `rank` of `ranks`
+// updates its share of every parameter's rows (dist/partition.h).
+struct Placement {
+  int ranks = 1, rank = 0;
+  static Placement of_world() { return {dist::world().size(), dist::world().rank()}; }
+};
+
 // Bytes a QftStore allocates, computed before allocating anything.
 struct QftMemory {
   size_t weights = 0;     // hybrid matrices, FP32 norms and biases
   size_t stack = 0;       // INT8 gradient stack (stacked mode only)
   size_t fp32_grads = 0;  // FP32 working gradients (TensorStore)
-  size_t momentum = 0;    // INT8 momentum
+  size_t momentum = 0;    // INT8 momentum (this rank's rows)
+  size_t exchange = 0;    // data-parallel: a local gradient in flight and this rank's rows of the global one
   size_t workspace = 0;   // one de-quantized matrix (TensorStore); the store is built through it too
 };
 
 class QftStore final : public TensorStore {
  public:
-  static QftMemory memory(const ModelConfig& config, const QftSettings& settings);
+  static QftMemory memory(const ModelConfig& config, const QftSettings& settings, Placement placement = {});
 
+  // Data-parallel when the process is one of several ranks (dist::world()).
   QftStore(const ModelSource& source, const QftSettings& settings);
   ~QftStore() override;
 
@@ -46,21 +56,29 @@ class QftStore final : public TensorStore {
   // micro-batches; end_step() pops the stack and updates (stacked mode), or
   // with apply false (a non-finite step) drops the stack.
   void begin_step(int step, float lr);
+  // Data-parallel: completes the gradient sum still in flight after backward,
+  // so updates() counts every update of the step.
+  void finish_backward() { finish_exchange(); }
   void end_step(bool apply);
   // Re-chooses every matrix's outlier thresholds (once per epoch).
   void refresh_thresholds();
 
   // Checkpoints (train/checkpoint.h): each matrix's INT8 codes, row ranges,
-  // CSR outliers and thresholds, the FP32 norms and biases, the INT8
-  // momentum. Only between steps: every step pops the gradient stack whole,
-  // so it holds nothing then. The step's random numbers are keyed by (seed,
-  // step, parameter, row), so no generator state exists to save.
-  void save_state(StateWriter& writer) const;
-  void load_state(const StateReader& reader);
+  // CSR outliers and thresholds, the FP32 norms and biases (the same on
+  // every rank: `writer`); this rank's rows of the INT8 momentum (`shard`).
+  // Only between steps: every step pops the gradient stack whole, so it holds
+  // nothing then. The step's random numbers are keyed by (seed, step,
+  // parameter, row), so no generator state exists to save. Loading takes the
+  // momentum rows of this rank from whichever ranks of the writing run held
+  // them, so a checkpoint resumes at any number of ranks.
+  void save_state(StateWriter& writer, StateWriter& shard) const;
+  void load_state(const StateReader& reader, const ShardReaders& shards);
 
   // Parameter `index` de-quantized to FP32, out (its numel).
   void dequantize(size_t index, float* out) const { load(index, out); }
   int64_t outlier_count() const;
+  // Parameters this rank updated in the current step.
+  int updates() const { return updates_; }
   bool fused() const { return settings_.grad_accum == 1 && !settings_.stack_gradients; }
   bool updates_in_backward() const override { return fused(); }
 
@@ -72,12 +90,29 @@ class QftStore final : public TensorStore {
   float* vector(size_t index) override;
   void consume(size_t index, const float* grad) override;
 
+  // Lion on this rank's rows of parameter `index`: from their FP32 global
+  // gradient (owned rows, cols), or from the whole INT8 one.
   void update(size_t index, const float* fp32_grad, const QuantizedRows* int8_grad);
+  // Data-parallel: sums a local gradient (rows, cols) over the ranks, then
+  // updates this rank's rows and starts sending them to the others. The sum of
+  // one gradient runs while backward computes the next.
+  void exchange(size_t index, const float* grad);
+  void finish_exchange();
+  bool hands_over_every_gradient() const override { return world_.distributed() && fused(); }
   RoundingContext rounding(size_t index, int purpose, uint32_t step) const;
 
   QftSettings settings_;
   std::vector<std::unique_ptr<Param>> params_;
   std::unique_ptr<GradientStack> stack_;
+  const dist::World& world_;
+  Buffer<float> in_flight_;    // (largest linear) a local gradient being summed
+  Buffer<float> owned_grad_;   // (largest owned rows × cols) this rank's rows of the global gradient
+  size_t in_flight_index_ = SIZE_MAX;
+  dist::Request in_flight_sum_;
+  std::vector<dist::Request> gathers_;  // this step's updated rows on their way to every rank
+  std::vector<size_t> gathered_;
+  bool skip_updates_ = false;  // a non-finite gradient was seen in this step
+  int updates_ = 0;            // parameters this rank updated in this step
   int step_ = 0;
   float lr_ = 0.0f;
 };

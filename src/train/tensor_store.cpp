@@ -153,12 +153,11 @@ void TensorStore::start_step(int step) {
 }
 
 void TensorStore::hand_over(size_t index, float* grad) {
-  if (nonfinite_) return;
-  nonfinite_ = check_gradient(step_, specs_[index].name, grad, static_cast<size_t>(shape_numel(specs_[index].shape)));
-  if (nonfinite_) {
-    nonfinite_->state_changed = consumed_ > 0 && updates_in_backward();
-    return;
+  if (!nonfinite_) {
+    nonfinite_ = check_gradient(step_, specs_[index].name, grad, static_cast<size_t>(shape_numel(specs_[index].shape)));
+    if (nonfinite_) nonfinite_->state_changed = consumed_ > 0 && updates_in_backward();
   }
+  if (nonfinite_ && !hands_over_every_gradient()) return;
   consume(index, grad);
   ++consumed_;
 }

@@ -55,10 +55,14 @@ class TensorStore : public ParameterStore {
   TensorStore(const ModelConfig& config, std::vector<ParamSpec> specs, bool frozen = false);
   // Builds the views once the subclass's vectors exist.
   void bind_views();
-  // The weight buffer (room for the largest matrix parameter), free until
-  // the first weight is loaded: where a subclass stages the source's
-  // tensors while it builds its state, so building needs no buffer of its own.
-  float* construction_staging() { return weight_buffer_.data(); }
+  // The weight buffer (room for the largest matrix parameter) for other use
+  // while no weight is needed: where a subclass stages the source's tensors
+  // while it builds its state, so building needs no buffer of its own. The
+  // weight it held is loaded again at its next use.
+  float* borrow_weight_buffer() {
+    weight_holder_ = SIZE_MAX;
+    return weight_buffer_.data();
+  }
 
   // FP32 values of a matrix parameter, out (numel), or of one of its rows.
   virtual void load(size_t index, float* out) const = 0;
@@ -71,6 +75,9 @@ class TensorStore : public ParameterStore {
   void start_step(int step);
   // Whether consume() changes the training state (an update inside backward).
   virtual bool updates_in_backward() const { return false; }
+  // Whether consume() sees every gradient even after a non-finite one (a
+  // data-parallel rank: the other ranks wait for its part of every sum).
+  virtual bool hands_over_every_gradient() const { return false; }
 
   // The FP32 copy of a parameter that was just changed is stale.
   void invalidate(size_t index) {

@@ -6,6 +6,8 @@
 
 #include "core/error.h"
 #include "core/json_integer.h"
+#include "dist/fp32_shards.h"
+#include "dist/gather.h"
 #include "model/hf_export.h"
 #include "model/peft_adapter.h"
 #include "model/transformer.h"
@@ -22,15 +24,18 @@ std::optional<NonFinite> loss_check(double loss, bool applied) {
   return NonFinite{"loss", -1, 0, applied};
 }
 
+// Over every rank's micro-batches.
 int64_t predicted_tokens(const std::vector<Batch>& micro_batches) {
   int64_t total = 0;
   for (const Batch& batch : micro_batches) total += batch.predicted;
+  total = dist::world().sum(total);
   if (total == 0) fail("the step predicts no tokens: each sequence needs at least 2");
   return total;
 }
 
 // Summed over micro-batches with one shared denominator: the gradient of the
-// global batch's mean loss. before(i) runs ahead of micro-batch i.
+// global batch's mean loss (this rank's part of it; the loss returned is all
+// ranks'). before(i) runs ahead of micro-batch i.
 double forward_backward_all(Transformer& transformer, const std::vector<Batch>& micro_batches,
                             const std::function<void(int)>& before = {}) {
   const int64_t denominator = predicted_tokens(micro_batches);
@@ -40,6 +45,20 @@ double forward_backward_all(Transformer& transformer, const std::vector<Batch>& 
     if (micro_batches[i].predicted > 0) loss += transformer.forward_backward(micro_batches[i], denominator);
   }
   return loss;
+}
+
+// Every rank's loss summed, after this rank's micro-batches.
+double all_ranks(double loss) { return dist::world().sum(loss); }
+
+// Data-parallel: the step is dropped on every rank when any rank met a
+// non-finite value; a rank that met none reports where it was met elsewhere.
+std::optional<NonFinite> agreed(std::optional<NonFinite> local, bool changed_here) {
+  const dist::World& world = dist::world();
+  if (!world.distributed() || !world.any(local.has_value())) return local;
+  const bool changed = world.any(changed_here || (local && local->state_changed));
+  if (!local) local = NonFinite{"a gradient or loss on another rank", -1, 0, false};
+  local->state_changed = changed;
+  return local;
 }
 
 // Every gradient in the order backward completes them (the last parameter's first), then the loss.
@@ -62,16 +81,32 @@ class Fp32Training final : public Training {
  public:
   Fp32Training(const ModelSource& source, const TrainingSettings& settings)
       : Training(source.config(), settings),
+        world_(dist::world()),
         weights_(load_fp32_weights(source)),
         grads_(MemCategory::Gradients, source.specs()),
-        transformer_(model_config_, *weights_, &grads_, {.checkpointing = settings.checkpointing}),
-        optimizer_(make_optimizer(settings.fp32, source.specs(), weights_->total_numel())) {}
+        transformer_(model_config_, *weights_, &grads_, {.checkpointing = settings.checkpointing}) {
+    if (!world_.distributed()) {
+      optimizer_ = make_optimizer(settings.fp32, source.specs(), weights_->total_numel());
+      return;
+    }
+    // Views: this rank's share of the weights in place, and of the summed
+    // gradient where the in-place reduce-scatter leaves it (each parameter's start).
+    const std::vector<ParamSpec> specs = dist::fp32_shard_specs(source.specs(), world_.size(), world_.rank());
+    std::vector<float*> weights, grads;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      weights.push_back(weights_->data(i) + share_offset(i));
+      grads.push_back(grads_.data(i));
+    }
+    shard_weights_ = std::make_unique<ParamSet>(specs, std::move(weights));
+    shard_grads_ = std::make_unique<ParamSet>(specs, std::move(grads));
+    optimizer_ = make_optimizer(settings.fp32, specs, shard_weights_->total_numel());
+  }
 
   double step(int step, float lr, const std::vector<Batch>& micro_batches) override {
     grads_.zero();
-    const double loss = forward_backward_all(transformer_, micro_batches);
-    nonfinite_ = check_all(step, grads_, loss);
-    if (!nonfinite_) optimizer_->step(*weights_, grads_, lr);
+    const double loss = all_ranks(forward_backward_all(transformer_, micro_batches));
+    nonfinite_ = agreed(check_all(step, grads_, loss), false);
+    if (!nonfinite_) world_.distributed() ? sharded_update(lr) : optimizer_->step(*weights_, grads_, lr);
     last_step_ = step;
     return loss;
   }
@@ -82,19 +117,46 @@ class Fp32Training final : public Training {
   }
 
  protected:
-  void save_state(StateWriter& writer) const override {
+  void save_state(StateWriter& writer, StateWriter& shard) const override {
     save_set(writer, *weights_);
-    optimizer_->save_state(writer);
+    optimizer_->save_state(shard);
   }
-  void load_state(const StateReader& reader) override {
+  void load_state(const StateReader& reader, const ShardReaders& shards) override {
+    if (shards.ranks != world_.size()) {
+      fail(reader.path(), ": written by ", shards.ranks, " ranks; the ", settings_.optimizer,
+           " optimizer state resumes at the same number of ranks (QLion's re-shards to any)");
+    }
     load_set(reader, *weights_);
-    optimizer_->load_state(reader);
+    optimizer_->load_state(*shards.files.at(world_.rank()));
   }
 
  private:
+  int64_t share_offset(size_t index) const {
+    return dist::fp32_shares(static_cast<int64_t>(weights_->numel(index)), world_.size()).offsets[world_.rank()];
+  }
+
+  // ZeRO-1: the global gradient of this rank's share, the optimizer on it,
+  // every rank's share of the new weights to every rank.
+  void sharded_update(float lr) {
+    std::vector<dist::Request> requests;
+    for (size_t i = 0; i < grads_.specs().size(); ++i) {
+      const dist::Shares parts = dist::fp32_shares(static_cast<int64_t>(grads_.numel(i)), world_.size());
+      requests.push_back(world_.reduce_scatter(grads_.data(i), parts.counts));
+    }
+    for (dist::Request& request : requests) request.wait();
+    optimizer_->step(*shard_weights_, *shard_grads_, lr);
+    requests.clear();
+    for (size_t i = 0; i < weights_->specs().size(); ++i) {
+      requests.push_back(dist::gather_values(weights_->data(i), static_cast<int64_t>(weights_->numel(i)), dist::kFp32ShardUnit));
+    }
+    for (dist::Request& request : requests) request.wait();
+  }
+
+  const dist::World& world_;
   std::unique_ptr<ParamSet> weights_;
   ParamSet grads_;
   Transformer transformer_;
+  std::unique_ptr<ParamSet> shard_weights_, shard_grads_;  // data-parallel: this rank's share
   std::unique_ptr<Optimizer> optimizer_;
 };
 
@@ -112,9 +174,6 @@ class StoreTraining : public Training {
         store_(source, store_settings),
         transformer_(model_config_, store_, {.checkpointing = settings.checkpointing}) {}
 
-  void save_state(StateWriter& writer) const override { store_.save_state(writer); }
-  void load_state(const StateReader& reader) override { store_.load_state(reader); }
-
   Store store_;
   Transformer transformer_;
 };
@@ -129,8 +188,10 @@ class QftTraining final : public StoreTraining<QftStore> {
       fail("expected ", settings_.grad_accum, " micro-batches per step, got ", micro_batches.size());
     }
     store_.begin_step(step, lr);
-    const double loss = forward_backward_all(transformer_, micro_batches);
+    const double loss = all_ranks(forward_backward_all(transformer_, micro_batches));
     nonfinite_ = store_.nonfinite() ? store_.nonfinite() : loss_check(loss, store_.fused());
+    store_.finish_backward();
+    nonfinite_ = agreed(nonfinite_, store_.fused() && store_.updates() > 0);
     store_.end_step(!nonfinite_);
     last_step_ = step;
     return loss;
@@ -138,6 +199,10 @@ class QftTraining final : public StoreTraining<QftStore> {
 
   void new_epoch() override { store_.refresh_thresholds(); }
   void parameter(size_t index, float* out) override { store_.dequantize(index, out); }
+
+ protected:
+  void save_state(StateWriter& writer, StateWriter& shard) const override { store_.save_state(writer, shard); }
+  void load_state(const StateReader& reader, const ShardReaders& shards) override { store_.load_state(reader, shards); }
 };
 
 class MixedPrecisionTraining final : public StoreTraining<MixedPrecisionStore> {
@@ -155,6 +220,10 @@ class MixedPrecisionTraining final : public StoreTraining<MixedPrecisionStore> {
   }
 
   void parameter(size_t index, float* out) override { store_.master(index, out); }
+
+ protected:
+  void save_state(StateWriter& writer, StateWriter&) const override { store_.save_state(writer); }
+  void load_state(const StateReader& reader, const ShardReaders&) override { store_.load_state(reader); }
 };
 
 // LoRA: the store holds the frozen base and the adapters; an FP32 optimizer
@@ -188,11 +257,11 @@ class LoraTraining final : public Training {
   uint64_t adapter_bytes() const override { return export_peft_adapter_bytes(peft_config(""), tensors()); }
 
  protected:
-  void save_state(StateWriter& writer) const override {
+  void save_state(StateWriter& writer, StateWriter&) const override {
     save_set(writer, store_.adapters());
     optimizer_->save_state(writer);
   }
-  void load_state(const StateReader& reader) override {
+  void load_state(const StateReader& reader, const ShardReaders&) override {
     load_set(reader, store_.adapters());
     optimizer_->load_state(reader);
   }
@@ -239,10 +308,16 @@ void Training::save(const std::string& directory) {
   export_hf_model(directory, model_config_, [&](size_t i, float* out) { parameter(i, out); }, options);
 }
 
+// "grad_accum" counts the micro-batches of a step over all ranks, so a
+// checkpoint resumes at another number of ranks with --grad-accum making up
+// the same global batch.
 nlohmann::json checkpoint_settings_json(const TrainingSettings& settings) {
-  nlohmann::json json = {{"optimizer", settings.optimizer},     {"beta1", settings.fp32.beta1},
-                         {"beta2", settings.fp32.beta2},         {"eps", settings.fp32.eps},
-                         {"weight_decay", settings.fp32.weight_decay}, {"grad_accum", settings.grad_accum}};
+  nlohmann::json json = {{"optimizer", settings.optimizer},
+                         {"beta1", settings.fp32.beta1},
+                         {"beta2", settings.fp32.beta2},
+                         {"eps", settings.fp32.eps},
+                         {"weight_decay", settings.fp32.weight_decay},
+                         {"grad_accum", settings.grad_accum * dist::world().size()}};
   if (settings.lora) {
     const LoraSettings& lora = *settings.lora;
     json["lora"] = {{"rank", lora.rank},         {"alpha", lora.alpha}, {"dropout", lora.dropout},
@@ -259,18 +334,37 @@ nlohmann::json checkpoint_settings_json(const TrainingSettings& settings) {
 }
 
 void Training::save_checkpoint(const std::string& directory, const nlohmann::json& trainer_state) const {
-  StateWriter state;
-  save_state(state);
+  StateWriter state, shard;
+  const bool sharded = dist::world().distributed();
+  save_state(state, sharded ? shard : state);
   write_checkpoint(directory,
                    {{"step", last_step_}, {"model_config", model_config_to_json(model_config_)},
                     {"training", settings_json()}, {"trainer_state", trainer_state}},
-                   state);
+                   state, sharded ? &shard : nullptr);
+}
+
+void Training::check_replicas() const {
+  StateWriter replicated, shard;
+  save_state(replicated, shard);
+  const std::string mine = replicated.checksums().dump();
+  const std::vector<std::string> all = dist::world().all_strings(mine);
+  for (size_t r = 1; r < all.size(); ++r) {
+    if (all[r] == all[0]) continue;
+    const nlohmann::json first = nlohmann::json::parse(all[0]), other = nlohmann::json::parse(all[r]);
+    for (const auto& [name, hash] : first.items()) {
+      if (other.value(name, nlohmann::json()) != hash) {
+        fail("after step ", last_step_, " rank ", r, " holds another ", name, " than rank 0 (the replicas diverged)");
+      }
+    }
+    fail("after step ", last_step_, " rank ", r, "'s state differs from rank 0's");
+  }
 }
 
 uint64_t Training::checkpoint_bytes() const {
-  StateWriter state;
-  save_state(state);
-  return state.file_bytes();
+  StateWriter state, shard;
+  const bool sharded = dist::world().distributed();
+  save_state(state, sharded ? shard : state);
+  return state.file_bytes() + (sharded ? static_cast<uint64_t>(dist::world().sum(static_cast<int64_t>(shard.file_bytes()))) : 0);
 }
 
 ResumePoint Training::load_checkpoint(const std::string& directory) {
@@ -279,7 +373,7 @@ ResumePoint Training::load_checkpoint(const std::string& directory) {
   const auto member = [&](const char* key) { return files.manifest.value(key, nlohmann::json()); };
   expect_same_settings(member("model_config"), model_config_to_json(model_config_), "model config", manifest);
   expect_same_settings(member("training"), settings_json(), "training setting", manifest);
-  load_state(*files.state);
+  load_state(*files.state, files.shards());
   files.state->expect_all_read();
   ResumePoint resume;
   resume.step = json_integer<int>(files.manifest.at("step"), manifest + ": 'step'", 0);
@@ -291,6 +385,10 @@ ResumePoint Training::load_checkpoint(const std::string& directory) {
 
 std::unique_ptr<Training> make_training(const ModelSource& source, const TrainingSettings& settings) {
   if (settings.grad_accum < 1) fail("--grad-accum must be at least 1");
+  if (dist::world().distributed() && (settings.lora || settings.optimizer == "mixed-adamw")) {
+    fail(settings.lora ? "--method lora" : "--optimizer mixed-adamw", " does not run data-parallel yet (",
+         dist::world().size(), " ranks); qlion, lion, adamw and adamw8bit do");
+  }
   if (settings.lora) {
     if (settings.optimizer != "adamw" && settings.optimizer != "lion" && settings.optimizer != "adamw8bit") {
       fail("LoRA trains its adapters with adamw, lion or adamw8bit, not '", settings.optimizer, "'");

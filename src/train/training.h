@@ -19,11 +19,15 @@
 
 namespace qft {
 
+// Data-parallel (several ranks, dist::world()): each rank runs step() on its
+// own micro-batches; the loss and gradients are those of all ranks' together
+// (one shared denominator), each rank updates its share of every parameter
+// and the shares are gathered, so every rank holds the same weights.
 struct TrainingSettings {
   std::string optimizer = "qlion";  // qlion | lion | adamw | adamw8bit | mixed-adamw
   OptimizerSettings fp32;           // betas, eps, weight decay (all optimizers)
   QftSettings qft;                  // qlion only; lion settings come from fp32
-  int grad_accum = 1;
+  int grad_accum = 1;               // micro-batches per step on each rank
   bool checkpointing = false;
   // LoRA: a frozen base with adapters that `optimizer` (adamw, lion or adamw8bit) trains.
   std::optional<LoraSettings> lora;
@@ -85,12 +89,19 @@ class Training {
   uint64_t checkpoint_bytes() const;
   // The last step number given to step() (or restored by load_checkpoint).
   int last_step() const { return last_step_; }
+  // Data-parallel debugging: fails unless every rank holds the same
+  // replicated state (weights; QFT: every INT8 code, row range and outlier),
+  // compared by XXH64 over all ranks.
+  void check_replicas() const;
 
  protected:
   Training(const ModelConfig& config, const TrainingSettings& settings) : model_config_(config), settings_(settings) {}
   // Every tensor of the training state; load_state checks and restores them.
-  virtual void save_state(StateWriter& writer) const = 0;
-  virtual void load_state(const StateReader& reader) = 0;
+  // What every rank holds alike goes to `writer` (rank 0 writes it), this
+  // rank's share of a sharded optimizer state to `shard` (alone: the same
+  // writer); `shards` are the shares of the ranks that wrote the checkpoint.
+  virtual void save_state(StateWriter& writer, StateWriter& shard) const = 0;
+  virtual void load_state(const StateReader& reader, const ShardReaders& shards) = 0;
   // What a checkpoint must agree on (LoRA adds its frozen base's fingerprint).
   virtual nlohmann::json settings_json() const { return checkpoint_settings_json(settings_); }
 

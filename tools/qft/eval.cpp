@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
+#include "dist/world.h"
 #include "eval/choice.h"
 #include "eval/perplexity.h"
 #include "io/atomic_file.h"
@@ -180,7 +181,7 @@ int run_eval(int argc, char** argv) {
       for (const auto& [subject, score] : result.subjects) subjects[subject] = score_json(score);
       out.update({{"subjects", subjects}, {"macro_acc", result.macro_acc}, {"macro_acc_norm", result.macro_acc_norm}});
     }
-    if (args.has("details")) write_details(args.get("details"), result);
+    if (args.has("details") && dist::world().is_root()) write_details(args.get("details"), result);
     if (!args.flag("json")) {
       for (const auto& [subject, score] : result.subjects) {
         std::printf("%-40s acc %.4f  acc_norm %.4f  (%lld)\n", subject.c_str(), score.acc(), score.acc_norm(),

@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "common.h"
 #include "core/error.h"
+#include "dist/world.h"
 #include "train/finetune.h"
 #include "train/memory_plan.h"
 
@@ -98,6 +99,7 @@ int run_finetune(int argc, char** argv) {
              {"resume", "DIR", "continue bit-exactly from a checkpoint: same model, data and settings", ""},
              {"max-memory", "SIZE", "refuse a plan whose peak exceeds this (default: physical RAM)", ""},
              {"log-every", "N", "log line interval when stderr is not a terminal", "10"},
+             {"check-replicas", "", "data-parallel debugging: after every step, fail unless every rank holds the same weights (XXH64)", ""},
              nonfinite_options()[0], nonfinite_options()[1],
              compute_option(), threads_option()};
   for (const OptionSpec& option : lora_options()) options.push_back(option);
@@ -151,6 +153,7 @@ int run_finetune(int argc, char** argv) {
   args.resolve("optimizer", settings.training.optimizer);
   settings.on_nonfinite = parse_nonfinite_policy(args.get("on-nonfinite"));
   settings.max_skips = args.get_int("max-skips");
+  settings.check_replicas = args.flag("check-replicas");
   settings.settings_file = args.resolved_recipe(
       "config", {"qft finetune settings: the recipe" + (args.has("config") ? " " + args.get("config") : std::string()) +
                      " and the command line, resolved",
@@ -161,13 +164,21 @@ int run_finetune(int argc, char** argv) {
 
   ProgressPrinter printer(log_every);
   FinetuneCallbacks callbacks;
-  callbacks.log = [&](const std::string& line) { printer.end_line(), std::fprintf(stderr, "%s\n", line.c_str()); };
-  callbacks.progress = [&](const FinetuneProgress& progress) { printer(progress); };
+  // Data-parallel, rank 0 reports for all.
+  const bool reports = dist::world().is_root();
+  callbacks.log = [&](const std::string& line) {
+    if (reports) printer.end_line(), std::fprintf(stderr, "%s\n", line.c_str());
+  };
+  callbacks.progress = [&](const FinetuneProgress& progress) {
+    if (reports) printer(progress);
+  };
   callbacks.stop_requested = [] { return StopSignals::received() != 0; };
   std::optional<StopSignals> stop_signals(std::in_place);
   callbacks.log(compute);
+  if (dist::world().distributed()) callbacks.log("data-parallel: " + std::to_string(dist::world().size()) + " ranks");
   const FinetuneResult result = run_finetune(settings, callbacks);
-  const int signal = StopSignals::received();
+  // The signal one rank received stopped them all.
+  const int signal = static_cast<int>(dist::world().max(StopSignals::received()));
   stop_signals.reset();
   printer.end_line();
   if (result.stopped) {

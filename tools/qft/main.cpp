@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "dist/world.h"
 
 namespace {
 
@@ -40,17 +41,26 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   if (!std::strcmp(argv[1], "--version")) return qft::cli::run_version();
+  // Under mpirun every rank runs the command; rank 0 prints its results, the
+  // others only their errors. An error on one rank ends the whole job: the
+  // others may be waiting for it in a collective.
+  const qft::dist::World& world = qft::dist::world();
+  if (world.distributed() && !world.is_root() && !std::freopen("/dev/null", "w", stdout)) return 1;
+  const std::string rank = world.distributed() ? " (rank " + std::to_string(world.rank()) + ")" : "";
   for (const Command& command : kCommands) {
     if (argv[1] != std::string(command.name)) continue;
     try {
       return command.run(argc - 2, argv + 2);
     } catch (const qft::Error& error) {
-      std::fprintf(stderr, "qft %s: error: %s\n", command.name, error.what());
-      return 1;
+      std::fprintf(stderr, "qft %s%s: error: %s\n", command.name, rank.c_str(), error.what());
     } catch (const std::exception& error) {
-      std::fprintf(stderr, "qft %s: internal error: %s\n", command.name, error.what());
-      return 1;
+      std::fprintf(stderr, "qft %s%s: internal error: %s\n", command.name, rank.c_str(), error.what());
     }
+    if (world.distributed()) {
+      std::fflush(nullptr);
+      world.abort(1);
+    }
+    return 1;
   }
   std::fprintf(stderr, "qft: unknown command '%s'\n", argv[1]);
   print_usage(stderr);

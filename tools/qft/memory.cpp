@@ -21,6 +21,7 @@ int run_memory(int argc, char** argv) {
              {"checkpointing", "", "recompute each layer's activations during backward", ""},
              {"outlier-fraction", "F", "qlion and the INT8 LoRA base: fraction of each matrix kept as FP32 outliers", "0.01"},
              {"json", "", "print one JSON object with integer byte counts", ""},
+             {"ranks", "N", "data-parallel over N ranks (mpirun -np N): the plan of the rank that needs the most", "1"},
              threads_option()};
   for (const OptionSpec& option : lora_options(false)) options.push_back(option);
   Args args("memory",
@@ -42,6 +43,8 @@ int run_memory(int argc, char** argv) {
   settings.batch = args.get_int("batch");
   settings.checkpointing = args.flag("checkpointing");
   settings.outlier_fraction = args.get_float("outlier-fraction");
+  settings.ranks = args.get_int("ranks");
+  if (settings.ranks < 1) fail("--ranks must be at least 1");
   const MemoryPlan plan = plan_memory(config, settings);
   if (args.flag("json")) {
     std::printf("%s\n", plan_to_json(plan).dump().c_str());

@@ -11,6 +11,7 @@
 #include "common.h"
 #include "core/error.h"
 #include "core/json_integer.h"
+#include "dist/world.h"
 #include "io/atomic_file.h"
 #include "io/run_lock.h"
 #include "io/state_file.h"
@@ -41,6 +42,8 @@ PlanSettings plan_settings_for(const TrainingSettings& settings, const std::vect
   plan.batch = batch_lines;
   plan.checkpointing = settings.checkpointing;
   plan.outlier_fraction = settings.qft.outlier_fraction;
+  plan.ranks = dist::world().size();
+  plan.rank = dist::world().rank();
   return plan;
 }
 
@@ -146,6 +149,7 @@ int run_train(int argc, char** argv) {
            {"stack-gradients", "", "qlion: put gradients on the INT8 stack and update after backward (the paper's pipeline) even with --grad-accum 1", ""},
            nonfinite_options()[0], nonfinite_options()[1],
            {"json", "", "print one JSON object per step and a final memory report", ""},
+           {"check-replicas", "", "data-parallel debugging: after every step, fail unless every rank holds the same weights (XXH64)", ""},
            {"max-memory", "SIZE", "refuse a plan whose peak exceeds this (e.g. 16G; default: physical RAM)", ""},
            {"out", "DIR", "save the trained model there as an HF directory (must not exist)", ""},
            {"checkpoint", "DIR", "write checkpoints there: every --save-every steps, at the end, and on SIGINT/SIGTERM (then exit 130/143)", ""},
@@ -192,11 +196,15 @@ int run_train(int argc, char** argv) {
          " GiB (--max-memory); try --checkpointing, a smaller --batch or --optimizer qlion");
   }
   if (!json) std::printf("%s\n%s", compute.c_str(), plan_table(plan, source.config(), plan_settings).c_str());
+  // Data-parallel, rank 0 holds the lock and writes --out (every rank holds the same model).
+  const dist::World& world = dist::world();
   std::optional<RunLock> checkpoint_lock;  // one run per checkpoint directory
-  if (checkpoint) checkpoint_lock.emplace(sibling_lock_file(*checkpoint), *checkpoint);
+  if (checkpoint && world.is_root()) checkpoint_lock.emplace(sibling_lock_file(*checkpoint), *checkpoint);
   NonFiniteGuard guard = nonfinite_guard(args);
   auto training = make_training(source, settings);
-  require_free_space(space_needs(*training, source.config(), checkpoint, out));
+  const std::vector<SpaceNeed> needs = space_needs(*training, source.config(), checkpoint, out);  // on every rank
+  if (world.is_root()) require_free_space(needs);
+  const bool check_replicas = args.flag("check-replicas");
 
   LineCursor cursor(sequences);
   int first_step = 1;
@@ -219,17 +227,20 @@ int run_train(int argc, char** argv) {
   };
   std::optional<StopSignals> stop_signals(std::in_place);
   for (int step = first_step; step <= steps; ++step) {
+    // Data-parallel, a step takes ranks × grad-accum micro-batches; rank r those at r, r + ranks, …
     bool new_epoch = false;
     std::vector<Batch> micro_batches;
-    int tokens = 0;
-    for (int i = 0; i < settings.grad_accum; ++i) {
-      micro_batches.push_back(cursor.next_batch(batch_lines, &new_epoch));
-      tokens += micro_batches.back().size();
+    int64_t tokens = 0;
+    for (int i = 0; i < settings.grad_accum * world.size(); ++i) {
+      Batch batch = cursor.next_batch(batch_lines, &new_epoch);
+      tokens += batch.size();
+      if (i % world.size() == world.rank()) micro_batches.push_back(std::move(batch));
     }
     if (new_epoch) training->new_epoch();
     const auto start = std::chrono::steady_clock::now();
     const double loss = training->step(step, lr, micro_batches);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (check_replicas) training->check_replicas();
     const auto outcome = guard.judge(step, training->nonfinite());
     if (outcome != NonFiniteGuard::Outcome::Applied) {
       if (json) std::printf("%s\n", guard.record(step, *training->nonfinite(), outcome).dump().c_str());
@@ -249,7 +260,8 @@ int run_train(int argc, char** argv) {
     }
     std::fflush(stdout);
     // Read once: a signal arriving from here on is handled after the next step.
-    const int signal = StopSignals::received();
+    // Any rank's signal stops every rank here.
+    const int signal = static_cast<int>(world.max(StopSignals::received()));
     if (checkpoint && ((save_every && step % save_every == 0) || step == steps || signal)) save_checkpoint(step);
     if (signal) {
       const char* name = StopSignals::name(signal);
@@ -271,12 +283,15 @@ int run_train(int argc, char** argv) {
   }
   stop_signals.reset();
   if (first_step > steps && !json) std::printf("the checkpoint is at step %d of %d: nothing to train\n", first_step - 1, steps);
-  if (out) training->save(*out);
+  if (out && world.is_root()) training->save(*out);
   const nlohmann::json report = memory_report();
   if (json) {
-    std::printf("%s\n", nlohmann::json{{"final", true}, {"steps", steps}, {"compute", compute}, {"memory", report}, {"plan", plan_to_json(plan)}}
-                            .dump()
-                            .c_str());
+    nlohmann::json final = {{"final", true}, {"steps", steps}, {"compute", compute}, {"memory", report}, {"plan", plan_to_json(plan)}};
+    if (world.distributed()) {  // rank 0's collectives over the run
+      final["ranks"] = world.size();
+      final["traffic"] = {{"bytes_sent", world.traffic().bytes_sent}, {"wait_seconds", world.traffic().wait_seconds}};
+    }
+    std::printf("%s\n", final.dump().c_str());
   } else {
     std::printf("memory peak: %s\n", report.dump().c_str());
   }
