@@ -50,8 +50,10 @@ report() {
 }
 
 unmount_all() {
-  for mount in dev/shm dev/pts dev sys proc; do
-    mountpoint -q "$ROOT/$mount" 2>/dev/null && umount -l "$ROOT/$mount"
+  # Everything mounted below the root, deepest first (ours, and /run/netns,
+  # which the two-namespace test's `ip netns add` mounts there).
+  awk -v root="$ROOT/" 'index($2, root) == 1 { print $2 }' /proc/mounts | sort -r | while read -r mount; do
+    umount -l "$mount"
   done
   return 0
 }

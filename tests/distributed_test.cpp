@@ -4,8 +4,9 @@
 // to 1e-6 relative; QLion within the tolerance its stochastic rounding allows
 // when the gradient sums are ordered differently) and every rank holds the
 // same INT8 weights after every step (--check-replicas). Checkpoints resume
-// bit for bit at the same number of ranks and re-shard QLion's momentum at
-// another; SIGINT to one rank stops both with one checkpoint; qft eval gives
+// bit for bit at the same number of ranks and re-shard every optimizer's state at
+// another; SIGINT to one rank stops both with one checkpoint, a dead rank
+// ends the job with the last checkpoint loadable; qft eval gives
 // one rank's numbers; two network namespaces joined by a veth pair train as
 // two hosts would.
 #include <gtest/gtest.h>
@@ -22,9 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "model/weights.h"
 #include "test_util.h"
-#include "train/training.h"
 
 namespace qft {
 namespace {
@@ -94,15 +93,17 @@ TEST_P(TwoRanks, EqualOneRankWithTheSameExamplesAndKeepReplicasIdentical) {
   for (const auto& [name, values] : want) {
     EXPECT_LT(test::relative_error(got.at(name), values), m.weight_tolerance) << name;
   }
-  // Rank 0's plan is its accounting (sharded state, the exchange buffers;
+  // Every rank's plan is its accounting (sharded state, the exchange buffers;
   // QLion's weights differ by the known sampling of its outlier thresholds).
   const auto report = final_report(two.output);
-  if (m.optimizer != "qlion") {
-    EXPECT_EQ(report.at("plan").at("weights"), report.at("memory").at("peak_bytes").at("weights"));
+  ASSERT_EQ(report.at("per_rank").size(), 2u);
+  for (const auto& rank : report.at("per_rank")) {
+    const auto& plan = rank.at("plan");
+    const auto& peak = rank.at("memory").at("peak_bytes");
+    if (m.optimizer != "qlion") EXPECT_EQ(plan.at("weights"), peak.at("weights"));
+    EXPECT_EQ(plan.at("grads"), peak.at("gradients"));
+    EXPECT_EQ(plan.at("momentum").get<size_t>() + plan.at("variances").get<size_t>(), peak.at("optimizer_state").get<size_t>());
   }
-  EXPECT_EQ(report.at("plan").at("grads"), report.at("memory").at("peak_bytes").at("gradients"));
-  EXPECT_EQ(report.at("plan").at("momentum").get<size_t>() + report.at("plan").at("variances").get<size_t>(),
-            report.at("memory").at("peak_bytes").at("optimizer_state").get<size_t>());
   const auto alone = final_report(one.output);
   EXPECT_LT(report.at("plan").at("momentum").get<double>(), 0.75 * alone.at("plan").at("momentum").get<double>());
 }
@@ -184,15 +185,32 @@ TEST(ReshardedResume, QlionContinuesAtAnotherNumberOfRanks) {
   ASSERT_EQ(on_two.exit_code, 0) << on_two.output;
   EXPECT_EQ(train_losses(on_two.output).size(), 4u);
 
-  // Another global batch is refused by name; FP32 optimizer state resumes at its own number of ranks.
+  // Another global batch is refused by name.
   const auto other_batch = test::run_command(on_ranks(1, train_args("qlion", 1, 8, "--resume " + two)));
   EXPECT_NE(other_batch.exit_code, 0);
   EXPECT_MENTIONS(other_batch.output, "grad_accum");
-  const std::string adamw = dir.file("adamw");
-  ASSERT_EQ(test::run_command(on_ranks(2, train_args("adamw", 1, 2, "--checkpoint " + adamw))).exit_code, 0);
-  const auto refused = test::run_command(on_ranks(1, train_args("adamw", 1, 4, "--grad-accum 2 --resume " + adamw)));
-  EXPECT_NE(refused.exit_code, 0);
-  EXPECT_MENTIONS(refused.output, "written by 2 ranks");
+}
+
+// The FP32 optimizers' state is re-sharded by 256-value blocks: 2 ranks → 1
+// and 1 → 2 continue as the uninterrupted 2-rank run, to the order of a sum.
+TEST(ReshardedResume, Fp32OptimizersContinueAtAnotherNumberOfRanks) {
+  for (const std::string optimizer : {"adamw", "adamw8bit", "lion"}) {
+    TempDir dir;
+    const auto straight = test::run_command(on_ranks(2, train_args(optimizer, 1, 8, "")));
+    ASSERT_EQ(straight.exit_code, 0) << straight.output;
+    const std::vector<double> want = train_losses(straight.output);
+    const std::string two = dir.file("two"), one = dir.file("one");
+    ASSERT_EQ(test::run_command(on_ranks(2, train_args(optimizer, 1, 4, "--checkpoint " + two))).exit_code, 0);
+    ASSERT_EQ(test::run_command(on_ranks(1, train_args(optimizer, 1, 4, "--grad-accum 2 --checkpoint " + one))).exit_code, 0);
+    const auto on_one = test::run_command(on_ranks(1, train_args(optimizer, 1, 8, "--grad-accum 2 --resume " + two)));
+    const auto on_two = test::run_command(on_ranks(2, train_args(optimizer, 1, 8, "--resume " + one + " --check-replicas")));
+    for (const auto* run : {&on_one, &on_two}) {
+      ASSERT_EQ(run->exit_code, 0) << run->output;
+      const std::vector<double> got = train_losses(run->output);
+      ASSERT_EQ(got.size(), 4u) << optimizer;
+      for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[4 + i], 1e-6 * want[4 + i]) << optimizer << " step " << i + 5;
+    }
+  }
 }
 
 TEST(DataParallelMemory, PlanPerRank) {
@@ -212,32 +230,14 @@ TEST(DataParallelMemory, PlanPerRank) {
 
 // ------------------------------------------------------------ finetune, eval ---
 
-// An HF directory: a 2-layer LLaMA at SmolLM2's vocabulary, its tokenizer
-// and ChatML template; 24 Alpaca records.
+// A tiny chat model and 24 Alpaca records (test_util.h).
 struct Task {
   TempDir dir;
   std::string model = dir.file("model"), data = dir.file("data.json");
 
   Task() {
-    const std::string config = dir.file("config.json");
-    test::write_text(config, nlohmann::json{{"architectures", {"LlamaForCausalLM"}},
-                                            {"vocab_size", 49152}, {"hidden_size", 32}, {"intermediate_size", 64},
-                                            {"num_hidden_layers", 2}, {"num_attention_heads", 4},
-                                            {"num_key_value_heads", 2}, {"tie_word_embeddings", true}}
-                                 .dump());
-    TrainingSettings exact;
-    exact.optimizer = "adamw";
-    make_training(ModelSource::random(config, 11), exact)->save(model);
-    for (const char* file : {"tokenizer.json", "tokenizer_config.json"}) {
-      fs::copy_file(test::reference_case("tokenizers/smollm2_json/") + file, model + "/" + file);
-    }
-    nlohmann::json records = nlohmann::json::array();
-    for (int i = 0; i < 24; ++i) {
-      std::string output = "Answer " + std::to_string(i) + ":";
-      for (int word = 0; word < 3 + (i * 7) % 19; ++word) output += " word" + std::to_string((i + word) % 11);
-      records.push_back({{"instruction", "Say something about the number " + std::to_string(i) + "."}, {"output", output}});
-    }
-    test::write_text(data, records.dump());
+    test::write_tiny_chat_model(model, dir.file("config.json"));
+    test::write_alpaca_records(data, 24);
   }
 
   std::string finetune(const std::string& out, int batch, const std::string& options) const {
@@ -326,6 +326,30 @@ TEST(DataParallelSignals, SigintToOneRankStopsBothWithOneCheckpointThatResumes) 
   EXPECT_EQ(metric(task.dir.file("stopped"), "loss"), metric(task.dir.file("straight"), "loss"));
   EXPECT_TRUE(test::read_text(task.dir.file("stopped/model/model.safetensors")) ==
               test::read_text(task.dir.file("straight/model/model.safetensors")));
+}
+
+// A rank that dies ends the job (MPI's default error handler, mpirun's
+// watch over its processes); the last checkpoint stays loadable.
+TEST(DataParallelFaults, ADeadRankEndsTheJobAndTheLastCheckpointResumes) {
+  const Task task;
+  const std::string log = task.dir.file("killed.log");
+  std::vector<std::string> arguments;
+  std::istringstream words(on_ranks(2, task.finetune("killed", 1, "--max-steps 100000 --save-every 1")));
+  for (std::string word; words >> word;) arguments.push_back(word == "mpirun" ? "/usr/bin/mpirun" : word);
+  const pid_t job = test::spawn(arguments, {}, log);
+  ASSERT_GT(job, 0);
+  for (int i = 0; i < 600 && test::read_text(log).find("step 3/") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const pid_t rank1 = rank_pid(task.dir.file("killed"), 1);
+  ASSERT_GT(rank1, 0) << test::read_text(log);
+  kill(rank1, SIGKILL);
+  const int status = test::wait_status(job);
+  EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << test::read_text(log);
+  const auto resumed = test::run_command(
+      on_ranks(2, task.finetune("resumed", 1, "--max-steps 6 --resume " + task.dir.file("killed/checkpoint"))));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_MENTIONS(resumed.output, "resumed from");
 }
 
 TEST(DataParallelEval, TwoRanksGiveOneRanksScores) {

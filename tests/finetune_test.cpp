@@ -41,27 +41,8 @@ struct Task {
   std::string model = dir.file("model"), data = dir.file("data.json");
 
   Task() {
-    const std::string config = dir.file("config.json");
-    test::write_text(config, nlohmann::json{{"architectures", {"LlamaForCausalLM"}},
-                                            {"vocab_size", 49152}, {"hidden_size", 32}, {"intermediate_size", 64},
-                                            {"num_hidden_layers", 2}, {"num_attention_heads", 4},
-                                            {"num_key_value_heads", 2}, {"tie_word_embeddings", true}}
-                                 .dump());
-    TrainingSettings exact;
-    exact.optimizer = "adamw";
-    make_training(ModelSource::random(config, 11), exact)->save(model);
-    for (const char* file : {"tokenizer.json", "tokenizer_config.json"}) {
-      fs::copy_file(test::reference_case("tokenizers/smollm2_json/") + file, model + "/" + file);
-    }
-    nlohmann::json records = nlohmann::json::array();
-    for (int i = 0; i < 20; ++i) {
-      std::string output = "Answer " + std::to_string(i) + ":";
-      for (int word = 0; word < 3 + (i * 7) % 19; ++word) output += " word" + std::to_string((i + word) % 11);
-      records.push_back({{"instruction", "Say something about the number " + std::to_string(i) + "."},
-                         {"input", i % 3 ? "" : "Be brief."},
-                         {"output", output}});
-    }
-    test::write_text(data, records.dump());
+    test::write_tiny_chat_model(model, dir.file("config.json"));
+    test::write_alpaca_records(data, 20);
   }
 
   std::string command(const std::string& out, const std::string& options) const {

@@ -52,6 +52,8 @@ std::vector<size_t> spec_offsets(const std::vector<ParamSpec>& specs) {
 
 size_t ParamSet::bytes(const std::vector<ParamSpec>& specs) { return spec_offsets(specs).back() * sizeof(float); }
 
+std::vector<size_t> ParamSet::offsets(const std::vector<ParamSpec>& specs) { return spec_offsets(specs); }
+
 ParamSet::ParamSet(MemCategory category, std::vector<ParamSpec> specs)
     : specs_(std::move(specs)), offsets_(spec_offsets(specs_)), storage_(category, offsets_.back()) {
   for (size_t i = 0; i < specs_.size(); ++i) index_.emplace(specs_[i].name, i);

@@ -32,8 +32,9 @@ class ParamSet {
   // rank's share of a larger set). all() is unavailable; offset() keeps the
   // layout an owning set of these specs would have.
   ParamSet(std::vector<ParamSpec> specs, std::vector<float*> values);
-  // Bytes a set of these parameters allocates.
+  // Bytes a set of these parameters allocates, and where each starts (in floats; one more: the end).
   static size_t bytes(const std::vector<ParamSpec>& specs);
+  static std::vector<size_t> offsets(const std::vector<ParamSpec>& specs);
 
   const std::vector<ParamSpec>& specs() const { return specs_; }
   float* data(size_t index) { return views_.empty() ? storage_.data() + offsets_[index] : views_[index]; }

@@ -47,4 +47,11 @@ void AdamW::load_state(const StateReader& reader) {
   if (steps_ < 0) fail(reader.path(), ": negative AdamW step count");
 }
 
+void AdamW::load_resharded(const ShardReaders& shards, const std::vector<ParamSpec>& specs, int ranks, int rank) {
+  load_resharded_values(shards, "optimizer.adamw.m", specs, ranks, rank, momentum_.data());
+  load_resharded_values(shards, "optimizer.adamw.v", specs, ranks, rank, variance_.data());
+  steps_ = shards.files.at(0)->read_int64("optimizer.adamw.steps");
+  if (steps_ < 0) fail(shards.files.at(0)->path(), ": negative AdamW step count");
+}
+
 }  // namespace qft

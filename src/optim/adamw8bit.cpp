@@ -1,4 +1,5 @@
 #include <cmath>
+#include <cstring>
 
 #include "core/error.h"
 #include "core/parallel.h"
@@ -88,6 +89,43 @@ void AdamW8bit::load_state(const StateReader& reader) {
   reader.read("optimizer.adamw8bit.v_absmax", DType::F32, blocks, variance_absmax_.data());
   steps_ = reader.read_int64("optimizer.adamw8bit.steps");
   if (steps_ < 0) fail(reader.path(), ": negative 8-bit AdamW step count");
+}
+
+// Shares are whole 256-value blocks (a parameter's last may be short), so a
+// run of values is a run of blocks too.
+void AdamW8bit::load_resharded(const ShardReaders& shards, const std::vector<ParamSpec>& specs, int ranks, int rank) {
+  const auto layout = [&](int of_ranks, int of_rank) {
+    std::vector<Tensor> tensors;
+    size_t values = 0, blocks = 0;
+    for (const ParamSpec& spec : dist::fp32_shard_specs(specs, of_ranks, of_rank)) {
+      const size_t count = static_cast<size_t>(shape_numel(spec.shape));
+      tensors.push_back({values, blocks, count});
+      values += count;
+      blocks += (count + kBlock - 1) / kBlock;
+    }
+    tensors.push_back({values, blocks, 0});  // the totals
+    return tensors;
+  };
+  for (const dist::ShareOverlap& run : dist::share_overlaps(specs, shards.ranks, ranks, rank)) {
+    const std::vector<Tensor> theirs = layout(shards.ranks, run.source);
+    const StateReader& reader = *shards.files.at(run.source);
+    const Shape values = {static_cast<int64_t>(theirs.back().value_offset)}, blocks = {static_cast<int64_t>(theirs.back().block_offset)};
+    const Tensor& from = theirs[run.param];
+    const Tensor& to = tensors_[run.param];
+    const size_t block_count = (static_cast<size_t>(run.count) + kBlock - 1) / kBlock;
+    std::memcpy(momentum_.data() + to.value_offset + run.offset,
+                reader.get("optimizer.adamw8bit.m_codes", DType::U8, values) + from.value_offset + run.source_offset, run.count);
+    std::memcpy(variance_.data() + to.value_offset + run.offset,
+                reader.get("optimizer.adamw8bit.v_codes", DType::U8, values) + from.value_offset + run.source_offset, run.count);
+    std::memcpy(momentum_absmax_.data() + to.block_offset + run.offset / kBlock,
+                reader.get("optimizer.adamw8bit.m_absmax", DType::F32, blocks) + (from.block_offset + run.source_offset / kBlock) * sizeof(float),
+                block_count * sizeof(float));
+    std::memcpy(variance_absmax_.data() + to.block_offset + run.offset / kBlock,
+                reader.get("optimizer.adamw8bit.v_absmax", DType::F32, blocks) + (from.block_offset + run.source_offset / kBlock) * sizeof(float),
+                block_count * sizeof(float));
+  }
+  steps_ = shards.files.at(0)->read_int64("optimizer.adamw8bit.steps");
+  if (steps_ < 0) fail(shards.files.at(0)->path(), ": negative 8-bit AdamW step count");
 }
 
 }  // namespace qft

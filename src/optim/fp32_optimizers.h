@@ -1,8 +1,15 @@
 #pragma once
+#include "dist/fp32_shards.h"
 #include "optim/optimizer.h"
 #include "quant/dynamic_map.h"
 
 namespace qft {
+
+// Per-value FP32 state laid out as a ParamSet of `specs` (AdamW's moments,
+// Lion's momentum): the values this rank holds of tensor `name`, copied from
+// the shares of the ranks that wrote it.
+void load_resharded_values(const ShardReaders& shards, const std::string& name, const std::vector<ParamSpec>& specs,
+                           int ranks, int rank, float* state);
 
 // AdamW exactly as torch.optim.AdamW computes it.
 class AdamW final : public Optimizer {
@@ -11,6 +18,7 @@ class AdamW final : public Optimizer {
   void step(ParamSet& weights, const ParamSet& grads, float lr) override;
   void save_state(StateWriter& writer) const override;
   void load_state(const StateReader& reader) override;
+  void load_resharded(const ShardReaders& shards, const std::vector<ParamSpec>& specs, int ranks, int rank) override;
 
  private:
   OptimizerSettings settings_;
@@ -25,6 +33,7 @@ class Lion final : public Optimizer {
   void step(ParamSet& weights, const ParamSet& grads, float lr) override;
   void save_state(StateWriter& writer) const override;
   void load_state(const StateReader& reader) override;
+  void load_resharded(const ShardReaders& shards, const std::vector<ParamSpec>& specs, int ranks, int rank) override;
 
  private:
   OptimizerSettings settings_;
@@ -42,6 +51,7 @@ class AdamW8bit final : public Optimizer {
   void step(ParamSet& weights, const ParamSet& grads, float lr) override;
   void save_state(StateWriter& writer) const override;
   void load_state(const StateReader& reader) override;
+  void load_resharded(const ShardReaders& shards, const std::vector<ParamSpec>& specs, int ranks, int rank) override;
 
  private:
   struct Tensor {

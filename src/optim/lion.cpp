@@ -45,4 +45,8 @@ void Lion::load_state(const StateReader& reader) {
   reader.read("optimizer.lion.m", DType::F32, {static_cast<int64_t>(momentum_.size())}, momentum_.data());
 }
 
+void Lion::load_resharded(const ShardReaders& shards, const std::vector<ParamSpec>& specs, int ranks, int rank) {
+  load_resharded_values(shards, "optimizer.lion.m", specs, ranks, rank, momentum_.data());
+}
+
 }  // namespace qft

@@ -12,6 +12,7 @@ namespace qft {
 
 class StateWriter;
 class StateReader;
+struct ShardReaders;
 
 struct OptimizerSettings {
   std::string name = "lion";  // adamw | adamw8bit | lion
@@ -33,6 +34,10 @@ class Optimizer {
   // (names start with "optimizer."); load checks sizes and restores exactly.
   virtual void save_state(StateWriter& writer) const = 0;
   virtual void load_state(const StateReader& reader) = 0;
+  // Data-parallel resume at another number of ranks: this optimizer holds
+  // share `rank` of `ranks` of `specs` (dist/fp32_shards.h) and restores it
+  // from the shares the writing ranks saved (`shards`).
+  virtual void load_resharded(const ShardReaders& shards, const std::vector<ParamSpec>& specs, int ranks, int rank) = 0;
 };
 
 // The Lion update of n elements in place: c = β1·m + (1−β1)·g;

@@ -32,8 +32,9 @@ float* thread_row(int which, int cols) {
   return rows[which].data();
 }
 
-// The largest matrix a data-parallel rank sends whole from the gradient
-// buffer; larger ones (the embedding, the LM head) are summed before backward goes on.
+// The size of a data-parallel rank's in-flight gradient copy: the largest
+// linear. Larger matrices (the embedding, the LM head) are summed straight
+// from the store's gradient buffer, before backward goes on.
 size_t largest_linear(const ModelConfig& config) {
   size_t largest = 0;
   for (const ParamSpec& spec : parameter_specs(config)) {
@@ -277,8 +278,9 @@ void QftStore::exchange(size_t index, const float* grad) {
 }
 
 // The global gradient of this rank's rows has arrived: check it, update the
-// rows, send them. After a non-finite gradient on any rank no rows are
-// updated (the step is then stopped or dropped, as on one rank).
+// rows, send them. Once this rank met a non-finite gradient — its own, or in
+// its rows of a sum — it updates no more rows; the ranks then agree on the
+// step's fate (Training: stopped, or dropped when no rank updated anything).
 void QftStore::finish_exchange() {
   if (in_flight_index_ == SIZE_MAX) return;
   in_flight_sum_.wait();

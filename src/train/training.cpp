@@ -122,12 +122,9 @@ class Fp32Training final : public Training {
     optimizer_->save_state(shard);
   }
   void load_state(const StateReader& reader, const ShardReaders& shards) override {
-    if (shards.ranks != world_.size()) {
-      fail(reader.path(), ": written by ", shards.ranks, " ranks; the ", settings_.optimizer,
-           " optimizer state resumes at the same number of ranks (QLion's re-shards to any)");
-    }
     load_set(reader, *weights_);
-    optimizer_->load_state(*shards.files.at(world_.rank()));
+    if (shards.ranks == world_.size()) return optimizer_->load_state(*shards.files.at(world_.rank()));
+    optimizer_->load_resharded(shards, weights_->specs(), world_.size(), world_.rank());
   }
 
  private:

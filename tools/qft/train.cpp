@@ -287,9 +287,12 @@ int run_train(int argc, char** argv) {
   const nlohmann::json report = memory_report();
   if (json) {
     nlohmann::json final = {{"final", true}, {"steps", steps}, {"compute", compute}, {"memory", report}, {"plan", plan_to_json(plan)}};
-    if (world.distributed()) {  // rank 0's collectives over the run
+    if (world.distributed()) {  // rank 0's collectives over the run; every rank's plan and peaks
       final["ranks"] = world.size();
       final["traffic"] = {{"bytes_sent", world.traffic().bytes_sent}, {"wait_seconds", world.traffic().wait_seconds}};
+      const nlohmann::json mine = {{"plan", plan_to_json(plan)}, {"memory", report}};
+      final["per_rank"] = nlohmann::json::array();
+      for (const std::string& text : world.all_strings(mine.dump())) final["per_rank"].push_back(nlohmann::json::parse(text));
     }
     std::printf("%s\n", final.dump().c_str());
   } else {
