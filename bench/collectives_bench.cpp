@@ -30,7 +30,9 @@ int main(int argc, char** argv) {
     const int repeats = argc > 2 ? std::stoi(argv[2]) : 5;
     const int N = world.size();
     size_t largest = 0;
-    for (const ParamSpec& spec : parameter_specs(config)) largest = std::max(largest, static_cast<size_t>(shape_numel(spec.shape)));
+    for (const ParamSpec& spec : parameter_specs(config)) {
+      largest = std::max(largest, static_cast<size_t>(shape_numel(spec.shape)));
+    }
     std::vector<float> grad(largest, 1.0f), owned(largest), values(largest / 50 + 16);
     std::vector<uint8_t> codes(largest), ranges(largest / 8 * 8 + 64 * 8);
     std::vector<double> seconds;

@@ -23,6 +23,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "chat_task.h"
 #include "test_util.h"
 
 namespace qft {
@@ -294,22 +295,29 @@ pid_t rank_pid(const std::string& marker, int rank) {
   return -1;
 }
 
-TEST(DataParallelSignals, SigintToOneRankStopsBothWithOneCheckpointThatResumes) {
-  const Task task;
-  const std::string log = task.dir.file("stopped.log");
+// Starts a long 2-rank fine-tune into `out`, waits for its third step and
+// sends `signal` to rank 1 alone; returns mpirun's wait status (-1: no rank 1 found).
+int signal_rank1(const Task& task, const std::string& out, const std::string& options, int signal) {
+  const std::string log = task.dir.file(out + ".log");
   std::vector<std::string> arguments;
-  std::istringstream words(on_ranks(2, task.finetune("stopped", 1, "--max-steps 100000 --warmup-ratio 0 --min-lr-ratio 1")));
+  std::istringstream words(on_ranks(2, task.finetune(out, 1, "--max-steps 100000 " + options)));
   for (std::string word; words >> word;) arguments.push_back(word == "mpirun" ? "/usr/bin/mpirun" : word);
   const pid_t job = test::spawn(arguments, {}, log);
-  ASSERT_GT(job, 0);
+  if (job <= 0) return -1;
   for (int i = 0; i < 600 && test::read_text(log).find("step 3/") == std::string::npos; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  const pid_t rank1 = rank_pid(task.dir.file("stopped"), 1);
-  ASSERT_GT(rank1, 0) << test::read_text(log);
-  kill(rank1, SIGINT);
+  const pid_t rank1 = rank_pid(task.dir.file(out), 1);
+  kill(rank1 > 0 ? rank1 : job, rank1 > 0 ? signal : SIGKILL);
   const int status = test::wait_status(job);
-  const std::string output = test::read_text(log);
+  return rank1 > 0 ? status : -1;
+}
+
+TEST(DataParallelSignals, SigintToOneRankStopsBothWithOneCheckpointThatResumes) {
+  const Task task;
+  const int status = signal_rank1(task, "stopped", "--warmup-ratio 0 --min-lr-ratio 1", SIGINT);
+  const std::string output = test::read_text(task.dir.file("stopped.log"));
+  ASSERT_NE(status, -1) << output;
   ASSERT_TRUE(WIFEXITED(status)) << output;
   EXPECT_EQ(WEXITSTATUS(status), 130) << output;
   const std::string checkpoint = task.dir.file("stopped/checkpoint");
@@ -332,20 +340,10 @@ TEST(DataParallelSignals, SigintToOneRankStopsBothWithOneCheckpointThatResumes) 
 // watch over its processes); the last checkpoint stays loadable.
 TEST(DataParallelFaults, ADeadRankEndsTheJobAndTheLastCheckpointResumes) {
   const Task task;
-  const std::string log = task.dir.file("killed.log");
-  std::vector<std::string> arguments;
-  std::istringstream words(on_ranks(2, task.finetune("killed", 1, "--max-steps 100000 --save-every 1")));
-  for (std::string word; words >> word;) arguments.push_back(word == "mpirun" ? "/usr/bin/mpirun" : word);
-  const pid_t job = test::spawn(arguments, {}, log);
-  ASSERT_GT(job, 0);
-  for (int i = 0; i < 600 && test::read_text(log).find("step 3/") == std::string::npos; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  const pid_t rank1 = rank_pid(task.dir.file("killed"), 1);
-  ASSERT_GT(rank1, 0) << test::read_text(log);
-  kill(rank1, SIGKILL);
-  const int status = test::wait_status(job);
-  EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << test::read_text(log);
+  const int status = signal_rank1(task, "killed", "--save-every 1", SIGKILL);
+  const std::string output = test::read_text(task.dir.file("killed.log"));
+  ASSERT_NE(status, -1) << output;
+  EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;
   const auto resumed = test::run_command(
       on_ranks(2, task.finetune("resumed", 1, "--max-steps 6 --resume " + task.dir.file("killed/checkpoint"))));
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;

@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "io/recipe.h"
 #include "model/weights.h"
+#include "chat_task.h"
 #include "test_util.h"
 #include "train/finetune.h"
 #include "train/nonfinite.h"

@@ -67,13 +67,6 @@ class SmallDisk {
                                       << "these tests need root, as CI has"
 
 std::string reference_case(const std::string& name);  // QFT_REFERENCE_DIR/name
-
-// An HF directory for end-to-end fine-tunes: a 2-layer LLaMA at SmolLM2's
-// vocabulary with random weights (its config.json written to `config`
-// first), SmolLM2's tokenizer.json and ChatML template.
-void write_tiny_chat_model(const std::string& directory, const std::string& config);
-// `count` Alpaca records of varied lengths, as a JSON array.
-void write_alpaca_records(const std::string& path, int count);
 std::string read_text(const std::string& path);  // any bytes
 // The message of the qft::Error that action throws, or "" when it throws none.
 std::string error_of(const std::function<void()>& action);

@@ -33,7 +33,8 @@ struct ShareOverlap {
   int64_t source_offset, offset, count;
 };
 
-inline std::vector<ShareOverlap> share_overlaps(const std::vector<ParamSpec>& specs, int source_ranks, int ranks, int rank) {
+inline std::vector<ShareOverlap> share_overlaps(const std::vector<ParamSpec>& specs, int source_ranks, int ranks,
+                                                int rank) {
   std::vector<ShareOverlap> overlaps;
   for (size_t p = 0; p < specs.size(); ++p) {
     const int64_t values = shape_numel(specs[p].shape);

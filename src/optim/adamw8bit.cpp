@@ -109,20 +109,22 @@ void AdamW8bit::load_resharded(const ShardReaders& shards, const std::vector<Par
   for (const dist::ShareOverlap& run : dist::share_overlaps(specs, shards.ranks, ranks, rank)) {
     const std::vector<Tensor> theirs = layout(shards.ranks, run.source);
     const StateReader& reader = *shards.files.at(run.source);
-    const Shape values = {static_cast<int64_t>(theirs.back().value_offset)}, blocks = {static_cast<int64_t>(theirs.back().block_offset)};
+    const Shape values = {static_cast<int64_t>(theirs.back().value_offset)};
+    const Shape blocks = {static_cast<int64_t>(theirs.back().block_offset)};
     const Tensor& from = theirs[run.param];
     const Tensor& to = tensors_[run.param];
-    const size_t block_count = (static_cast<size_t>(run.count) + kBlock - 1) / kBlock;
-    std::memcpy(momentum_.data() + to.value_offset + run.offset,
-                reader.get("optimizer.adamw8bit.m_codes", DType::U8, values) + from.value_offset + run.source_offset, run.count);
-    std::memcpy(variance_.data() + to.value_offset + run.offset,
-                reader.get("optimizer.adamw8bit.v_codes", DType::U8, values) + from.value_offset + run.source_offset, run.count);
-    std::memcpy(momentum_absmax_.data() + to.block_offset + run.offset / kBlock,
-                reader.get("optimizer.adamw8bit.m_absmax", DType::F32, blocks) + (from.block_offset + run.source_offset / kBlock) * sizeof(float),
-                block_count * sizeof(float));
-    std::memcpy(variance_absmax_.data() + to.block_offset + run.offset / kBlock,
-                reader.get("optimizer.adamw8bit.v_absmax", DType::F32, blocks) + (from.block_offset + run.source_offset / kBlock) * sizeof(float),
-                block_count * sizeof(float));
+    // `count` elements of `bytes` each, from element `source` of the stored tensor to element `target` of `out`.
+    const auto copy = [&](const char* tensor, DType dtype, const Shape& shape, void* out, size_t target, size_t source,
+                          size_t bytes, size_t count) {
+      std::memcpy(static_cast<uint8_t*>(out) + target * bytes, reader.get(tensor, dtype, shape) + source * bytes, count * bytes);
+    };
+    const size_t to_value = to.value_offset + run.offset, from_value = from.value_offset + run.source_offset;
+    const size_t to_block = to.block_offset + run.offset / kBlock, from_block = from.block_offset + run.source_offset / kBlock;
+    const size_t count = static_cast<size_t>(run.count), block_count = (count + kBlock - 1) / kBlock;
+    copy("optimizer.adamw8bit.m_codes", DType::U8, values, momentum_.data(), to_value, from_value, 1, count);
+    copy("optimizer.adamw8bit.v_codes", DType::U8, values, variance_.data(), to_value, from_value, 1, count);
+    copy("optimizer.adamw8bit.m_absmax", DType::F32, blocks, momentum_absmax_.data(), to_block, from_block, sizeof(float), block_count);
+    copy("optimizer.adamw8bit.v_absmax", DType::F32, blocks, variance_absmax_.data(), to_block, from_block, sizeof(float), block_count);
   }
   steps_ = shards.files.at(0)->read_int64("optimizer.adamw8bit.steps");
   if (steps_ < 0) fail(shards.files.at(0)->path(), ": negative 8-bit AdamW step count");

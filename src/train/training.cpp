@@ -133,16 +133,16 @@ class Fp32Training final : public Training {
   }
 
   // ZeRO-1: the global gradient of this rank's share, the optimizer on it,
-  // every rank's share of the new weights to every rank.
+  // every rank's share of the new weights to every rank. One sum at a time:
+  // Open MPI's in-place reduce-scatter takes a temporary copy of its buffer
+  // at rank 0, so all of them at once would hold a second gradient set there.
   void sharded_update(float lr) {
-    std::vector<dist::Request> requests;
     for (size_t i = 0; i < grads_.specs().size(); ++i) {
       const dist::Shares parts = dist::fp32_shares(static_cast<int64_t>(grads_.numel(i)), world_.size());
-      requests.push_back(world_.reduce_scatter(grads_.data(i), parts.counts));
+      world_.reduce_scatter(grads_.data(i), parts.counts).wait();
     }
-    for (dist::Request& request : requests) request.wait();
     optimizer_->step(*shard_weights_, *shard_grads_, lr);
-    requests.clear();
+    std::vector<dist::Request> requests;
     for (size_t i = 0; i < weights_->specs().size(); ++i) {
       requests.push_back(dist::gather_values(weights_->data(i), static_cast<int64_t>(weights_->numel(i)), dist::kFp32ShardUnit));
     }
