@@ -24,14 +24,15 @@ std::vector<int> checked_ints(const std::vector<int64_t>& values, const char* wh
   return ints;
 }
 
-}  // namespace
-
+// Whether this process was started by an MPI launcher (mpirun, srun).
 bool launched_by_mpi() {
   for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK"}) {
     if (std::getenv(name)) return true;
   }
   return false;
 }
+
+}  // namespace
 
 struct Request::State {
   MPI_Request request = MPI_REQUEST_NULL;
@@ -138,15 +139,6 @@ std::vector<std::string> World::all_strings(const std::string& mine) const {
   std::vector<std::string> strings;
   for (int r = 0; r < size_; ++r) strings.push_back(all.substr(offsets[r], lengths[r]));
   return strings;
-}
-
-std::string World::broadcast(const std::string& from_root) const {
-  if (!distributed()) return from_root;
-  int64_t length = static_cast<int64_t>(from_root.size());
-  MPI_Bcast(&length, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
-  std::string text = is_root() ? from_root : std::string(static_cast<size_t>(length), '\0');
-  MPI_Bcast(text.data(), checked_int(length, "bytes"), MPI_CHAR, 0, MPI_COMM_WORLD);
-  return text;
 }
 
 Request World::reduce_scatter(const float* send, float* receive, const std::vector<int64_t>& counts) const {

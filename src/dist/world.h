@@ -60,8 +60,6 @@ class World {
   void barrier() const;
   // Every rank's string, on every rank, in rank order.
   std::vector<std::string> all_strings(const std::string& mine) const;
-  // The root's bytes on every rank.
-  std::string broadcast(const std::string& from_root) const;
 
   // Sums `send` (sum of counts floats, every rank) over the ranks; this rank's
   // part — elements [offsets[rank], + counts[rank]) — arrives in `receive`.
@@ -94,8 +92,5 @@ class World {
 };
 
 inline World& world() { return World::get(); }
-
-// Whether this process was started by an MPI launcher (mpirun, srun).
-bool launched_by_mpi();
 
 }  // namespace qft::dist
