@@ -73,9 +73,30 @@ TEST(ModelConfig, ClearErrors) {
   EXPECT_NE(error_of(missing).find("'vocab_size'"), std::string::npos);
 
   nlohmann::json scaling = llama_json();
-  scaling["rope_scaling"] = {{"type", "linear"}, {"factor", 2.0}};
-  EXPECT_NE(error_of(scaling).find("rope_scaling"), std::string::npos);
-  EXPECT_NE(error_of(scaling).find("cfg.json"), std::string::npos);
+  scaling["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
+  EXPECT_NE(error_of(scaling).find("cfg.json: rope_scaling type 'dynamic' is not supported"), std::string::npos);
+  scaling["rope_scaling"] = {{"rope_type", "longrope"}, {"short_factor", {1.0}}, {"long_factor", {1.0}}};
+  EXPECT_NE(error_of(scaling).find("'longrope' is not supported"), std::string::npos);
+  scaling["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
+  EXPECT_NE(error_of(scaling).find("rope_scaling needs 'low_freq_factor'"), std::string::npos);
+  scaling["rope_scaling"] = {{"type", "linear"}, {"factor", 0.5}};
+  EXPECT_NE(error_of(scaling).find("factor must be at least 1"), std::string::npos);
+}
+
+// Llama-3.1's rope_scaling (and the older "type" key) is read and written back.
+TEST(ModelConfig, RopeScalingRoundTrips) {
+  nlohmann::json json = llama_json();
+  json["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                          {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
+  const ModelConfig config = parse_model_config(json, "cfg.json");
+  EXPECT_EQ(config.rope_scaling.type, RopeScaling::Type::Llama3);
+  EXPECT_EQ(model_config_to_json(config).at("rope_scaling"), json.at("rope_scaling"));
+  json["rope_scaling"] = {{"type", "yarn"}, {"factor", 4.0}};
+  const nlohmann::json written = model_config_to_json(parse_model_config(json, "cfg.json")).at("rope_scaling");
+  EXPECT_EQ(written.at("rope_type"), "yarn");
+  EXPECT_EQ(written.at("factor"), 4.0);
+  json["rope_scaling"] = nullptr;
+  EXPECT_FALSE(model_config_to_json(parse_model_config(json, "cfg.json")).contains("rope_scaling"));
 }
 
 TEST(ModelConfig, RoundTripsThroughJson) {

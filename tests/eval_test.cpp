@@ -493,7 +493,7 @@ TEST_F(SmolLM2Eval, InstructionDataCountsAssistantTokensOnly) {
   const std::string data = dir.file("chat.json");
   test::write_text(data, R"([{"instruction": "Name a colour.", "input": "", "output": "Blue is a colour."},
                               {"instruction": "Say hi.", "input": "", "output": "Hi there!"}])");
-  const ChatTemplate chat = ChatTemplate::detect(tokenizer_->chat_template());
+  const ChatTemplate chat = ChatTemplate::choose("", tokenizer_->chat_template());
   const auto sequences = read_perplexity_data(data, *tokenizer_, &chat);
   ASSERT_EQ(sequences.size(), 2u);
   std::vector<int> scored;

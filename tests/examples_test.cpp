@@ -32,13 +32,13 @@ std::string trained_text(const Tokenizer& tokenizer, const Example& example) {
 // assistant's replies and their <|im_end|>, the whole spells the rendering.
 TEST(Examples, AssistantOnlyMaskWithChatML) {
   const auto tokenizer = load_model_tokenizer(smollm2_path());
-  const ChatTemplate chat = ChatTemplate::detect(tokenizer->chat_template());
+  const ChatTemplate chat = ChatTemplate::choose("", tokenizer->chat_template());
   DataRecord record;
   record.messages = {{"user", "Name a prime."}, {"assistant", "Seven."}, {"user", "Another?"}, {"assistant", "Eleven, 11."}};
   const Example example = tokenize_record(record, *tokenizer, &chat, false);
   ASSERT_EQ(example.tokens.size(), example.trained.size());
   EXPECT_EQ(trained_text(*tokenizer, example), "Seven.<|im_end|>Eleven, 11.<|im_end|>");
-  EXPECT_EQ(tokenizer->decode(example.tokens), chat.render_text(record.messages, false, "", ""));
+  EXPECT_EQ(tokenizer->decode(example.tokens), chat.render_text(record.messages, false, chat_tokens_of(*tokenizer)));
   const Example everything = tokenize_record(record, *tokenizer, &chat, true);
   EXPECT_EQ(everything.tokens, example.tokens);
   EXPECT_EQ(std::count(everything.trained.begin(), everything.trained.end(), 1), static_cast<long>(everything.tokens.size()));

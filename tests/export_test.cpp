@@ -41,7 +41,7 @@ std::vector<std::vector<float>> all_tensors(const ModelSource& source) {
 
 TEST(Export, HfRoundTripIsExactInF32AndRoundedInBf16) {
   TempDir dir;
-  for (const char* name : {"qwen2_bias", "llama_gqa_untied"}) {
+  for (const char* name : {"qwen2_bias", "llama_gqa_untied", "llama31_rope"}) {
     const std::string model = test::reference_case(name);
     const auto original = all_tensors(ModelSource::hf_directory(model));
     const auto f32 = all_tensors(ModelSource::hf_directory(export_model(model, dir.file(std::string(name) + "-f32"), "--dtype f32")));
@@ -52,7 +52,43 @@ TEST(Export, HfRoundTripIsExactInF32AndRoundedInBf16) {
     }
     const auto config = nlohmann::json::parse(test::read_text(dir.file(std::string(name) + "-bf16/config.json")));
     EXPECT_EQ(config.at("torch_dtype"), "bfloat16");
+    const auto original_config = nlohmann::json::parse(test::read_text(model + "/config.json"));
+    EXPECT_EQ(config.value("rope_scaling", nlohmann::json()), original_config.value("rope_scaling", nlohmann::json())) << name;
   }
+}
+
+// RoPE scaling through GGUF: Llama-3's as llama.cpp's per-frequency divisors
+// (rope_freqs.weight, computed as its converter does), linear and YaRN as its
+// rope.scaling.* keys. The GGUF gives the HF directory's loss; a model whose
+// scaling is only factors cannot go back to config.json.
+TEST(Export, RopeScalingSurvivesGguf) {
+  TempDir dir;
+  for (const char* name : {"llama31_rope", "llama_linear_rope", "llama_yarn_rope"}) {
+    const std::string model = test::reference_case(name);
+    const std::string gguf = export_model(model, dir.file(std::string(name) + ".gguf"), "--format gguf --dtype f32");
+    LoadedModel hf = load_hf_model(model);
+    LoadedModel back = load_model(gguf);
+    const RopeScaling& want = hf.config.rope_scaling;
+    const RopeScaling& got = back.config.rope_scaling;
+    if (want.type == RopeScaling::Type::Llama3) {
+      ASSERT_EQ(got.type, RopeScaling::Type::FrequencyFactors) << name;
+      const RopeFrequencies a = rope_frequencies(want, hf.config.head_dim, hf.config.rope_theta, hf.config.max_position_embeddings);
+      const RopeFrequencies b = rope_frequencies(got, back.config.head_dim, back.config.rope_theta, back.config.max_position_embeddings);
+      EXPECT_LT(test::relative_error(b.inverse, a.inverse), 1e-6) << name;
+      EXPECT_NE(got.frequency_factors.front(), got.frequency_factors.back()) << "no scaling in the factors";
+    } else {
+      EXPECT_EQ(got.type, want.type) << name;
+      EXPECT_EQ(got.factor, want.factor) << name;
+    }
+    const auto lines = read_token_file(model + "/tokens.txt", hf.config.vocab_size);
+    Transformer a(hf.config, *hf.weights, nullptr), b(back.config, *back.weights, nullptr);
+    const double loss = a.loss(make_batch(lines));
+    EXPECT_NEAR(b.loss(make_batch(lines)), loss, 1e-6 * loss) << name;
+  }
+  const auto refused = run_command(kQft + " export --model " + dir.file("llama31_rope.gguf") + " --out " + dir.file("hf"));
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.output.find("transformers' config.json cannot express"), std::string::npos) << refused.output;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("hf")));
 }
 
 TEST(Export, RefusesAnExistingTargetAndBadOptions) {

@@ -333,8 +333,9 @@ TEST(KernelsTest, RoPE) {
   // Out of order and repeated, so each row must use its own position.
   const std::vector<int> positions = {0, 3, 7, 1, 12, 5, 7, 15};
   const int N = static_cast<int>(positions.size());
-  Floats cos(max_positions * D / 2), sin(max_positions * D / 2);
-  rope_tables(cos.data(), sin.data(), max_positions, D, theta);
+  Floats cos(max_positions * D / 2), sin(max_positions * D / 2), inverse(D / 2);
+  for (int i = 0; i < D / 2; ++i) inverse[i] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / D);
+  rope_tables(cos.data(), sin.data(), max_positions, D, inverse.data(), 1.0f);
 
   const Floats inp = random_floats(N * H * D, 51), R = random_floats(N * H * D, 52);
   Doubles x = to_double(inp);

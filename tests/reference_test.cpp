@@ -26,7 +26,8 @@ constexpr double kGradientTolerance = 2e-5;
 constexpr double kLossTolerance = 1e-5;
 
 const char* const kCases[] = {"llama_tied", "llama_gqa_untied", "qwen2_bias",
-                              "mistral_outliers", "llama_bf16", "llama_f16"};
+                              "mistral_outliers", "llama_bf16", "llama_f16",
+                              "llama31_rope", "llama_yarn_rope", "llama_linear_rope"};
 
 struct Gradients {
   double loss;

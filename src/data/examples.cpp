@@ -12,38 +12,40 @@ void append(Example& example, const std::vector<int>& tokens, bool trained) {
   example.trained.insert(example.trained.end(), tokens.size(), trained ? 1 : 0);
 }
 
-// The special tokens the tokenizer puts before any text (a BOS, or nothing),
-// which templates that do not write the BOS themselves still need.
-std::vector<int> leading_specials(const Tokenizer& tokenizer) {
+// The BOS a plain encode puts first, if any: templates that do not write it
+// as text still begin with it.
+std::vector<int> leading_bos(const Tokenizer& tokenizer) {
   std::vector<int> specials = tokenizer.encode("", true);
   const auto bos = tokenizer.bos_id();
   if (specials.empty() || !bos || specials.front() != *bos) return {};
   return {*bos};
 }
 
-std::string token_text(const Tokenizer& tokenizer, std::optional<int> id) {
-  return id ? tokenizer.id_to_token(*id) : "";
-}
-
 }  // namespace
+
+Example encode_conversation(const std::vector<ChatMessage>& messages, const Tokenizer& tokenizer,
+                            const ChatTemplate& chat, bool train_on_prompt) {
+  Example example;
+  const ChatTokens tokens = chat_tokens_of(tokenizer);
+  const std::vector<ChatPiece> pieces = chat.render(messages, false, tokens);
+  if (!writes_bos(pieces, tokens)) append(example, leading_bos(tokenizer), false);
+  // Each piece is encoded on its own so the mask lines up with the text
+  // exactly; the template's special tokens are recognised inside the pieces.
+  for (const ChatPiece& piece : pieces) {
+    append(example, tokenizer.encode(piece.text, false), piece.assistant || train_on_prompt);
+  }
+  return example;
+}
 
 Example tokenize_record(const DataRecord& record, const Tokenizer& tokenizer, const ChatTemplate* chat,
                         bool train_on_prompt) {
-  Example example;
   if (record.messages.empty()) {
+    Example example;
     append(example, tokenizer.encode(record.text, true), true);
     return example;
   }
   if (!chat) fail("conversations need a chat template");
-  const bool writes_bos = chat->kind() == ChatTemplate::Kind::Llama2 || chat->kind() == ChatTemplate::Kind::Llama3;
-  if (!writes_bos) append(example, leading_specials(tokenizer), false);
-  // Each piece is encoded on its own so the mask lines up with the text
-  // exactly; the template's special tokens are recognised inside the pieces.
-  for (const ChatPiece& piece : chat->render(record.messages, false, token_text(tokenizer, tokenizer.bos_id()),
-                                             token_text(tokenizer, tokenizer.eos_id()))) {
-    append(example, tokenizer.encode(piece.text, false), piece.assistant || train_on_prompt);
-  }
-  return example;
+  return encode_conversation(record.messages, tokenizer, *chat, train_on_prompt);
 }
 
 std::vector<Example> split_into_segments(const Example& example, int seq_len) {

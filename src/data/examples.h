@@ -20,6 +20,12 @@ struct Example {
   std::vector<uint8_t> trained;  // (tokens): 1 where the token is a target
 };
 
+// A conversation's tokens, trained where the template's pieces are the
+// assistant's (everywhere with train_on_prompt), after the tokenizer's BOS
+// when the template does not write it.
+Example encode_conversation(const std::vector<ChatMessage>& messages, const Tokenizer& tokenizer,
+                            const ChatTemplate& chat, bool train_on_prompt);
+
 // chat may be null for plain-text data.
 Example tokenize_record(const DataRecord& record, const Tokenizer& tokenizer, const ChatTemplate* chat,
                         bool train_on_prompt);

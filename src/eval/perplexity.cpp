@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "data/examples.h"
 #include "data/instruction_data.h"
 
 namespace qft {
@@ -13,32 +14,16 @@ void append(ScoredSequence& sequence, const std::vector<int>& tokens, bool score
   sequence.scored.insert(sequence.scored.end(), tokens.size(), scored ? 1 : 0);
 }
 
-// The BOS a plain encode puts first, if any: templates that do not write it
-// as text still begin with it.
-std::vector<int> leading_bos(const Tokenizer& tokenizer) {
-  const std::vector<int> specials = tokenizer.encode("", true);
-  const auto bos = tokenizer.bos_id();
-  if (specials.empty() || !bos || specials.front() != *bos) return {};
-  return {*bos};
-}
-
-std::string token_text(const Tokenizer& tokenizer, std::optional<int> id) {
-  return id ? tokenizer.id_to_token(*id) : "";
-}
-
 ScoredSequence encode_record(const DataRecord& record, const Tokenizer& tokenizer, const ChatTemplate* chat) {
   ScoredSequence sequence;
   if (record.messages.empty()) {
     append(sequence, tokenizer.encode(record.text, true), true);
     return sequence;
   }
-  if (!chat) fail("conversations need a chat template (the model has none; give one by name)");
-  const bool writes_bos = chat->kind() == ChatTemplate::Kind::Llama2 || chat->kind() == ChatTemplate::Kind::Llama3;
-  if (!writes_bos) append(sequence, leading_bos(tokenizer), false);
-  for (const ChatPiece& piece : chat->render(record.messages, false, token_text(tokenizer, tokenizer.bos_id()),
-                                             token_text(tokenizer, tokenizer.eos_id()))) {
-    append(sequence, tokenizer.encode(piece.text, false), piece.assistant);
-  }
+  if (!chat) fail("conversations need a chat template (the model has none; give one with --chat-template)");
+  const Example example = encode_conversation(record.messages, tokenizer, *chat, false);
+  sequence.tokens = example.tokens;
+  sequence.scored = example.trained;
   return sequence;
 }
 

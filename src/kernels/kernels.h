@@ -83,8 +83,10 @@ void rope_forward(float* x, const int* positions, const float* cos, const float*
                   int D);
 void rope_backward(float* dx, const int* positions, const float* cos, const float* sin, int N,
                    int H, int D);
-// Fills the (max_positions, D/2) tables for inverse frequencies theta^(-2i/D).
-void rope_tables(float* cos, float* sin, int max_positions, int D, float theta);
+// Fills the (max_positions, D/2) tables: cos and sin of position × inverse
+// frequency (D/2), times attention_factor (YaRN's; 1 otherwise).
+void rope_tables(float* cos, float* sin, int max_positions, int D, const float* inverse_frequencies,
+                 float attention_factor);
 
 // ---- SwiGLU: out (n) = silu(gate) · up
 void swiglu_forward(float* out, const float* gate, const float* up, size_t n);

@@ -96,9 +96,7 @@ ModelConfig parse_model_config(const nlohmann::json& json, const std::string& so
     config.mlp_bias = config.architecture == Architecture::Llama && optional_value<bool>(json, "mlp_bias", false);
     const std::string activation = optional_value<std::string>(json, "hidden_act", "silu");
     if (activation != "silu") fail(source, ": unsupported hidden_act '", activation, "' (only silu)");
-    if (json.contains("rope_scaling") && !json["rope_scaling"].is_null()) {
-      fail(source, ": rope_scaling is not supported yet");
-    }
+    if (json.contains("rope_scaling")) config.rope_scaling = parse_rope_scaling(json["rope_scaling"], source);
   } catch (const nlohmann::json::exception& error) {
     fail(source, ": ", error.what());
   }
@@ -142,6 +140,7 @@ nlohmann::json model_config_to_json(const ModelConfig& config) {
   json["head_dim"] = config.head_dim;
   json["max_position_embeddings"] = config.max_position_embeddings;
   json["rope_theta"] = config.rope_theta;
+  if (config.rope_scaling.type != RopeScaling::Type::None) json["rope_scaling"] = rope_scaling_to_json(config.rope_scaling);
   json["rms_norm_eps"] = config.rms_norm_eps;
   json["tie_word_embeddings"] = config.tie_word_embeddings;
   json["hidden_act"] = "silu";

@@ -4,6 +4,8 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "model/rope.h"
+
 namespace qft {
 
 enum class Architecture { Llama, Mistral, Qwen2 };
@@ -19,6 +21,7 @@ struct ModelConfig {
   int head_dim = 0;
   int max_position_embeddings = 2048;
   float rope_theta = 10000.0f;
+  RopeScaling rope_scaling;
   float rms_norm_eps = 1e-6f;
   bool tie_word_embeddings = false;
   bool qkv_bias = false;  // Qwen2, or LLaMA's attention_bias

@@ -48,7 +48,10 @@ Generator::Generator(const ModelConfig& config, ParameterStore& store, int max_p
   const size_t table = static_cast<size_t>(max_positions) * (config.head_dim / 2);
   rope_cos_ = Buffer<float>(MemCategory::Workspace, table);
   rope_sin_ = Buffer<float>(MemCategory::Workspace, table);
-  kernels::rope_tables(rope_cos_.data(), rope_sin_.data(), max_positions, config.head_dim, config.rope_theta);
+  const RopeFrequencies rope = rope_frequencies(config.rope_scaling, config.head_dim, config.rope_theta,
+                                                config.max_position_embeddings);
+  kernels::rope_tables(rope_cos_.data(), rope_sin_.data(), max_positions, config.head_dim, rope.inverse.data(),
+                       rope.attention_factor);
   Carver size(nullptr);
   carve(size, config, max_positions);
   workspace_ = Buffer<float>(MemCategory::Workspace, size.used());

@@ -43,6 +43,16 @@ void add_hyper_parameters(GgufWriter& writer, const ModelConfig& c, const GgufEx
   writer.add_float32(p + "attention.layer_norm_rms_epsilon", c.rms_norm_eps);
   writer.add_float32(p + "rope.freq_base", c.rope_theta);
   writer.add_uint32(p + "rope.dimension_count", c.head_dim);
+  if (c.rope_scaling.type == RopeScaling::Type::Linear || c.rope_scaling.type == RopeScaling::Type::Yarn) {
+    writer.add_string(p + "rope.scaling.type", rope_type_name(c.rope_scaling.type));
+    writer.add_float32(p + "rope.scaling.factor", c.rope_scaling.factor);
+    if (c.rope_scaling.type == RopeScaling::Type::Yarn) {
+      if (c.rope_scaling.attention_factor > 0 || c.rope_scaling.beta_fast != 32 || c.rope_scaling.beta_slow != 1) {
+        fail("GGUF export: YaRN with a non-default attention_factor, beta_fast or beta_slow has no llama.cpp metadata here");
+      }
+      writer.add_uint32(p + "rope.scaling.original_context_length", c.max_position_embeddings);
+    }
+  }
   if (c.head_dim * c.num_heads != c.hidden_size) {
     writer.add_uint32(p + "attention.key_length", c.head_dim);
     writer.add_uint32(p + "attention.value_length", c.head_dim);
@@ -67,6 +77,7 @@ namespace {
 struct GgufModel {
   GgufWriter writer;
   std::vector<int> interleave_heads;
+  std::vector<float> rope_factors;  // rope_freqs.weight, when the scaling needs it
 };
 
 GgufModel gguf_model(const ModelConfig& config, const GgufExport& options) {
@@ -86,6 +97,9 @@ GgufModel gguf_model(const ModelConfig& config, const GgufExport& options) {
     if (interleaved && spec.name.find(".self_attn.k_proj.") != std::string::npos) heads = config.num_kv_heads;
     model.interleave_heads.push_back(heads);
   }
+  // Llama-3's RoPE scaling goes in llama.cpp's per-frequency divisors, after the parameters.
+  model.rope_factors = llama_cpp_frequency_factors(config.rope_scaling, config.head_dim, config.rope_theta);
+  if (!model.rope_factors.empty()) model.writer.add_tensor("rope_freqs.weight", {config.head_dim / 2}, GgmlType::F32);
   return model;
 }
 
@@ -105,6 +119,10 @@ void export_gguf_model(const std::string& path, const ModelConfig& config,
   require_free_space(directory_of(path), model.writer.file_bytes(), "the export " + path);
   const std::vector<ParamSpec> specs = parameter_specs(config);
   model.writer.write(path, [&](size_t i, float* out) {
+    if (i == specs.size()) {
+      std::copy(model.rope_factors.begin(), model.rope_factors.end(), out);
+      return;
+    }
     fill(i, out);
     const int heads = model.interleave_heads[i];
     if (heads == 0) return;

@@ -18,6 +18,10 @@ const char* torch_dtype(DType dtype) {
 
 // config.json, generation_config.json and the caller's files.
 NamedFiles small_files(const ModelConfig& config, const HfExport& options) {
+  if (config.rope_scaling.type == RopeScaling::Type::FrequencyFactors) {
+    fail("the model's RoPE scaling is a GGUF's per-frequency factors (rope_freqs.weight), which transformers' "
+         "config.json cannot express; export it as GGUF, or start from the HF checkpoint");
+  }
   nlohmann::json json = model_config_to_json(config);
   json["torch_dtype"] = torch_dtype(options.dtype);
   nlohmann::json generation = {{"_from_model_config", true}};

@@ -149,7 +149,9 @@ void Transformer::prepare(const Batch& batch, bool training) {
     rope_positions_ = sizes.rope_positions;
     rope_cos_ = Buffer<float>(MemCategory::Workspace, sizes.rope_floats / 2);
     rope_sin_ = Buffer<float>(MemCategory::Workspace, sizes.rope_floats / 2);
-    kernels::rope_tables(rope_cos_.data(), rope_sin_.data(), rope_positions_, c.head_dim, c.rope_theta);
+    const RopeFrequencies rope = rope_frequencies(c.rope_scaling, c.head_dim, c.rope_theta, c.max_position_embeddings);
+    kernels::rope_tables(rope_cos_.data(), rope_sin_.data(), rope_positions_, c.head_dim, rope.inverse.data(),
+                         rope.attention_factor);
   }
   ensure_capacity(residuals_, MemCategory::Activations, sizes.residual_floats);
   ensure_capacity(final_norm_out_, MemCategory::Activations, sizes.final_norm_floats);

@@ -64,13 +64,6 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   if (file.has(p + "expert_count") && file.get_uint(p + "expert_count") > 0) {
     fail(path, ": mixture-of-experts models ('", p, "expert_count') are not supported");
   }
-  if (file.has(p + "rope.scaling.type") && file.get_string(p + "rope.scaling.type") != "none") {
-    fail(path, ": RoPE scaling ('", p, "rope.scaling.type' = '", file.get_string(p + "rope.scaling.type"),
-         "') is not supported yet");
-  }
-  if (file.find_tensor("rope_freqs.weight")) {
-    fail(path, ": tensor 'rope_freqs.weight' (per-frequency RoPE scaling) is not supported yet");
-  }
 
   const GgufTensor& embed = file.tensor("token_embd.weight");
   if (embed.dims.size() != 2) {
@@ -93,13 +86,32 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   }
   if (file.has(p + "context_length")) json["max_position_embeddings"] = size_key("context_length");
   if (file.has(p + "rope.freq_base")) json["rope_theta"] = file.get_float(p + "rope.freq_base");
+  // llama.cpp's rope.scaling.* keys for linear and YaRN scaling.
+  const std::string scaling = file.has(p + "rope.scaling.type") ? file.get_string(p + "rope.scaling.type") : "none";
+  if (scaling == "linear" || scaling == "yarn") {
+    json["rope_scaling"] = {{"rope_type", scaling}, {"factor", file.get_float(p + "rope.scaling.factor")}};
+  } else if (scaling != "none") {
+    fail(path, ": RoPE scaling '", p, "rope.scaling.type' = '", scaling, "' is not supported (linear, yarn)");
+  }
   json["rms_norm_eps"] = file.get_float(p + "attention.layer_norm_rms_epsilon");
   json["tie_word_embeddings"] = file.find_tensor("output.weight") == nullptr;
   if (arch == "llama") {
     json["attention_bias"] = file.find_tensor("blk.0.attn_q.bias") != nullptr;
     json["mlp_bias"] = file.find_tensor("blk.0.ffn_gate.bias") != nullptr;
   }
-  const ModelConfig config = parse_model_config(json, path);
+  ModelConfig config = parse_model_config(json, path);
+  if (const GgufTensor* factors = file.find_tensor("rope_freqs.weight")) {
+    // Llama-3's RoPE scaling as llama.cpp's converter writes it.
+    if (factors->shape() != Shape{config.head_dim / 2} || !ggml_type_dequantizable(factors->type)) {
+      fail(path, ": tensor 'rope_freqs.weight' must hold ", config.head_dim / 2, " values (head_dim / 2)");
+    }
+    config.rope_scaling.type = RopeScaling::Type::FrequencyFactors;
+    config.rope_scaling.frequency_factors.resize(config.head_dim / 2);
+    file.dequantize(*factors, config.rope_scaling.frequency_factors.data());
+    for (const float factor : config.rope_scaling.frequency_factors) {
+      if (!(factor > 0) || !std::isfinite(factor)) fail(path, ": tensor 'rope_freqs.weight' holds a factor that is not positive");
+    }
+  }
   if (file.has(p + "rope.dimension_count") && file.get_uint(p + "rope.dimension_count") != static_cast<uint64_t>(config.head_dim)) {
     fail(path, ": '", p, "rope.dimension_count' = ", file.get_uint(p + "rope.dimension_count"),
          " differs from the head dimension ", config.head_dim,
@@ -122,6 +134,7 @@ ModelSource ModelSource::gguf_file(const std::string& path) {
   // as transformers' GGUF loading reads them.
   const bool interleaved = file.get_string("general.architecture") == "llama";
   std::set<std::string> used;
+  if (source.config_.rope_scaling.type == RopeScaling::Type::FrequencyFactors) used.insert("rope_freqs.weight");
   for (const ParamSpec& spec : source.specs_) {
     const std::string name = gguf_tensor_name(spec.name);
     const GgufTensor* tensor = file.find_tensor(name);

@@ -1,16 +1,24 @@
 #pragma once
-// Chat templates: the model's conversation format, recognised from its Jinja
-// source (tokenizer_config.json's chat_template or GGUF's
-// tokenizer.chat_template) or chosen by name, and rendered natively. Each
-// rendered piece says whether it is the assistant's output, so training can
-// mask the prompt.
+// Chat templates: the model's conversation format, rendered from its own Jinja
+// source (tokenizer_config.json's chat_template, chat_template.jinja, GGUF's
+// tokenizer.chat_template) by src/text/jinja, exactly as transformers'
+// apply_chat_template does, or from a built-in or a .jinja file. Rendered
+// pieces say which text is the assistant's output (trained on), found from the
+// template itself: its {% generation %} blocks, or else by rendering growing
+// prefixes of the conversation and diffing.
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace qft {
 
+class Tokenizer;
+namespace jinja {
+class Template;
+}
+
 struct ChatMessage {
-  std::string role;  // system | user | assistant
+  std::string role;  // system | user | assistant (or any role the template knows)
   std::string content;
 };
 
@@ -19,33 +27,46 @@ struct ChatPiece {
   bool assistant;  // the model's own output (trained on), else prompt
 };
 
+// The special tokens a template may write, as text (empty: the tokenizer has none).
+struct ChatTokens {
+  std::string bos, eos, pad;
+};
+ChatTokens chat_tokens_of(const Tokenizer& tokenizer);
+
 class ChatTemplate {
  public:
-  enum class Kind { ChatML, Llama2, Llama3, Alpaca };
-
-  // Recognises one of the supported families; throws naming them otherwise.
-  static ChatTemplate detect(const std::string& jinja_source);
+  // Compiles Jinja source; `origin` names it in errors. Throws on a syntax error.
+  static ChatTemplate from_source(const std::string& jinja_source, const std::string& origin);
   // chatml | llama2 | llama3 | alpaca; throws naming them otherwise.
   static ChatTemplate named(const std::string& name);
-  static const char* supported_names() { return "chatml, llama2, llama3, alpaca"; }
+  static const char* builtin_names() { return "chatml, llama2, llama3, alpaca"; }
+  // --chat-template's value: a built-in name or a .jinja file; empty: the
+  // model's own template (an error naming the choices when it has none).
+  static ChatTemplate choose(const std::string& option, const std::string& model_template);
 
-  // bos and eos are the tokenizer's special-token strings, which Llama-2,
-  // Llama-3 and Alpaca write as text.
+  // The conversation's pieces, in order. A template's raise_exception throws
+  // jinja::RaisedError with its message; other failures qft::Error.
   std::vector<ChatPiece> render(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
-                                const std::string& bos, const std::string& eos) const;
+                                const ChatTokens& tokens) const;
   std::string render_text(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
-                          const std::string& bos, const std::string& eos) const;
+                          const ChatTokens& tokens) const;
 
-  Kind kind() const { return kind_; }
-  const std::string& default_system() const { return default_system_; }
-  // Text after which generation should stop, besides the eos token.
-  std::string end_of_turn() const;
+  // The text that ends an assistant turn ("<|im_end|>", "<|eot_id|>", ...):
+  // what the template writes right after the assistant's words, up to the
+  // first whitespace; "" when it writes nothing or cannot render a turn.
+  std::string end_of_turn(const ChatTokens& tokens) const;
+  const std::string& origin() const;
 
  private:
-  ChatTemplate(Kind kind, std::string default_system) : kind_(kind), default_system_(std::move(default_system)) {}
+  explicit ChatTemplate(std::shared_ptr<const jinja::Template> jinja) : jinja_(std::move(jinja)) {}
+  std::string render_raw(const std::vector<ChatMessage>& messages, size_t count, bool add_generation_prompt,
+                         const ChatTokens& tokens, std::vector<std::pair<size_t, size_t>>* generation) const;
 
-  Kind kind_;
-  std::string default_system_;  // inserted when the conversation has none ("" for none)
+  std::shared_ptr<const jinja::Template> jinja_;
 };
+
+// Whether the rendered text begins with the BOS token, so the tokenizer's own
+// BOS must not be added in front.
+bool writes_bos(const std::vector<ChatPiece>& pieces, const ChatTokens& tokens);
 
 }  // namespace qft

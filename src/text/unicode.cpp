@@ -187,4 +187,10 @@ std::string lowercase(std::string_view text) {
   return to_utf8(unicode);
 }
 
+std::string uppercase(std::string_view text) {
+  icu::UnicodeString unicode = from_utf8(text);
+  unicode.toUpper(icu::Locale::getRoot());
+  return to_utf8(unicode);
+}
+
 }  // namespace qft::text

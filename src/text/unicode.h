@@ -35,5 +35,6 @@ std::optional<unsigned char> unicode_to_byte(char32_t c);
 enum class NormalForm { kNfc, kNfd, kNfkc, kNfkd };
 std::string normalize(std::string_view text, NormalForm form);  // ICU
 std::string lowercase(std::string_view text);                    // full Unicode lowercase
+std::string uppercase(std::string_view text);                    // full Unicode uppercase
 
 }  // namespace qft::text

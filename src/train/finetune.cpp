@@ -33,14 +33,23 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-std::vector<Example> tokenize_all(const std::vector<DataRecord>& records, const Tokenizer& tokenizer,
-                                  const ChatTemplate* chat, const FinetuneSettings& settings) {
+// A record the template refuses (its own raise_exception, say) is skipped with
+// its file and line, or fails the run under --strict.
+std::vector<Example> tokenize_all(const std::vector<DataRecord>& records, const std::string& path,
+                                  const Tokenizer& tokenizer, const ChatTemplate* chat, const FinetuneSettings& settings,
+                                  const std::function<void(const std::string&)>& log) {
   std::vector<Example> examples;
   for (const DataRecord& record : records) {
-    for (Example& segment : split_into_segments(tokenize_record(record, tokenizer, chat, settings.train_on_prompt),
-                                                settings.seq_len)) {
-      examples.push_back(std::move(segment));
+    Example example;
+    try {
+      example = tokenize_record(record, tokenizer, chat, settings.train_on_prompt);
+    } catch (const Error& error) {
+      const std::string where = path + ":" + std::to_string(record.line) + ": " + error.what();
+      if (settings.strict) fail(where);
+      log("skipped " + where);
+      continue;
     }
+    for (Example& segment : split_into_segments(example, settings.seq_len)) examples.push_back(std::move(segment));
   }
   return examples;
 }
@@ -209,8 +218,7 @@ PreparedData prepare_data(const FinetuneSettings& settings, const std::function<
   for (const std::string& skipped : data.skipped) log("skipped " + skipped);
   std::optional<ChatTemplate> chat;
   if (data.format != DataFormat::Text) {
-    chat = settings.chat_template.empty() ? ChatTemplate::detect(prepared.tokenizer->chat_template())
-                                          : ChatTemplate::named(settings.chat_template);
+    chat = ChatTemplate::choose(settings.chat_template, prepared.tokenizer->chat_template());
   }
   // Hold out the evaluation records: another file, or a seeded slice of this one.
   std::vector<DataRecord> train_records = std::move(data.records), eval_records;
@@ -225,8 +233,10 @@ PreparedData prepare_data(const FinetuneSettings& settings, const std::function<
     for (size_t i = 0; i < order.size(); ++i) (i < held ? eval_records : kept).push_back(train_records[order[i]]);
     train_records = std::move(kept);
   }
-  prepared.train = tokenize_all(train_records, *prepared.tokenizer, chat ? &*chat : nullptr, settings);
-  prepared.eval = tokenize_all(eval_records, *prepared.tokenizer, chat ? &*chat : nullptr, settings);
+  const ChatTemplate* template_used = chat ? &*chat : nullptr;
+  prepared.train = tokenize_all(train_records, settings.data, *prepared.tokenizer, template_used, settings, log);
+  prepared.eval = tokenize_all(eval_records, settings.eval_data.empty() ? settings.data : settings.eval_data,
+                               *prepared.tokenizer, template_used, settings, log);
   if (prepared.train.empty()) fail(settings.data, ": no example has a token to train on");
   return prepared;
 }

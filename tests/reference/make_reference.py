@@ -129,6 +129,27 @@ CASES = {
             rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
             sliding_window=None))),
     "llama_bf16": dict(cls=LlamaForCausalLM, cfg=llama_tied_cfg, seed=1005, dtype=torch.bfloat16),
+    # Llama-3.1's RoPE scaling, with the original context short enough (32) that
+    # head_dim 16 has frequencies in all three bands (kept, blended, divided).
+    "llama31_rope": dict(
+        cls=LlamaForCausalLM, seed=1007, dtype=torch.float32,
+        cfg=lambda: LlamaConfig(**cfg_common(
+            vocab_size=80, hidden_size=32, intermediate_size=48, num_attention_heads=2, num_key_value_heads=1,
+            head_dim=16, rope_theta=500000.0, rms_norm_eps=1e-5, tie_word_embeddings=True,
+            rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                          "original_max_position_embeddings": 32}))),
+    "llama_yarn_rope": dict(
+        cls=LlamaForCausalLM, seed=1008, dtype=torch.float32,
+        cfg=lambda: LlamaConfig(**cfg_common(
+            vocab_size=80, hidden_size=32, intermediate_size=48, num_attention_heads=2, num_key_value_heads=2,
+            rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=False,
+            rope_scaling={"rope_type": "yarn", "factor": 4.0}))),
+    "llama_linear_rope": dict(
+        cls=LlamaForCausalLM, seed=1009, dtype=torch.float32,
+        cfg=lambda: LlamaConfig(**cfg_common(
+            vocab_size=64, hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+            rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+            rope_scaling={"rope_type": "linear", "factor": 2.0}))),
     "llama_f16": dict(cls=LlamaForCausalLM, cfg=llama_tied_cfg, seed=1006, dtype=torch.float16),
 }
 
@@ -204,13 +225,18 @@ class Float64Exact:
         def forward(self, x, position_ids):
             if x.dtype != torch.float64:
                 return orig(self, x, position_ids)
-            if self.rope_type != "default":
-                fail(f"exact RoPE only implemented for rope_type default, not {self.rope_type}")
+            if "dynamic" in self.rope_type:
+                fail(f"exact RoPE not implemented for rope_type {self.rope_type}")
             calls["rope"] += 1
             cfg = self.config
             head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
             dim = int(head_dim * getattr(cfg, "partial_rotary_factor", 1.0))
-            inv_freq = 1.0 / (float(cfg.rope_theta) ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+            if self.rope_type == "default":
+                inv_freq = 1.0 / (float(cfg.rope_theta) ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+            else:
+                # The scaled frequencies as transformers computes them (float32,
+                # modeling_rope_utils); the angles and their cos/sin in float64.
+                inv_freq = self.inv_freq.to(torch.float64)
             freqs = position_ids[:, :, None].to(torch.float64) * inv_freq[None, None, :]
             emb = torch.cat((freqs, freqs), dim=-1)
             return (emb.cos() * self.attention_scaling).to(x.dtype), (emb.sin() * self.attention_scaling).to(x.dtype)

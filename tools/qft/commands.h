@@ -11,6 +11,7 @@ int run_generate(int argc, char** argv);
 int run_export(int argc, char** argv);
 int run_eval(int argc, char** argv);
 int run_finetune(int argc, char** argv);
+int run_template(int argc, char** argv);
 int run_version();  // qft --version
 
 }  // namespace qft::cli

@@ -36,16 +36,11 @@ std::function<void(size_t, size_t)> progress_printer(const char* unit) {
   };
 }
 
-// The model's chat template for conversations: the one named, else the
-// tokenizer's if qft recognises it (plain text needs none).
+// The chat template for conversations: the one given, else the model's own
+// (plain text needs none).
 std::optional<ChatTemplate> chat_template(const Args& args, const Tokenizer& tokenizer) {
-  if (args.has("chat-template")) return ChatTemplate::named(args.get("chat-template"));
-  if (tokenizer.chat_template().empty()) return std::nullopt;
-  try {
-    return ChatTemplate::detect(tokenizer.chat_template());
-  } catch (const Error&) {
-    return std::nullopt;
-  }
+  if (!args.has("chat-template") && tokenizer.chat_template().empty()) return std::nullopt;
+  return ChatTemplate::choose(args.has("chat-template") ? args.get("chat-template") : "", tokenizer.chat_template());
 }
 
 // One JSON line per question: its line in --data, label, predictions and
@@ -90,7 +85,7 @@ int run_eval(int argc, char** argv) {
              {"seq-len", "T", "perplexity: window length (default 1024); choice: longest sequence, "
                               "contexts cut from the left (default: the model's context length)", ""},
              {"add-bos", "", "choice: begin every sequence with the BOS token (lm-eval's add_bos_token)", ""},
-             {"chat-template", "NAME", "perplexity on conversations: chatml, llama2, llama3 or alpaca "
+             {"chat-template", "NAME|FILE", "perplexity on conversations: chatml, llama2, llama3, alpaca or a .jinja file "
                                        "(default: the model's)", ""},
              {"batch-tokens", "N", "tokens packed into one forward pass", "4096"},
              {"one-forward-per-choice", "", "choice: no shared forward for single-token choices (for comparison)", ""},

@@ -67,7 +67,7 @@ int run_finetune(int argc, char** argv) {
              {"out", "DIR", "output directory", ""},
              {"data-format", "NAME", "alpaca | sharegpt | messages | text (default: detected)", ""},
              {"strict", "", "stop at the first malformed record instead of skipping it", ""},
-             {"chat-template", "NAME", "chatml | llama2 | llama3 | alpaca (default: the model's)", ""},
+             {"chat-template", "NAME|FILE", "chatml | llama2 | llama3 | alpaca | FILE.jinja (default: the model's own)", ""},
              {"train-on-prompt", "", "train on the prompt tokens too", ""},
              {"seq-len", "T", "longest sequence; longer conversations are split into segments", "2048"},
              {"pack", "", "fill micro-batches with short examples up to batch x seq-len tokens", ""},

@@ -41,10 +41,6 @@ class TextStream {
   size_t printed_ = 0;
 };
 
-std::string special_text(const Tokenizer& tokenizer, std::optional<int> id) {
-  return id ? tokenizer.id_to_token(*id) : "";
-}
-
 }  // namespace
 
 int run_generate(int argc, char** argv) {
@@ -54,7 +50,7 @@ int run_generate(int argc, char** argv) {
             {{"model", "PATH", "HF model directory or GGUF file", ""},
              {"prompt", "TEXT", "the prompt (the user's message with --chat)", ""},
              {"chat", "", "apply the chat template and stop at the end of the assistant's turn", ""},
-             {"chat-template", "NAME", "override the model's template: chatml | llama2 | llama3 | alpaca", ""},
+             {"chat-template", "NAME|FILE", "instead of the model's template: chatml | llama2 | llama3 | alpaca | FILE.jinja", ""},
              {"system", "TEXT", "a system message (with --chat)", ""},
              {"max-new-tokens", "N", "tokens to generate at most", "128"},
              {"temperature", "T", "sampling temperature; 0 is greedy", "0"},
@@ -77,15 +73,14 @@ int run_generate(int argc, char** argv) {
   std::vector<int> prompt;
   std::optional<int> end_of_turn;
   if (args.flag("chat") || args.has("chat-template")) {
-    const ChatTemplate chat = args.has("chat-template") ? ChatTemplate::named(args.get("chat-template"))
-                                                        : ChatTemplate::detect(tokenizer->chat_template());
+    const ChatTemplate chat = ChatTemplate::choose(args.has("chat-template") ? args.get("chat-template") : "", tokenizer->chat_template());
+    const ChatTokens tokens = chat_tokens_of(*tokenizer);
     std::vector<ChatMessage> messages;
     if (args.has("system")) messages.push_back({"system", args.get("system")});
     messages.push_back({"user", args.get("prompt")});
-    const std::string text = chat.render_text(messages, true, special_text(*tokenizer, tokenizer->bos_id()),
-                                              special_text(*tokenizer, tokenizer->eos_id()));
+    const std::string text = chat.render_text(messages, true, tokens);
     prompt = tokenizer->encode(text, false);
-    if (!chat.end_of_turn().empty()) end_of_turn = tokenizer->token_to_id(chat.end_of_turn());
+    if (const std::string marker = chat.end_of_turn(tokens); !marker.empty()) end_of_turn = tokenizer->token_to_id(marker);
   } else {
     prompt = tokenizer->encode(args.get("prompt"), true);
   }

@@ -24,6 +24,7 @@ constexpr Command kCommands[] = {
     {"export", "write a model as an HF directory or a GGUF file", qft::cli::run_export},
     {"eval", "perplexity, or multiple-choice accuracy as lm-evaluation-harness scores it", qft::cli::run_eval},
     {"finetune", "instruction-tune a model (QFT by default) and export it", qft::cli::run_finetune},
+    {"template", "a conversation rendered with a chat template, and what finetune trains on", qft::cli::run_template},
 };
 
 void print_usage(std::FILE* stream) {

@@ -27,16 +27,16 @@ void rotate(float* x, const int* positions, const float* cos, const float* sin, 
 
 }  // namespace
 
-void rope_tables(float* cos, float* sin, int max_positions, int D, float theta) {
+void rope_tables(float* cos, float* sin, int max_positions, int D, const float* inverse_frequencies,
+                 float attention_factor) {
   const int half = D / 2;
   for (int i = 0; i < half; ++i) {
     // HF computes the inverse frequency in float32; the angle and its
     // cosine are taken in double so the table is as exact as float allows.
-    const float inverse_frequency = 1.0f / std::pow(theta, static_cast<float>(2 * i) / D);
     for (int p = 0; p < max_positions; ++p) {
-      const double angle = static_cast<double>(p) * inverse_frequency;
-      cos[static_cast<size_t>(p) * half + i] = static_cast<float>(std::cos(angle));
-      sin[static_cast<size_t>(p) * half + i] = static_cast<float>(std::sin(angle));
+      const double angle = static_cast<double>(p) * inverse_frequencies[i];
+      cos[static_cast<size_t>(p) * half + i] = static_cast<float>(std::cos(angle) * attention_factor);
+      sin[static_cast<size_t>(p) * half + i] = static_cast<float>(std::sin(angle) * attention_factor);
     }
   }
 }
