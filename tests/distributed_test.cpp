@@ -33,7 +33,11 @@ namespace fs = std::filesystem;
 using test::TempDir;
 
 const std::string kQft = QFT_BINARY;
-const std::string kMpirun = "mpirun --allow-run-as-root --oversubscribe --bind-to none -x QFT_COMPUTE=fp32 -x OMP_NUM_THREADS=1";
+// Ranks yield the core while they wait: ctest runs other tests beside these on
+// the same two cores, and a busy-polling rank would starve them (and its peer).
+const std::string kMpirun =
+    "mpirun --allow-run-as-root --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 -x QFT_COMPUTE=fp32 "
+    "-x OMP_NUM_THREADS=1";
 
 #define EXPECT_MENTIONS(text, part) EXPECT_NE((text).find(part), std::string::npos) << (text)
 

@@ -95,6 +95,31 @@ class FinetuneResume : public testing::TestWithParam<ResumeCase> {};
 
 // 12 steps straight (over more than one epoch) vs. a run that checkpointed
 // every `save_every` steps, resumed from its last checkpoint into another --out.
+// A record the chat template refuses (Gemma-2's raise_exception on a system
+// turn) is skipped with its file, line and the template's message, or stops
+// the run under --strict.
+TEST(FinetuneChatTemplate, ATemplatesRefusalSkipsTheRecordOrStopsUnderStrict) {
+  Task task;
+  const std::string data = task.dir.file("chat.jsonl");
+  std::string lines;
+  for (int i = 0; i < 6; ++i) {
+    const std::string system = i == 2 ? R"({"role": "system", "content": "Be brief."}, )" : "";
+    lines += R"({"messages": [)" + system + R"({"role": "user", "content": "Count to )" + std::to_string(i) +
+             R"(."}, {"role": "assistant", "content": "Done, )" + std::to_string(i) + R"(."}]})" + "\n";
+  }
+  test::write_text(data, lines);
+  const std::string command = kQft + " finetune --model " + task.model + " --data " + data + " --chat-template " +
+                              std::string(QFT_SOURCE_DIR) + "/tests/data/chat_templates/gemma-2-it.jinja" +
+                              " --seq-len 64 --max-steps 1 --threads 2 --out ";
+  const auto skipped = test::run_command(command + task.dir.file("out") + " 2>&1");
+  EXPECT_EQ(skipped.exit_code, 0) << skipped.output;
+  EXPECT_NE(skipped.output.find("skipped " + data + ":3: System role not supported"), std::string::npos) << skipped.output;
+  const auto strict = test::run_command(command + task.dir.file("strict") + " --strict 2>&1");
+  EXPECT_NE(strict.exit_code, 0);
+  EXPECT_NE(strict.output.find(data + ":3: System role not supported"), std::string::npos) << strict.output;
+  EXPECT_FALSE(std::filesystem::exists(task.dir.file("strict") + "/model"));
+}
+
 TEST_P(FinetuneResume, MatchesAnUninterruptedRun) {
   const Task task;
   const ResumeCase& c = GetParam();

@@ -613,8 +613,10 @@ TEST(GgufModel, UnsupportedOrInconsistentFilesAreRefused) {
   kvs[4] = kv_str("llama.feed_forward_length", "12");
   EXPECT_CONTAINS(refusal(kvs, tensors), "'llama.feed_forward_length' is a string, expected an unsigned integer");
   kvs = tiny_llama_metadata();
-  kvs.push_back(kv_str("llama.rope.scaling.type", "yarn"));
-  EXPECT_CONTAINS(refusal(kvs, tensors), "RoPE scaling");
+  kvs.push_back(kv_str("llama.rope.scaling.type", "longrope"));
+  EXPECT_CONTAINS(refusal(kvs, tensors), "RoPE scaling 'llama.rope.scaling.type' = 'longrope' is not supported (linear, yarn)");
+  kvs.back() = kv_str("llama.rope.scaling.type", "yarn");  // without its factor
+  EXPECT_CONTAINS(refusal(kvs, tensors), "metadata key 'llama.rope.scaling.factor' is missing");
   kvs = tiny_llama_metadata();
   kvs[9] = kv_u32("llama.rope.dimension_count", 2);
   EXPECT_CONTAINS(refusal(kvs, tensors), "partial RoPE");

@@ -287,7 +287,7 @@ Value item(const Value& object, const Value& key) {
 Value attribute_path(const Value& object, const std::string& path) {
   Value value = object;
   for (const std::string& part : split(path, Value("."), -1)) {
-    value = !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit) ? item(value, Value(static_cast<int64_t>(std::stoll(part))))
+    value = !part.empty() && part.size() < 19 && std::all_of(part.begin(), part.end(), ::isdigit) ? item(value, Value(static_cast<int64_t>(std::stoll(part))))
                                                                               : attribute(value, part);
   }
   return value;
@@ -639,6 +639,8 @@ class Renderer {
       throw;
     } catch (const Error& failure) {
       error(e.at, failure.what());
+    } catch (const std::logic_error& failure) {  // std::string's and std::sto*'s
+      error(e.at, failure.what());
     }
   }
 
@@ -832,7 +834,7 @@ class Renderer {
       const std::string from = as_string(a.get(0, "old"), "replace"), to = as_string(a.get(1, "new"), "replace");
       result = Value(replace_all(text, from, to, as_integer(a.get(2, "count", Value(int64_t{-1})), "replace")));
     } else if (name == "find" || name == "count") {
-      const std::string& needle = as_string(a.get(0, "sub"), name.c_str());
+      const std::string needle = as_string(a.get(0, "sub"), name.c_str());
       if (name == "find") {
         const size_t found = text.find(needle);
         result = Value(found == std::string::npos ? int64_t{-1} : length(Value(text.substr(0, found))));

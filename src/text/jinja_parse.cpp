@@ -1,6 +1,7 @@
 // Jinja's lexer (with its whitespace control) and a recursive-descent parser
 // following jinja2's grammar and operator precedence.
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 
 #include "text/jinja_parse.h"
@@ -220,9 +221,13 @@ class Lexer {
       }
       const char e = source_[pos_++];
       const auto hex = [&](int count) {
-        if (pos_ + count > source_.size()) error(start, "a truncated \\x/\\u escape");
-        const char32_t code = static_cast<char32_t>(std::stoul(source_.substr(pos_, count), nullptr, 16));
-        pos_ += count;
+        char32_t code = 0;
+        for (int i = 0; i < count; ++i, ++pos_) {
+          const char digit = pos_ < source_.size() ? source_[pos_] : '\0';
+          if (!std::isxdigit(static_cast<unsigned char>(digit))) error(start, "a \\x/\\u/\\U escape needs " + std::to_string(count) + " hex digits");
+          code = code * 16 + static_cast<char32_t>(std::isdigit(static_cast<unsigned char>(digit)) ? digit - '0' : std::tolower(digit) - 'a' + 10);
+        }
+        if (code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) error(start, "the escape is not a Unicode scalar value");
         text::append_utf8(value, code);
       };
       switch (e) {
