@@ -39,12 +39,20 @@ const std::string kMpirun =
     "mpirun --allow-run-as-root --oversubscribe --bind-to none --mca mpi_yield_when_idle 1 -x QFT_COMPUTE=fp32 "
     "-x OMP_NUM_THREADS=1";
 
+// Open MPI 4.1 creates its session directory under /tmp with a race: two
+// mpiruns starting together (ctest -j2) can fail with "mkdir ... File exists".
+// Each test process gets a directory of its own.
+std::string session_option() {
+  static const TempDir sessions;
+  return " --mca orte_tmpdir_base " + sessions.path();
+}
+
 #define EXPECT_MENTIONS(text, part) EXPECT_NE((text).find(part), std::string::npos) << (text)
 
 // `qft ARGS` alone (ranks 1, as a user without mpirun runs it) or on `ranks` ranks.
 std::string on_ranks(int ranks, const std::string& args) {
   if (ranks == 1) return kQft + " " + args + " --threads 1";
-  return kMpirun + " -np " + std::to_string(ranks) + " " + kQft + " " + args + " --threads 1";
+  return kMpirun + session_option() + " -np " + std::to_string(ranks) + " " + kQft + " " + args + " --threads 1";
 }
 
 // The losses of `qft train --json`, by step.
@@ -402,7 +410,7 @@ TEST(TwoHosts, NetworkNamespacesTrainLikeOneHost) {
   test::write_text(dir.file("hosts"), "10.77.0.1 slots=1\n10.77.0.2 slots=1\n");
   const std::string args = train_args("qlion", 1, 6, "--check-replicas") + " --threads 1";
   const auto two = test::run_command(
-      "ip netns exec " + a + " mpirun --allow-run-as-root -np 2 --hostfile " + dir.file("hosts") +
+      "ip netns exec " + a + " mpirun --allow-run-as-root" + session_option() + " -np 2 --hostfile " + dir.file("hosts") +
       " --mca plm_rsh_agent " + agent + " --mca btl tcp,self --mca btl_tcp_if_include 10.77.0.0/24" +
       " --mca oob_tcp_if_include 10.77.0.0/24 -x QFT_COMPUTE=fp32 -x OMP_NUM_THREADS=1 " + kQft + " " + args);
   ASSERT_EQ(two.exit_code, 0) << two.output;
