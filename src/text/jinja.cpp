@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cctype>
-#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <ctime>
@@ -411,15 +410,15 @@ class Renderer {
     *out_ += text;
   }
 
-  Value lookup(const std::string& name, Position at) {
+  Value lookup(const std::string& name) {
     for (auto scope = scopes_.rbegin(); scope != scopes_.rend(); ++scope) {
       if (auto found = scope->find(name); found != scope->end()) return found->second;
     }
     if (const Value* found = context_.find(name)) return *found;
-    return builtin(name, at);
+    return builtin(name);
   }
 
-  Value builtin(const std::string& name, Position at) {
+  Value builtin(const std::string& name) {
     if (name == "raise_exception") {
       return Value::function([](CallArgs& args) -> Value {
         throw RaisedError(args.positional.empty() ? "" : args.positional[0].str());
@@ -469,7 +468,6 @@ class Renderer {
         return Value(std::move(values));
       });
     }
-    (void)at;
     return Value();
   }
 
@@ -562,7 +560,7 @@ class Renderer {
 
   void exec_set(const Node& node) {
     if (!node.conditions.empty()) {  // {% set ns.attribute = value %}
-      Value target = lookup(node.text, node.at);
+      Value target = lookup(node.text);
       if (target.type() != Value::Type::Namespace) error(node.at, "'" + node.text + "' is not a namespace; only namespace attributes can be set");
       const Value value = eval(*node.expr);
       for (auto& [key, existing] : target.mutable_dict()) {
@@ -655,7 +653,7 @@ class Renderer {
   Value evaluate(const Expr& e) {
     switch (e.kind) {
       case Expr::Kind::Literal: return e.value;
-      case Expr::Kind::Name: return lookup(e.name, e.at);
+      case Expr::Kind::Name: return lookup(e.name);
       case Expr::Kind::List:
       case Expr::Kind::Tuple: {
         List items;
