@@ -3,7 +3,9 @@
 #include <omp.h>
 #include <signal.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <thread>
 
 #include "core/cpu_features.h"
 #include "core/error.h"
@@ -14,24 +16,43 @@ namespace qft::cli {
 
 namespace {
 
-volatile sig_atomic_t stop_signal = 0;
+std::atomic<int> stop_signal{0};
+std::atomic<bool> stop_requests_accepted{false};  // a StopSignals exists
 
-void request_stop(int signal) { stop_signal = signal; }
+sigset_t stop_signal_set() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  return set;
+}
 
-void handle_stop_signals(bool install) {
-  struct sigaction action {};
-  action.sa_handler = install ? request_stop : SIG_DFL;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = install ? SA_RESTART | SA_RESETHAND : 0;
-  sigaction(SIGINT, &action, nullptr);
-  sigaction(SIGTERM, &action, nullptr);
+// The only thread that takes SIGINT/SIGTERM. The first one during a run asks
+// it to stop; any other ends the process as the default action would.
+[[noreturn]] void watch_stop_signals() {
+  const sigset_t set = stop_signal_set();
+  for (;;) {
+    int number = 0;
+    if (sigwait(&set, &number) != 0) continue;
+    int none = 0;
+    if (stop_requests_accepted.load() && stop_signal.compare_exchange_strong(none, number)) continue;
+    signal(number, SIG_DFL);
+    pthread_sigmask(SIG_UNBLOCK, &set, nullptr);
+    raise(number);  // delivered to this thread, now unblocked: the process ends
+  }
 }
 
 }  // namespace
 
-StopSignals::StopSignals() { handle_stop_signals(true); }
-StopSignals::~StopSignals() { handle_stop_signals(false); }
-int StopSignals::received() { return stop_signal; }
+void start_stop_signal_watcher() {
+  const sigset_t set = stop_signal_set();
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);  // inherited by every thread created after this
+  std::thread(watch_stop_signals).detach();
+}
+
+StopSignals::StopSignals() { stop_requests_accepted = true; }
+StopSignals::~StopSignals() { stop_requests_accepted = false; }
+int StopSignals::received() { return stop_signal.load(); }
 const char* StopSignals::name(int signal) { return signal == SIGINT ? "SIGINT" : "SIGTERM"; }
 
 OptionSpec threads_option() {

@@ -44,11 +44,17 @@ std::optional<LoraSettings> lora_settings(const Args& args);
 std::vector<OptionSpec> nonfinite_options();
 NonFiniteGuard nonfinite_guard(const Args& args, int skipped_before = 0, int consecutive_before = 0);
 
-// While one exists, SIGINT and SIGTERM only set a flag: the training loop
-// finishes its step, writes a checkpoint and exits 128 + signal. The first
-// signal restores the default action (SA_RESETHAND), so a second Ctrl-C ends
-// the process at once; a checkpoint being written is replaced atomically,
-// so that loses nothing saved.
+// SIGINT and SIGTERM are never handled asynchronously: main() blocks them
+// before any other thread exists and one watcher thread waits for them, so no
+// handler interrupts a thread inside MPI, oneDNN or malloc (a handler did,
+// and rank 1 of a data-parallel run corrupted its heap). Call first in main.
+void start_stop_signal_watcher();
+
+// While one exists, the first SIGINT or SIGTERM only sets a flag: the
+// training loop finishes its step, writes a checkpoint and exits 128 +
+// signal. A second one (or one with no StopSignals alive) ends the process
+// at once, as the default action does; a checkpoint being written is
+// replaced atomically, so that loses nothing saved.
 class StopSignals {
  public:
   StopSignals();

@@ -4,6 +4,7 @@
 #include <string>
 
 #include "commands.h"
+#include "common.h"
 #include "core/error.h"
 #include "dist/world.h"
 
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   if (!std::strcmp(argv[1], "--version")) return qft::cli::run_version();
+  qft::cli::start_stop_signal_watcher();  // before MPI or OpenMP start a thread
   // Under mpirun every rank runs the command; rank 0 prints its results, the
   // others only their errors. An error on one rank ends the whole job: the
   // others may be waiting for it in a collective.
