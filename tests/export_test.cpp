@@ -91,6 +91,71 @@ TEST(Export, RopeScalingSurvivesGguf) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("hf")));
 }
 
+struct Loaded {
+  std::vector<int> ids;
+  double loss;
+};
+Loaded transformers_load(const std::string& kind, const std::string& path, const std::vector<int>& ids);
+double qft_loss(const std::string& model, const std::vector<int>& ids);
+
+double qft_loss_of_lines(const std::string& model, const std::string& tokens) {
+  LoadedModel loaded = load_model(model);
+  Transformer transformer(loaded.config, *loaded.weights, nullptr);
+  return transformer.loss(make_batch(read_token_file(tokens, loaded.config.vocab_size)));
+}
+
+// Gemma-2 in its own layouts. HF: every tensor and Gemma-2 key survives, and
+// transformers computes the float64 reference loss from the export. GGUF:
+// llama.cpp's gemma2 (gguf-py's tensor names, norms stored as 1 + w, its keys
+// for the caps and window); a query_pre_attn_scalar llama.cpp would not use is
+// refused, since GGUF cannot carry it.
+TEST(Export, Gemma2InItsHfAndGgufLayouts) {
+  TempDir dir;
+  const std::string model = test::reference_case("gemma2");
+  const std::string hf = export_model(model, dir.file("hf"), "--dtype f32");
+  EXPECT_EQ(all_tensors(ModelSource::hf_directory(hf)), all_tensors(ModelSource::hf_directory(model)));
+  const auto config = nlohmann::json::parse(test::read_text(hf + "/config.json"));
+  const auto original = nlohmann::json::parse(test::read_text(model + "/config.json"));
+  for (const char* key : {"model_type", "hidden_activation", "query_pre_attn_scalar", "attn_logit_softcapping",
+                          "final_logit_softcapping", "sliding_window", "head_dim"}) {
+    EXPECT_EQ(config.at(key), original.at(key)) << key;
+  }
+  EXPECT_EQ(config.at("tie_word_embeddings"), true);
+  const double reference = test::read_tensors(model + "/expected.safetensors").at("loss")[0];
+  EXPECT_NEAR(qft_loss_of_lines(hf, model + "/tokens.txt"), reference, 1e-5 * reference);
+  const std::vector<int> line = read_token_file(model + "/tokens.txt", original.at("vocab_size"))[1];
+  const Loaded exported = transformers_load("hf", hf, line);
+  EXPECT_EQ(exported.loss, transformers_load("hf", model, line).loss);  // transformers reads both alike
+  const double qft = qft_loss(hf, line);
+  EXPECT_NEAR(exported.loss, qft, 1e-5 * qft);  // transformers keeps Gemma's RMSNorm in float32
+
+  const auto refused = run_command(kQft + " export --model " + model + " --out " + dir.file("refused.gguf") + " --format gguf");
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.output.find("query_pre_attn_scalar 24 differs from the 16 llama.cpp's gemma2 uses"), std::string::npos)
+      << refused.output;
+  EXPECT_FALSE(fs::exists(dir.file("refused.gguf")));
+
+  // The same weights with the scalar llama.cpp uses (1/√head_dim).
+  fs::copy(model, dir.file("scalar16"));
+  auto scalar16 = original;
+  scalar16["query_pre_attn_scalar"] = 16;
+  test::write_text(dir.file("scalar16/config.json"), scalar16.dump());
+  const std::string gguf = export_model(dir.file("scalar16"), dir.file("m.gguf"), "--format gguf --dtype f32");
+  const auto layout = run_command(std::string(QFT_PYENV_DIR) + "/bin/python " + QFT_SOURCE_DIR +
+                                  "/tests/reference/gguf_layout_check.py " + gguf + " " + dir.file("scalar16"));
+  ASSERT_EQ(layout.exit_code, 0) << layout.output;
+  const auto checked = nlohmann::json::parse(layout.output.substr(layout.output.rfind('{')));
+  EXPECT_EQ(checked.at("architecture"), "gemma2");
+  EXPECT_LT(checked.at("max_abs_error").get<double>(), 1e-7);  // 1 + w rounded to FP32
+  const GgufFile file(gguf);
+  EXPECT_FLOAT_EQ(file.get_float("gemma2.attn_logit_softcapping"), 0.5f);
+  EXPECT_FLOAT_EQ(file.get_float("gemma2.final_logit_softcapping"), 1.5f);
+  EXPECT_EQ(file.get_uint("gemma2.attention.sliding_window"), 3u);
+  const double hf_loss = qft_loss_of_lines(dir.file("scalar16"), model + "/tokens.txt");
+  EXPECT_NEAR(qft_loss_of_lines(gguf, model + "/tokens.txt"), hf_loss, 1e-6 * hf_loss);
+  EXPECT_EQ(load_model(gguf).config.query_pre_attn_scalar, 16.0f);
+}
+
 TEST(Export, RefusesAnExistingTargetAndBadOptions) {
   TempDir dir;
   const std::string model = test::reference_case("llama_tied");
@@ -100,11 +165,6 @@ TEST(Export, RefusesAnExistingTargetAndBadOptions) {
   EXPECT_NE(run_command(kQft + " export --model " + model + " --out " + dir.file("x") + " --format onnx").exit_code, 0);
   EXPECT_FALSE(fs::exists(dir.file("x")));
 }
-
-struct Loaded {
-  std::vector<int> ids;
-  double loss;
-};
 
 Loaded transformers_load(const std::string& kind, const std::string& path, const std::vector<int>& ids) {
   std::string id_text;

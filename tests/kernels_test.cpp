@@ -106,14 +106,14 @@ Doubles embedding_reference(const std::vector<int>& tokens, const Doubles& table
   return out;
 }
 
-// y = w · x / √(mean(x²) + eps), per row.
-Doubles rmsnorm_reference(const Doubles& inp, const Doubles& weight, int N, int C, double eps) {
+// y = (offset + w) · x / √(mean(x²) + eps), per row.
+Doubles rmsnorm_reference(const Doubles& inp, const Doubles& weight, int N, int C, double eps, double offset = 0) {
   Doubles out(inp.size());
   for (int n = 0; n < N; ++n) {
     const double* x = &inp[size_t(n) * C];
     double mean_square = 0.0;
     for (int c = 0; c < C; ++c) mean_square += x[c] * x[c] / C;
-    for (int c = 0; c < C; ++c) out[size_t(n) * C + c] = weight[c] * x[c] / std::sqrt(mean_square + eps);
+    for (int c = 0; c < C; ++c) out[size_t(n) * C + c] = (offset + weight[c]) * x[c] / std::sqrt(mean_square + eps);
   }
   return out;
 }
@@ -141,17 +141,29 @@ Doubles swiglu_reference(const Doubles& gate, const Doubles& up) {
   return out;
 }
 
+// PyTorch's gelu(approximate="tanh") of the gate, times up.
+Doubles geglu_reference(const Doubles& gate, const Doubles& up) {
+  Doubles out(gate.size());
+  for (size_t i = 0; i < gate.size(); ++i) {
+    const double g = gate[i];
+    out[i] = 0.5 * g * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (g + 0.044715 * g * g * g))) * up[i];
+  }
+  return out;
+}
+
 struct AttentionResult {
   Doubles out;  // (N, H·D)
   Doubles lse;  // (H, N)
 };
 
-// Causal softmax attention with scale 1/√D within each packed sequence;
-// query head h reads key/value head h / (H / KV).
+// Causal softmax attention within each packed sequence: scores scale · q·k
+// (scale 0: 1/√D), soft-capped to cap · tanh(score / cap) when s.softcap > 0,
+// query i seeing keys i − window < j ≤ i when s.window > 0; query head h
+// reads key/value head h / (H / KV).
 AttentionResult attention_reference(const Doubles& q, const Doubles& k, const Doubles& v,
                                     const std::vector<SequenceSpan>& sequences, const AttentionShape& s) {
   AttentionResult result{Doubles(size_t(s.N) * s.H * s.D, 0.0), Doubles(size_t(s.H) * s.N, 0.0)};
-  const double scale = 1.0 / std::sqrt(double(s.D));
+  const double scale = s.scale > 0 ? double(s.scale) : 1.0 / std::sqrt(double(s.D));
   auto q_at = [&](int row, int h) { return &q[(size_t(row) * s.H + h) * s.D]; };
   auto k_at = [&](int row, int g) { return &k[(size_t(row) * s.KV + g) * s.D]; };
   auto v_at = [&](int row, int g) { return &v[(size_t(row) * s.KV + g) * s.D]; };
@@ -162,10 +174,13 @@ AttentionResult attention_reference(const Doubles& q, const Doubles& k, const Do
       for (int i = sequence.start; i < sequence.start + sequence.length; ++i) {
         scores.clear();
         double max = -INFINITY;
-        for (int j = sequence.start; j <= i; ++j) {
+        const int first = s.window > 0 ? std::max(sequence.start, i - s.window + 1) : sequence.start;
+        for (int j = first; j <= i; ++j) {
           double score = 0.0;
           for (int d = 0; d < s.D; ++d) score += q_at(i, h)[d] * k_at(j, g)[d];
-          scores.push_back(score * scale);
+          score *= scale;
+          if (s.softcap > 0) score = s.softcap * std::tanh(score / s.softcap);
+          scores.push_back(score);
           max = std::max(max, scores.back());
         }
         double sum = 0.0;
@@ -173,8 +188,8 @@ AttentionResult attention_reference(const Doubles& q, const Doubles& k, const Do
         const double lse = max + std::log(sum);
         result.lse[size_t(h) * s.N + i] = lse;
         double* out = &result.out[(size_t(i) * s.H + h) * s.D];
-        for (int j = sequence.start; j <= i; ++j) {
-          const double p = std::exp(scores[j - sequence.start] - lse);
+        for (int j = first; j <= i; ++j) {
+          const double p = std::exp(scores[j - first] - lse);
           for (int d = 0; d < s.D; ++d) out[d] += p * v_at(j, g)[d];
         }
       }
@@ -182,12 +197,15 @@ AttentionResult attention_reference(const Doubles& q, const Doubles& k, const Do
   return result;
 }
 
-// Σ over rows with target ≥ 0 of logsumexp(row) − row[target].
-double cross_entropy_reference(const Doubles& logits, const std::vector<int>& targets, int V) {
+// Σ over rows with target ≥ 0 of logsumexp(row) − row[target], of the
+// capped logits cap · tanh(logit / cap) when cap > 0.
+double cross_entropy_reference(const Doubles& logits, const std::vector<int>& targets, int V, double cap = 0) {
   double loss = 0.0;
   for (size_t r = 0; r < targets.size(); ++r) {
     if (targets[r] < 0) continue;
-    const double* row = &logits[r * V];
+    Doubles capped(logits.begin() + r * V, logits.begin() + (r + 1) * V);
+    if (cap > 0) for (double& x : capped) x = cap * std::tanh(x / cap);
+    const double* row = capped.data();
     double max = row[0];
     for (int j = 1; j < V; ++j) max = std::max(max, row[j]);
     double sum = 0.0;
@@ -282,32 +300,36 @@ TEST(KernelsTest, Embedding) {
   expect_close(added(dtable, dtable_before), finite_difference(t, loss), kGradientTolerance, "dtable");
 }
 
+// Offset 0 (LLaMA) and 1 (Gemma: the stored weight is the deviation from one).
 TEST(KernelsTest, RMSNorm) {
   const int N = 3, C = 8;
   const float eps = 1e-5f;
-  // Weights around 1 as in a trained model, but not all equal.
-  Floats weight = random_floats(C, 31, 0.5f);
-  for (float& w : weight) w += 1.0f;
-  const Floats inp = random_floats(N * C, 32), R = random_floats(N * C, 33);
-  Doubles x = to_double(inp), w = to_double(weight);
+  for (const float offset : {0.0f, 1.0f}) {
+    SCOPED_TRACE(offset);
+    // Scales around 1 as in a trained model, but not all equal.
+    Floats weight = random_floats(C, 31, 0.5f);
+    for (float& w : weight) w += 1.0f - offset;
+    const Floats inp = random_floats(N * C, 32), R = random_floats(N * C, 33);
+    Doubles x = to_double(inp), w = to_double(weight);
 
-  Floats out(N * C), rstd(N);
-  rmsnorm_forward(out.data(), rstd.data(), inp.data(), weight.data(), N, C, eps);
-  expect_close(out, rmsnorm_reference(x, w, N, C, eps), kForwardTolerance, "out");
-  Doubles want_rstd(N);
-  for (int n = 0; n < N; ++n) {
-    double mean_square = 0.0;
-    for (int c = 0; c < C; ++c) mean_square += x[size_t(n) * C + c] * x[size_t(n) * C + c] / C;
-    want_rstd[n] = 1.0 / std::sqrt(mean_square + eps);
+    Floats out(N * C), rstd(N);
+    rmsnorm_forward(out.data(), rstd.data(), inp.data(), weight.data(), N, C, eps, offset);
+    expect_close(out, rmsnorm_reference(x, w, N, C, eps, offset), kForwardTolerance, "out");
+    Doubles want_rstd(N);
+    for (int n = 0; n < N; ++n) {
+      double mean_square = 0.0;
+      for (int c = 0; c < C; ++c) mean_square += x[size_t(n) * C + c] * x[size_t(n) * C + c] / C;
+      want_rstd[n] = 1.0 / std::sqrt(mean_square + eps);
+    }
+    expect_close(rstd, want_rstd, kForwardTolerance, "rstd");
+
+    const Floats dinp_before = random_floats(N * C, 34), dweight_before = random_floats(C, 35);
+    Floats dinp = dinp_before, dweight = dweight_before;
+    rmsnorm_backward(dinp.data(), dweight.data(), R.data(), inp.data(), weight.data(), rstd.data(), N, C, offset);
+    const auto loss = [&] { return dot(rmsnorm_reference(x, w, N, C, eps, offset), to_double(R)); };
+    expect_close(added(dinp, dinp_before), finite_difference(x, loss), kGradientTolerance, "dinp");
+    expect_close(added(dweight, dweight_before), finite_difference(w, loss), kGradientTolerance, "dweight");
   }
-  expect_close(rstd, want_rstd, kForwardTolerance, "rstd");
-
-  const Floats dinp_before = random_floats(N * C, 34), dweight_before = random_floats(C, 35);
-  Floats dinp = dinp_before, dweight = dweight_before;
-  rmsnorm_backward(dinp.data(), dweight.data(), R.data(), inp.data(), weight.data(), rstd.data(), N, C);
-  const auto loss = [&] { return dot(rmsnorm_reference(x, w, N, C, eps), to_double(R)); };
-  expect_close(added(dinp, dinp_before), finite_difference(x, loss), kGradientTolerance, "dinp");
-  expect_close(added(dweight, dweight_before), finite_difference(w, loss), kGradientTolerance, "dweight");
 }
 
 // dweight is a reduction over rows; it must not depend on thread timing.
@@ -374,6 +396,24 @@ TEST(KernelsTest, SwiGLU) {
   EXPECT_EQ(up_in_place, dup);
 }
 
+TEST(KernelsTest, GeGLU) {
+  const size_t n = 16;
+  const Floats gate = random_floats(n, 64, 4.0f), up = random_floats(n, 65), R = random_floats(n, 66);
+  Doubles g = to_double(gate), u = to_double(up);
+  Floats out(n);
+  geglu_forward(out.data(), gate.data(), up.data(), n);
+  expect_close(out, geglu_reference(g, u), kForwardTolerance, "out");
+  Floats dgate(n, 1e3f), dup(n, 1e3f);
+  geglu_backward(dgate.data(), dup.data(), R.data(), gate.data(), up.data(), n);
+  const auto loss = [&] { return dot(geglu_reference(g, u), to_double(R)); };
+  expect_close(dgate, finite_difference(g, loss), kGradientTolerance, "dgate");
+  expect_close(dup, finite_difference(u, loss), kGradientTolerance, "dup");
+  Floats gate_in_place = gate, up_in_place = up;
+  geglu_backward(gate_in_place.data(), up_in_place.data(), R.data(), gate_in_place.data(), up_in_place.data(), n);
+  EXPECT_EQ(gate_in_place, dgate);
+  EXPECT_EQ(up_in_place, dup);
+}
+
 TEST(KernelsTest, Attention) {
   struct Case {
     const char* name;
@@ -385,6 +425,11 @@ TEST(KernelsTest, Attention) {
       {"packed 5+3, H=4 KV=2 D=4", {{0, 5}, {5, 3}}, {8, 4, 2, 4, 5}},
       // Longer than the kernel's 128-row query tile, so several tiles are used.
       {"single 150, H=2 KV=1 D=8", {{0, 150}}, {150, 2, 1, 8, 150}},
+      // Gemma-2's rules: a window crossing the tile boundary (the second
+      // tile's keys start at 89), a soft cap that bends these scores, and
+      // a scale that is not 1/√D; and a window of 2 over packed sequences.
+      {"single 150, window 40, softcap 0.8, scale 0.6", {{0, 150}}, {150, 2, 1, 8, 150, 0.6f, 0.8f, 40}},
+      {"packed 5+3, window 2, softcap 1.5", {{0, 5}, {5, 3}}, {8, 4, 2, 4, 5, 0.0f, 1.5f, 2}},
   };
   unsigned seed = 70;
   for (const Case& c : cases) {
@@ -440,6 +485,32 @@ TEST(KernelsTest, CrossEntropy) {
   for (double& g : want) g *= grad_scale;
   expect_close(dlogits, want, kGradientTolerance, "dlogits");
   for (int j = 0; j < V; ++j) EXPECT_EQ(dlogits[V + j], 0.0f) << "ignored row, column " << j;
+}
+
+// Gemma-2's final-logit soft cap, small enough (2) to bend logits of ±3.
+TEST(KernelsTest, CrossEntropySoftCapped) {
+  const int V = 7;
+  const float cap = 2.0f, grad_scale = 0.5f;
+  const std::vector<int> targets = {3, -1, 5};
+  const int R = static_cast<int>(targets.size());
+  const Floats logits = random_floats(R * V, 82, 3.0f);
+  Doubles x = to_double(logits);
+  const double want_loss = cross_entropy_reference(x, targets, V, cap);
+  ASSERT_GT(std::abs(want_loss - cross_entropy_reference(x, targets, V)), 0.1) << "the cap must matter here";
+
+  std::vector<double> row_losses(R, -1.0);
+  cross_entropy_rows(row_losses.data(), logits.data(), targets.data(), R, V, cap);
+  expect_close(Doubles{row_losses[0] + row_losses[1] + row_losses[2]}, Doubles{want_loss}, kForwardTolerance, "rows");
+  Floats dlogits = logits;
+  const double loss = cross_entropy_forward_backward(dlogits.data(), targets.data(), R, V, grad_scale, cap);
+  expect_close(Doubles{loss}, Doubles{want_loss}, kForwardTolerance, "loss");
+  Doubles want = finite_difference(x, [&] { return cross_entropy_reference(x, targets, V, cap); });
+  for (double& g : want) g *= grad_scale;
+  expect_close(dlogits, want, kGradientTolerance, "dlogits");
+
+  Floats capped = logits;
+  softcap_forward(capped.data(), capped.size(), cap);
+  for (size_t i = 0; i < capped.size(); ++i) EXPECT_NEAR(capped[i], cap * std::tanh(x[i] / cap), 1e-6) << i;
 }
 
 }  // namespace

@@ -27,7 +27,8 @@ constexpr double kLossTolerance = 1e-5;
 
 const char* const kCases[] = {"llama_tied", "llama_gqa_untied", "qwen2_bias",
                               "mistral_outliers", "llama_bf16", "llama_f16",
-                              "llama31_rope", "llama_yarn_rope", "llama_linear_rope"};
+                              "llama31_rope", "llama_yarn_rope", "llama_linear_rope",
+                              "mistral_window", "gemma2"};
 
 struct Gradients {
   double loss;
@@ -211,7 +212,7 @@ TEST(TrainingCaseMixed, MixedPrecisionAdamWFollowsPyTorchAdamW) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, TrainingCase,
-                         testing::Combine(testing::Values("llama_tied", "qwen2_bias", "mistral_outliers"),
+                         testing::Combine(testing::Values("llama_tied", "qwen2_bias", "mistral_outliers", "gemma2"),
                                           testing::Values("adamw", "lion")));
 
 }  // namespace

@@ -46,16 +46,20 @@ GemmOperands linear_gemm_operands(int N, int IC, int OC);  // forward and backwa
 // ---- residual: out (n) = a + b. Its backward passes the gradient through.
 void residual_forward(float* out, const float* a, const float* b, size_t n);
 
+// ---- scale: x (n) *= factor in place (Gemma's embedding scale); its backward is the same.
+void scale_forward(float* x, size_t n, float factor);
+
 // ---- token embedding: out (N, C) = table (V, C)[tokens (N)]
 void embedding_forward(float* out, const int* tokens, const float* table, int N, int C);
 void embedding_backward(float* dtable, const float* dout, const int* tokens, int N, int C);
 
-// ---- RMSNorm: out (N, C) = inp · rstd · weight (C), rstd (N) = 1/√(mean(inp²) + eps)
+// ---- RMSNorm: out (N, C) = inp · rstd · (offset + weight (C)), rstd (N) = 1/√(mean(inp²) + eps);
+// offset 1 is Gemma's norm, whose stored weight is the deviation from one.
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
-                     float eps);
+                     float eps, float offset = 0.0f);
 // dweight may be nullptr (a frozen norm).
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
-                      const float* weight, const float* rstd, int N, int C);
+                      const float* weight, const float* rstd, int N, int C, float offset = 0.0f);
 
 // ---- dropout: x (N, C) = x · keep / (1 − p), keep where the element's uniform is ≥ p. The
 // uniform of (n, c) is a Philox function of (seed, stream, n, c), so backward rebuilds the
@@ -94,7 +98,20 @@ void swiglu_forward(float* out, const float* gate, const float* up, size_t n);
 void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up,
                      size_t n);
 
-// ---- causal grouped-query attention over packed sequences.
+// ---- GeGLU (Gemma): out (n) = gelu_tanh(gate) · up, with PyTorch's tanh
+// approximation gelu_tanh(x) = x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³))).
+void geglu_forward(float* out, const float* gate, const float* up, size_t n);
+// As swiglu_backward: written, may alias gate and up.
+void geglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up,
+                    size_t n);
+
+// ---- final-logit soft-capping (Gemma-2): x (n) = cap · tanh(x / cap) in place.
+void softcap_forward(float* x, size_t n, float cap);
+
+// ---- causal grouped-query attention over packed sequences. Scores are
+// scale · q·k (scale 0: 1/√D), soft-capped to softcap · tanh(score / softcap)
+// when softcap > 0 (Gemma-2); with window > 0 a query sees only the `window`
+// most recent keys, itself included (Mistral's and Gemma-2's sliding window).
 // Rows of q (N, H·D), k and v (N, KV·D) hold several sequences back to back.
 struct SequenceSpan {
   int start;
@@ -106,6 +123,9 @@ struct AttentionShape {
   int KV;  // key/value heads, H % KV == 0
   int D;   // head dimension
   int max_length;
+  float scale = 0.0f;
+  float softcap = 0.0f;
+  int window = 0;
 };
 // Floats of scratch that attention_forward/backward need.
 size_t attention_workspace_floats(const AttentionShape& shape);
@@ -122,18 +142,23 @@ void attention_backward(float* dq, float* dk, float* dv, float* workspace, const
                         const AttentionShape& shape);
 
 // ---- attention of N new queries over a key/value cache, for generation.
-// Query row i sits at position start + i and sees cache rows 0 … start + i.
+// Query row i sits at position start + i and sees cache rows 0 … start + i
+// (the last `window` of them when window > 0); scale and softcap as above.
 // out (N, H·D); q (N, H·D); k_cache, v_cache (≥ start + N, KV·D);
 // scores: scratch of (start + N) floats per thread.
 void attention_cached(float* out, float* scores, const float* q, const float* k_cache, const float* v_cache,
-                      int N, int start, int H, int KV, int D);
+                      int N, int start, int H, int KV, int D, float scale = 0.0f, float softcap = 0.0f,
+                      int window = 0);
 
 // ---- cross-entropy: turns logits (R, V) into dlogits in place.
 // Rows with target < 0 predict nothing: zero gradient and no loss.
 // dlogits = (softmax − onehot) · grad_scale. Returns the summed loss (double).
+// With softcap > 0 the loss is of the capped logits cap · tanh(logit / cap)
+// (Gemma-2), and dlogits the gradient through the cap, still in place.
 double cross_entropy_forward_backward(float* logits, const int* targets, int R, int V,
-                                      float grad_scale);
+                                      float grad_scale, float softcap = 0.0f);
 // losses (R): each row's loss (0 where target < 0), logits untouched.
-void cross_entropy_rows(double* losses, const float* logits, const int* targets, int R, int V);
+void cross_entropy_rows(double* losses, const float* logits, const int* targets, int R, int V,
+                        float softcap = 0.0f);
 
 }  // namespace qft::kernels

@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -18,6 +19,7 @@ constexpr ArchitectureName kArchitectures[] = {
     {"LlamaForCausalLM", "llama", Architecture::Llama},
     {"MistralForCausalLM", "mistral", Architecture::Mistral},
     {"Qwen2ForCausalLM", "qwen2", Architecture::Qwen2},
+    {"Gemma2ForCausalLM", "gemma2", Architecture::Gemma2},
 };
 
 Architecture parse_architecture(const nlohmann::json& json, const std::string& source) {
@@ -34,7 +36,7 @@ Architecture parse_architecture(const nlohmann::json& json, const std::string& s
     if (name == known.hf_class || name == known.model_type) return known.architecture;
   }
   fail(source, ": unsupported architecture '", name,
-       "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+       "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Gemma2ForCausalLM)");
 }
 
 // Sizes far beyond any released model: a malformed file fails here instead
@@ -59,7 +61,51 @@ T optional_value(const nlohmann::json& json, const char* key, T fallback) {
   return json[key].get<T>();
 }
 
+// The gate activation: Gemma-2 names it hidden_activation (which its code
+// reads), the others hidden_act.
+Activation parse_activation(const nlohmann::json& json, Architecture architecture, const std::string& source) {
+  const bool gemma = architecture == Architecture::Gemma2;
+  const char* key = gemma && json.contains("hidden_activation") && !json["hidden_activation"].is_null()
+                        ? "hidden_activation" : "hidden_act";
+  const std::string name = optional_value<std::string>(json, key, gemma ? "gelu_pytorch_tanh" : "silu");
+  if (!gemma && name == "silu") return Activation::Silu;
+  if (gemma && name == "gelu_pytorch_tanh") return Activation::GeluTanh;
+  fail(source, ": unsupported ", key, " '", name, "' for ", architecture_name(architecture), " (qft implements ",
+       gemma ? "gelu_pytorch_tanh" : "silu", ")");
+}
+
+// A positive window, or 0 for none (null or absent).
+int sliding_window(const nlohmann::json& json, const std::string& source) {
+  if (!json.contains("sliding_window") || json["sliding_window"].is_null()) return 0;
+  return positive_int(json, "sliding_window", source, kMaxPositions);
+}
+
+float optional_cap(const nlohmann::json& json, const char* key, float fallback, const std::string& source) {
+  const float cap = optional_value<float>(json, key, fallback);
+  if (json.contains(key) && json[key].is_null()) return 0.0f;
+  if (!(cap >= 0)) fail(source, ": '", key, "' must be positive or null, got ", cap);
+  return cap;
+}
+
+void parse_gemma2(ModelConfig& config, const nlohmann::json& json, const std::string& source) {
+  // Gemma2Config's defaults for what a file leaves out.
+  config.query_pre_attn_scalar = optional_value<float>(json, "query_pre_attn_scalar", 256.0f);
+  if (!(config.query_pre_attn_scalar > 0)) fail(source, ": 'query_pre_attn_scalar' must be positive");
+  config.attn_logit_softcapping = optional_cap(json, "attn_logit_softcapping", 50.0f, source);
+  config.final_logit_softcapping = optional_cap(json, "final_logit_softcapping", 30.0f, source);
+  config.sliding_window = json.contains("sliding_window") ? sliding_window(json, source) : 4096;
+}
+
 }  // namespace
+
+float ModelConfig::embedding_scale() const {
+  return gemma() ? static_cast<float>(std::sqrt(static_cast<double>(hidden_size))) : 1.0f;
+}
+
+float ModelConfig::attention_scale() const {
+  return query_pre_attn_scalar > 0 ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(query_pre_attn_scalar)))
+                                   : 0.0f;
+}
 
 const char* architecture_name(Architecture architecture) {
   for (const ArchitectureName& known : kArchitectures) {
@@ -89,13 +135,17 @@ ModelConfig parse_model_config(const nlohmann::json& json, const std::string& so
                                          : 2048;
     config.rope_theta = optional_value<float>(json, "rope_theta", 10000.0f);
     config.rms_norm_eps = optional_value<float>(json, "rms_norm_eps", 1e-6f);
-    config.tie_word_embeddings = optional_value<bool>(json, "tie_word_embeddings", false);
+    config.tie_word_embeddings = optional_value<bool>(json, "tie_word_embeddings", config.gemma());
     const bool attention_bias = optional_value<bool>(json, "attention_bias", false);
     config.qkv_bias = config.architecture == Architecture::Qwen2 || attention_bias;
-    config.o_bias = config.architecture == Architecture::Llama && attention_bias;
+    config.o_bias = (config.architecture == Architecture::Llama || config.gemma()) && attention_bias;
     config.mlp_bias = config.architecture == Architecture::Llama && optional_value<bool>(json, "mlp_bias", false);
-    const std::string activation = optional_value<std::string>(json, "hidden_act", "silu");
-    if (activation != "silu") fail(source, ": unsupported hidden_act '", activation, "' (only silu)");
+    config.activation = parse_activation(json, config.architecture, source);
+    if (config.architecture == Architecture::Mistral) config.sliding_window = sliding_window(json, source);
+    if (config.architecture == Architecture::Qwen2 && optional_value<bool>(json, "use_sliding_window", false)) {
+      fail(source, ": Qwen2's use_sliding_window is not implemented (its windows depend on max_window_layers)");
+    }
+    if (config.gemma()) parse_gemma2(config, json, source);
     if (json.contains("rope_scaling")) config.rope_scaling = parse_rope_scaling(json["rope_scaling"], source);
   } catch (const nlohmann::json::exception& error) {
     fail(source, ": ", error.what());
@@ -143,7 +193,20 @@ nlohmann::json model_config_to_json(const ModelConfig& config) {
   if (config.rope_scaling.type != RopeScaling::Type::None) json["rope_scaling"] = rope_scaling_to_json(config.rope_scaling);
   json["rms_norm_eps"] = config.rms_norm_eps;
   json["tie_word_embeddings"] = config.tie_word_embeddings;
-  json["hidden_act"] = "silu";
+  json["hidden_act"] = config.activation == Activation::Silu ? "silu" : "gelu_pytorch_tanh";
+  if (config.architecture == Architecture::Mistral) {
+    json["sliding_window"] = config.sliding_window > 0 ? nlohmann::json(config.sliding_window) : nlohmann::json();
+  }
+  if (config.gemma()) {
+    json["hidden_activation"] = "gelu_pytorch_tanh";
+    const float scalar = config.query_pre_attn_scalar;  // an integer in every released config
+    json["query_pre_attn_scalar"] = scalar == std::floor(scalar) ? nlohmann::json(static_cast<int64_t>(scalar)) : nlohmann::json(scalar);
+    json["sliding_window"] = config.sliding_window;
+    const auto cap = [](float value) { return value > 0 ? nlohmann::json(value) : nlohmann::json(); };
+    json["attn_logit_softcapping"] = cap(config.attn_logit_softcapping);
+    json["final_logit_softcapping"] = cap(config.final_logit_softcapping);
+    json["attention_bias"] = config.qkv_bias;
+  }
   if (config.architecture == Architecture::Llama) {
     json["attention_bias"] = config.qkv_bias;
     json["mlp_bias"] = config.mlp_bias;

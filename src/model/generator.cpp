@@ -10,6 +10,7 @@
 #include "core/carver.h"
 #include "core/error.h"
 #include "kernels/kernels.h"
+#include "model/transformer.h"
 
 namespace qft {
 namespace {
@@ -83,14 +84,21 @@ void Generator::forward_chunk(const int* tokens, int N) {
   std::iota(positions.begin(), positions.end(), position_);
 
   store_.embed(w.x, tokens, N);
+  if (c.embedding_scale() != 1.0f) kernels::scale_forward(w.x, static_cast<size_t>(N) * C, c.embedding_scale());
+  const float offset = c.norm_offset();
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const LayerParams& p = store_.layer_weights(layer);
     const auto linear = [&](Linear which, float* out, const float* inp, int in, int out_features) {
       kernels::linear_forward(out, inp, store_.linear_weight(layer, which), linear_of(p, which).bias, N, in, out_features);
     };
+    // x += the block's projection, normed first in Gemma-2.
+    const auto add_projection = [&](const float* out_norm) {
+      if (out_norm) kernels::rmsnorm_forward(w.tmp, w.rstd, w.tmp, out_norm, N, C, c.rms_norm_eps, offset);
+      kernels::residual_forward(w.x, w.x, w.tmp, static_cast<size_t>(N) * C);
+    };
     float* k_cache = k_cache_.data() + static_cast<size_t>(layer) * max_positions_ * KV;  // (T, KV·D)
     float* v_cache = v_cache_.data() + static_cast<size_t>(layer) * max_positions_ * KV;
-    kernels::rmsnorm_forward(w.ln, w.rstd, w.x, p.input_norm, N, C, c.rms_norm_eps);
+    kernels::rmsnorm_forward(w.ln, w.rstd, w.x, p.input_norm, N, C, c.rms_norm_eps, offset);
     linear(Linear::Q, w.q, w.ln, C, Q);
     linear(Linear::K, w.k, w.ln, C, KV);
     linear(Linear::V, w.v, w.ln, C, KV);
@@ -99,20 +107,21 @@ void Generator::forward_chunk(const int* tokens, int N) {
     std::memcpy(k_cache + static_cast<size_t>(position_) * KV, w.k, static_cast<size_t>(N) * KV * sizeof(float));
     std::memcpy(v_cache + static_cast<size_t>(position_) * KV, w.v, static_cast<size_t>(N) * KV * sizeof(float));
     kernels::attention_cached(w.attn, w.scores, w.q, k_cache, v_cache, N, position_, c.num_heads, c.num_kv_heads,
-                              c.head_dim);
+                              c.head_dim, c.attention_scale(), c.attn_logit_softcapping, c.attention_window(layer));
     linear(Linear::O, w.tmp, w.attn, Q, C);
-    kernels::residual_forward(w.x, w.x, w.tmp, static_cast<size_t>(N) * C);
-    kernels::rmsnorm_forward(w.ln, w.rstd, w.x, p.post_norm, N, C, c.rms_norm_eps);
+    add_projection(p.attn_out_norm);
+    kernels::rmsnorm_forward(w.ln, w.rstd, w.x, p.mlp_norm, N, C, c.rms_norm_eps, offset);
     linear(Linear::Gate, w.gate, w.ln, C, I);
     linear(Linear::Up, w.up, w.ln, C, I);
-    kernels::swiglu_forward(w.hidden, w.gate, w.up, static_cast<size_t>(N) * I);
+    gate_forward(c.activation, w.hidden, w.gate, w.up, static_cast<size_t>(N) * I);
     linear(Linear::Down, w.tmp, w.hidden, I, C);
-    kernels::residual_forward(w.x, w.x, w.tmp, static_cast<size_t>(N) * C);
+    add_projection(p.mlp_out_norm);
   }
   const HeadParams& head = store_.head_weights();
   const float* last = w.x + static_cast<size_t>(N - 1) * C;  // (C)
-  kernels::rmsnorm_forward(w.ln, w.rstd, last, head.final_norm, 1, C, c.rms_norm_eps);
+  kernels::rmsnorm_forward(w.ln, w.rstd, last, head.final_norm, 1, C, c.rms_norm_eps, offset);
   kernels::linear_forward(logits_.data(), w.ln, head.lm_head, nullptr, 1, C, c.vocab_size);
+  if (c.final_logit_softcapping > 0) kernels::softcap_forward(logits_.data(), c.vocab_size, c.final_logit_softcapping);
   position_ += N;
 }
 

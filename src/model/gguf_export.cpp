@@ -24,8 +24,25 @@ uint32_t file_type(GgmlType type) {
 }
 
 const char* gguf_architecture(Architecture architecture) {
-  // llama.cpp runs Mistral's dense models as "llama".
-  return architecture == Architecture::Qwen2 ? "qwen2" : "llama";
+  switch (architecture) {
+    case Architecture::Qwen2: return "qwen2";
+    case Architecture::Gemma2: return "gemma2";
+    default: return "llama";  // llama.cpp runs Mistral's dense models as "llama"
+  }
+}
+
+// llama.cpp's Gemma-2 has no query_pre_attn_scalar: it scales by 1/√head_dim
+// (hidden_size / heads for the 46-layer 27B). A model it would run
+// differently is refused rather than exported wrong.
+void add_gemma2_hyper_parameters(GgufWriter& writer, const ModelConfig& c) {
+  const int llama_cpp_scalar = c.num_layers == 46 ? c.hidden_size / c.num_heads : c.head_dim;
+  if (c.query_pre_attn_scalar != static_cast<float>(llama_cpp_scalar)) {
+    fail("GGUF export: query_pre_attn_scalar ", c.query_pre_attn_scalar, " differs from the ", llama_cpp_scalar,
+         " llama.cpp's gemma2 uses (GGUF has no key for it)");
+  }
+  if (c.attn_logit_softcapping > 0) writer.add_float32("gemma2.attn_logit_softcapping", c.attn_logit_softcapping);
+  if (c.final_logit_softcapping > 0) writer.add_float32("gemma2.final_logit_softcapping", c.final_logit_softcapping);
+  if (c.sliding_window > 0) writer.add_uint32("gemma2.attention.sliding_window", c.sliding_window);
 }
 
 void add_hyper_parameters(GgufWriter& writer, const ModelConfig& c, const GgufExport& options) {
@@ -53,11 +70,12 @@ void add_hyper_parameters(GgufWriter& writer, const ModelConfig& c, const GgufEx
       writer.add_uint32(p + "rope.scaling.original_context_length", c.max_position_embeddings);
     }
   }
-  if (c.head_dim * c.num_heads != c.hidden_size) {
+  if (c.head_dim * c.num_heads != c.hidden_size || c.gemma()) {  // llama.cpp's converter always writes Gemma-2's
     writer.add_uint32(p + "attention.key_length", c.head_dim);
     writer.add_uint32(p + "attention.value_length", c.head_dim);
   }
   writer.add_uint32(p + "vocab_size", c.vocab_size);
+  if (c.gemma()) add_gemma2_hyper_parameters(writer, c);
 }
 
 }  // namespace
@@ -84,14 +102,14 @@ GgufModel gguf_model(const ModelConfig& config, const GgufExport& options) {
   GgufModel model;
   add_hyper_parameters(model.writer, config, options);
   if (options.add_tokenizer) options.add_tokenizer(model.writer);
-  const bool interleaved = config.architecture != Architecture::Qwen2;
+  const bool interleaved = config.architecture == Architecture::Llama || config.architecture == Architecture::Mistral;
   for (const ParamSpec& spec : parameter_specs(config)) {
     GgmlType type = GgmlType::F32;
     if (spec.shape.size() == 2) {
       // Rows that do not fill Q8_0 blocks fall back to F16, as llama.cpp's converter does.
       type = options.matrix_type == GgmlType::Q8_0 && spec.shape[1] % 32 != 0 ? GgmlType::F16 : options.matrix_type;
     }
-    model.writer.add_tensor(gguf_tensor_name(spec.name), spec.shape, type);
+    model.writer.add_tensor(gguf_tensor_name(spec.name, config.architecture), spec.shape, type);
     int heads = 0;
     if (interleaved && spec.name.find(".self_attn.q_proj.") != std::string::npos) heads = config.num_heads;
     if (interleaved && spec.name.find(".self_attn.k_proj.") != std::string::npos) heads = config.num_kv_heads;
@@ -124,6 +142,10 @@ void export_gguf_model(const std::string& path, const ModelConfig& config,
       return;
     }
     fill(i, out);
+    if (specs[i].role == ParamRole::Norm && gguf_norm_shift(config) != 0) {
+      const size_t count = static_cast<size_t>(shape_numel(specs[i].shape));
+      for (size_t j = 0; j < count; ++j) out[j] += gguf_norm_shift(config);
+    }
     const int heads = model.interleave_heads[i];
     if (heads == 0) return;
     const int64_t rows = specs[i].shape[0];

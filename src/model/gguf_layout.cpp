@@ -28,9 +28,28 @@ constexpr NamePair kGgufLayerModules[] = {
     {"mlp.down_proj", "ffn_down"},
 };
 
+// Gemma-2's norms: post_attention_layernorm is its attention output's norm.
+constexpr NamePair kGemma2LayerNorms[] = {
+    {"post_attention_layernorm", "post_attention_norm"},
+    {"pre_feedforward_layernorm", "ffn_norm"},
+    {"post_feedforward_layernorm", "post_ffw_norm"},
+};
+
+const char* gguf_module(const std::string& module, Architecture architecture) {
+  if (architecture == Architecture::Gemma2) {
+    for (const NamePair& pair : kGemma2LayerNorms) {
+      if (module == pair.hf) return pair.gguf;
+    }
+  }
+  for (const NamePair& pair : kGgufLayerModules) {
+    if (module == pair.hf) return pair.gguf;
+  }
+  return nullptr;
+}
+
 }  // namespace
 
-std::string gguf_tensor_name(const std::string& hf_name) {
+std::string gguf_tensor_name(const std::string& hf_name, Architecture architecture) {
   for (const NamePair& pair : kGgufHeadNames) {
     if (hf_name == pair.hf) return pair.gguf;
   }
@@ -41,13 +60,13 @@ std::string gguf_tensor_name(const std::string& hf_name) {
     if (dot != std::string::npos && suffix > dot) {
       const std::string layer = hf_name.substr(prefix.size(), dot - prefix.size());
       const std::string module = hf_name.substr(dot + 1, suffix - dot - 1);
-      for (const NamePair& pair : kGgufLayerModules) {
-        if (module == pair.hf) return "blk." + layer + "." + pair.gguf + hf_name.substr(suffix);
-      }
+      if (const char* gguf = gguf_module(module, architecture)) return "blk." + layer + "." + gguf + hf_name.substr(suffix);
     }
   }
   throw std::logic_error("no GGUF name for parameter '" + hf_name + "'");
 }
+
+float gguf_norm_shift(const ModelConfig& config) { return config.norm_offset(); }
 
 // Moves each head's rows: HF row j·D/2 + i ↔ llama.cpp row 2i + j.
 void reorder_head_rows(float* rows, int heads, int64_t head_dim, int64_t cols, bool to_llama_cpp) {

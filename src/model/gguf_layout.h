@@ -4,10 +4,16 @@
 #include <cstdint>
 #include <string>
 
+#include "model/config.h"
+
 namespace qft {
 
 // llama.cpp's name for an HF parameter name of parameter_specs().
-std::string gguf_tensor_name(const std::string& hf_name);
+std::string gguf_tensor_name(const std::string& hf_name, Architecture architecture);
+
+// llama.cpp's converter stores Gemma's norm weights as 1 + w (the scale
+// itself); this is what it adds (0 elsewhere).
+float gguf_norm_shift(const ModelConfig& config);
 
 // rows (heads·D, cols) of Q or K. llama.cpp's order puts HF row j·D/2 + i of
 // each head at row 2i + j; permute_head_rows goes HF → llama.cpp,

@@ -27,9 +27,15 @@ std::vector<ParamSpec> parameter_specs(const ModelConfig& config) {
     linear(layer, "self_attn.v_proj", KV, C, config.qkv_bias);
     linear(layer, "self_attn.o_proj", C, Q, config.o_bias);
     specs.push_back({layer_param_name(layer, "post_attention_layernorm.weight"), {C}, ParamRole::Norm});
+    if (config.sandwich_norms()) {
+      specs.push_back({layer_param_name(layer, "pre_feedforward_layernorm.weight"), {C}, ParamRole::Norm});
+    }
     linear(layer, "mlp.gate_proj", I, C, config.mlp_bias);
     linear(layer, "mlp.up_proj", I, C, config.mlp_bias);
     linear(layer, "mlp.down_proj", C, I, config.mlp_bias);
+    if (config.sandwich_norms()) {
+      specs.push_back({layer_param_name(layer, "post_feedforward_layernorm.weight"), {C}, ParamRole::Norm});
+    }
   }
   specs.push_back({"model.norm.weight", {C}, ParamRole::Norm});
   if (!config.tie_word_embeddings) specs.push_back({"lm_head.weight", {V, C}, ParamRole::LmHead});

@@ -72,10 +72,12 @@ struct LinearParams {
 };
 
 struct LayerParams {
-  float* input_norm = nullptr;  // (C)
+  float* input_norm = nullptr;  // (C) before attention
   LinearParams q, k, v, o;
-  float* post_norm = nullptr;  // (C)
+  float* attn_out_norm = nullptr;  // (C) of attention's output (Gemma-2), else nullptr
+  float* mlp_norm = nullptr;       // (C) before the MLP
   LinearParams gate, up, down;
+  float* mlp_out_norm = nullptr;  // (C) of the MLP's output (Gemma-2), else nullptr
 };
 
 enum class Linear { Q, K, V, O, Gate, Up, Down };
@@ -123,7 +125,15 @@ LayerParams bind_layer_params(int layer, Lookup&& lookup) {
   };
   LayerParams p;
   p.input_norm = required("input_layernorm.weight");
-  p.post_norm = required("post_attention_layernorm.weight");
+  // LLaMA's post_attention_layernorm is the MLP's input norm; Gemma-2 norms
+  // attention's output with it and has pre-/post_feedforward_layernorm.
+  if (lookup(layer_param_name(layer, "pre_feedforward_layernorm.weight"))) {
+    p.attn_out_norm = required("post_attention_layernorm.weight");
+    p.mlp_norm = required("pre_feedforward_layernorm.weight");
+    p.mlp_out_norm = required("post_feedforward_layernorm.weight");
+  } else {
+    p.mlp_norm = required("post_attention_layernorm.weight");
+  }
   for (Linear which : kLinears) linear_of(p, which) = linear(linear_module(which));
   return p;
 }

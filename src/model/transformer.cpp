@@ -21,6 +21,17 @@ int logits_chunk_rows(const ModelConfig& config, int N) {
 
 }  // namespace
 
+void gate_forward(Activation activation, float* out, const float* gate, const float* up, size_t n) {
+  if (activation == Activation::Silu) return kernels::swiglu_forward(out, gate, up, n);
+  kernels::geglu_forward(out, gate, up, n);
+}
+
+void gate_backward(Activation activation, float* dgate, float* dup, const float* dout, const float* gate,
+                   const float* up, size_t n) {
+  if (activation == Activation::Silu) return kernels::swiglu_backward(dgate, dup, dout, gate, up, n);
+  kernels::geglu_backward(dgate, dup, dout, gate, up, n);
+}
+
 // Gradient scratch of one layer, the forward temporary and the logits chunk.
 struct Transformer::Scratch {
   float* tmp;      // (N, C) projection output before the residual add
@@ -77,6 +88,14 @@ Transformer::LayerActivations Transformer::carve_layer(Carver& carver, const Mod
   a.gate = carver.take(n * c.intermediate_size);
   a.up = carver.take(n * c.intermediate_size);
   a.hidden = carver.take(n * c.intermediate_size);
+  if (c.sandwich_norms()) {
+    a.attn_proj = carver.take(n * c.hidden_size);
+    a.attn_proj_rstd = carver.take(n);
+    a.mlp_proj = carver.take(n * c.hidden_size);
+    a.mlp_proj_rstd = carver.take(n);
+  } else {
+    a.attn_proj = a.attn_proj_rstd = a.mlp_proj = a.mlp_proj_rstd = nullptr;
+  }
   return a;
 }
 
@@ -110,10 +129,14 @@ TransformerMemory Transformer::memory(const ModelConfig& c, int N, int max_lengt
   Carver adapter(nullptr);
   carve_adapter_scratch(adapter, c, N, options.adapter_rank);
   memory.adapter_floats = adapter.used();
-  const kernels::AttentionShape attention{N, c.num_heads, c.num_kv_heads, c.head_dim, max_length};
-  memory.attention_floats = kernels::attention_workspace_floats(attention);
+  memory.attention_floats = kernels::attention_workspace_floats(attention_shape(c, N, max_length, 0));
   // Every linear layer's products and the LM head's, on the calling thread;
-  // attention's on every thread.
+  // attention's (the widest layer's) on every thread.
+  kernels::GemmOperands attention_products;
+  for (int layer = 0; layer < c.num_layers; ++layer) {
+    attention_products =
+        kernels::largest(attention_products, kernels::attention_gemm_operands(attention_shape(c, N, max_length, layer)));
+  }
   kernels::GemmOperands products =
       kernels::linear_gemm_operands(logits_chunk_rows(c, N), c.hidden_size, c.vocab_size);
   for (const ParamSpec& spec : parameter_specs(c)) {
@@ -122,7 +145,7 @@ TransformerMemory Transformer::memory(const ModelConfig& c, int N, int max_lengt
                                                                         static_cast<int>(spec.shape[0])));
   }
   memory.compute_staging_bytes =
-      kernels::compute_staging_bytes(products, kernels::attention_gemm_operands(attention));
+      kernels::compute_staging_bytes(products, attention_products);
   memory.rope_positions = std::max(max_length, c.max_position_embeddings);
   memory.rope_floats = 2 * static_cast<size_t>(memory.rope_positions) * (c.head_dim / 2);
   return memory;
@@ -179,8 +202,9 @@ Transformer::LayerActivations& Transformer::activations_for(int layer) {
   return layers_.size() == 1 ? layers_[0] : layers_[layer];
 }
 
-kernels::AttentionShape Transformer::attention_shape() const {
-  return {batch_->size(), config_.num_heads, config_.num_kv_heads, config_.head_dim, batch_->max_length};
+kernels::AttentionShape Transformer::attention_shape(const ModelConfig& c, int N, int max_length, int layer) {
+  return {N,           c.num_heads,           c.num_kv_heads,           c.head_dim,
+          max_length,  c.attention_scale(),   c.attn_logit_softcapping, c.attention_window(layer)};
 }
 
 void Transformer::linear_forward(int layer, Linear which, float* out, const float* inp, int IC, int OC) {
@@ -220,22 +244,33 @@ void Transformer::layer_forward(int layer, LayerActivations& a, const float* x_i
     linear_forward(layer, which, out, inp, in, out_features);
   };
 
-  kernels::rmsnorm_forward(a.ln1, a.rstd1, x_in, w.input_norm, N, C, c.rms_norm_eps);
+  const float offset = c.norm_offset();
+  kernels::rmsnorm_forward(a.ln1, a.rstd1, x_in, w.input_norm, N, C, c.rms_norm_eps, offset);
   linear(Linear::Q, a.q, a.ln1, C, Q);
   linear(Linear::K, a.k, a.ln1, C, KV);
   linear(Linear::V, a.v, a.ln1, C, KV);
   kernels::rope_forward(a.q, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
   kernels::rope_forward(a.k, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
   kernels::attention_forward(a.attn, a.lse, attention_workspace_.data(), a.q, a.k, a.v,
-                             batch.sequences, attention_shape());
-  linear(Linear::O, tmp, a.attn, Q, C);
+                             batch.sequences, attention_shape(c, N, batch.max_length, layer));
+  if (c.sandwich_norms()) {
+    linear(Linear::O, a.attn_proj, a.attn, Q, C);
+    kernels::rmsnorm_forward(tmp, a.attn_proj_rstd, a.attn_proj, w.attn_out_norm, N, C, c.rms_norm_eps, offset);
+  } else {
+    linear(Linear::O, tmp, a.attn, Q, C);
+  }
   kernels::residual_forward(a.mid, x_in, tmp, static_cast<size_t>(N) * C);
 
-  kernels::rmsnorm_forward(a.ln2, a.rstd2, a.mid, w.post_norm, N, C, c.rms_norm_eps);
+  kernels::rmsnorm_forward(a.ln2, a.rstd2, a.mid, w.mlp_norm, N, C, c.rms_norm_eps, offset);
   linear(Linear::Gate, a.gate, a.ln2, C, I);
   linear(Linear::Up, a.up, a.ln2, C, I);
-  kernels::swiglu_forward(a.hidden, a.gate, a.up, static_cast<size_t>(N) * I);
-  linear(Linear::Down, tmp, a.hidden, I, C);
+  gate_forward(c.activation, a.hidden, a.gate, a.up, static_cast<size_t>(N) * I);
+  if (c.sandwich_norms()) {
+    linear(Linear::Down, a.mlp_proj, a.hidden, I, C);
+    kernels::rmsnorm_forward(tmp, a.mlp_proj_rstd, a.mlp_proj, w.mlp_out_norm, N, C, c.rms_norm_eps, offset);
+  } else {
+    linear(Linear::Down, tmp, a.hidden, I, C);
+  }
   kernels::residual_forward(x_out, a.mid, tmp, static_cast<size_t>(N) * C);
 }
 
@@ -252,30 +287,43 @@ void Transformer::layer_backward(int layer, const LayerActivations& a, const flo
     linear_backward(layer, which, dinp, dout, inp, in, out);
   };
 
-  // MLP block: dresid holds the gradient of x_out = mid + down(hidden).
+  const float offset = c.norm_offset();
+  // The gradient of a block's projection: dresid itself, or through Gemma-2's
+  // norm of the projection's output (into s.dln, free until the block's norm).
+  const auto projection_gradient = [&](float* dnorm_weight, const float* proj, const float* norm_weight,
+                                       const float* rstd) -> const float* {
+    if (!c.sandwich_norms()) return dresid;
+    zero(s.dln, n * C);
+    kernels::rmsnorm_backward(s.dln, dnorm_weight, dresid, proj, norm_weight, rstd, N, C, offset);
+    return s.dln;
+  };
+
+  // MLP block: dresid holds the gradient of x_out = mid + down(hidden), normed in Gemma-2.
+  const float* ddown = projection_gradient(g.mlp_out_norm, a.mlp_proj, w.mlp_out_norm, a.mlp_proj_rstd);
   zero(s.dhidden, n * I);
-  linear(Linear::Down, s.dhidden, dresid, a.hidden, I, C);
+  linear(Linear::Down, s.dhidden, ddown, a.hidden, I, C);
   // The gate and up activations are not needed again: their gradients replace them.
   float* dgate = a.gate;  // (N, I)
   float* dup = a.up;      // (N, I)
-  kernels::swiglu_backward(dgate, dup, s.dhidden, a.gate, a.up, n * I);
+  gate_backward(c.activation, dgate, dup, s.dhidden, a.gate, a.up, n * I);
   zero(s.dln, n * C);
   linear(Linear::Gate, s.dln, dgate, a.ln2, C, I);
   linear(Linear::Up, s.dln, dup, a.ln2, C, I);
-  kernels::rmsnorm_backward(dresid, g.post_norm, s.dln, a.mid, w.post_norm, a.rstd2, N, C);
+  kernels::rmsnorm_backward(dresid, g.mlp_norm, s.dln, a.mid, w.mlp_norm, a.rstd2, N, C, offset);
 
-  // Attention block: dresid now holds the gradient of mid = x_in + o(attn).
+  // Attention block: dresid now holds the gradient of mid = x_in + o(attn), normed in Gemma-2.
+  const float* dproj = projection_gradient(g.attn_out_norm, a.attn_proj, w.attn_out_norm, a.attn_proj_rstd);
   zero(s.dattn, n * Q);
-  linear(Linear::O, s.dattn, dresid, a.attn, Q, C);
+  linear(Linear::O, s.dattn, dproj, a.attn, Q, C);
   kernels::attention_backward(s.dq, s.dk, s.dv, attention_workspace_.data(), s.dattn, a.attn, a.q,
-                              a.k, a.v, a.lse, batch.sequences, attention_shape());
+                              a.k, a.v, a.lse, batch.sequences, attention_shape(c, N, batch.max_length, layer));
   kernels::rope_backward(s.dq, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
   kernels::rope_backward(s.dk, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
   zero(s.dln, n * C);
   linear(Linear::Q, s.dln, s.dq, a.ln1, C, Q);
   linear(Linear::K, s.dln, s.dk, a.ln1, C, KV);
   linear(Linear::V, s.dln, s.dv, a.ln1, C, KV);
-  kernels::rmsnorm_backward(dresid, g.input_norm, s.dln, x_in, w.input_norm, a.rstd1, N, C);
+  kernels::rmsnorm_backward(dresid, g.input_norm, s.dln, x_in, w.input_norm, a.rstd1, N, C, offset);
 }
 
 double Transformer::head_forward_backward(bool training, int64_t denominator, double* row_losses) {
@@ -286,7 +334,7 @@ double Transformer::head_forward_backward(bool training, int64_t denominator, do
   const HeadParams& w = store_.head_weights();
   const float* x_final = residual(c.num_layers);  // (N, C)
   float* normed = final_norm_out_.data();         // (N, C)
-  kernels::rmsnorm_forward(normed, final_rstd_.data(), x_final, w.final_norm, N, C, c.rms_norm_eps);
+  kernels::rmsnorm_forward(normed, final_rstd_.data(), x_final, w.final_norm, N, C, c.rms_norm_eps, c.norm_offset());
 
   const float grad_scale = static_cast<float>(1.0 / static_cast<double>(denominator));
   const int chunk = logits_chunk_rows(c, N);
@@ -297,11 +345,13 @@ double Transformer::head_forward_backward(bool training, int64_t denominator, do
     const float* rows_in = normed + static_cast<size_t>(r0) * C;  // (rows, C)
     kernels::linear_forward(s.logits, rows_in, w.lm_head, nullptr, rows, C, V);
     if (training) {
-      loss_sum += kernels::cross_entropy_forward_backward(s.logits, batch.targets.data() + r0, rows, V, grad_scale);
+      loss_sum += kernels::cross_entropy_forward_backward(s.logits, batch.targets.data() + r0, rows, V, grad_scale,
+                                                          c.final_logit_softcapping);
       kernels::linear_backward(s.dln + static_cast<size_t>(r0) * C, store_.head_grads().lm_head, nullptr,
                                s.logits, rows_in, w.lm_head, rows, C, V);
     } else {
-      kernels::cross_entropy_rows(row_losses + r0, s.logits, batch.targets.data() + r0, rows, V);
+      kernels::cross_entropy_rows(row_losses + r0, s.logits, batch.targets.data() + r0, rows, V,
+                                  c.final_logit_softcapping);
     }
   }
   if (!training) {
@@ -309,7 +359,7 @@ double Transformer::head_forward_backward(bool training, int64_t denominator, do
   } else {
     zero(s.dresid, static_cast<size_t>(N) * C);
     kernels::rmsnorm_backward(s.dresid, store_.head_grads().final_norm, s.dln, x_final, w.final_norm,
-                              final_rstd_.data(), N, C);
+                              final_rstd_.data(), N, C, c.norm_offset());
     store_.head_grads_done();
   }
   return loss_sum / static_cast<double>(denominator);
@@ -318,6 +368,9 @@ double Transformer::head_forward_backward(bool training, int64_t denominator, do
 void Transformer::forward() {
   const Batch& batch = *batch_;
   store_.embed(residual(0), batch.tokens.data(), batch.size());
+  if (config_.embedding_scale() != 1.0f) {
+    kernels::scale_forward(residual(0), static_cast<size_t>(batch.size()) * config_.hidden_size, config_.embedding_scale());
+  }
   for (int layer = 0; layer < config_.num_layers; ++layer) {
     layer_forward(layer, activations_for(layer), residual(layer), residual(layer + 1));
   }
@@ -335,6 +388,9 @@ double Transformer::forward_backward(const Batch& batch, int64_t denominator) {
     store_.layer_grads_done(layer);
   }
   if (float* embedding_grad = store_.embedding_grad()) {
+    if (config_.embedding_scale() != 1.0f) {
+      kernels::scale_forward(dresid, static_cast<size_t>(batch.size()) * config_.hidden_size, config_.embedding_scale());
+    }
     kernels::embedding_backward(embedding_grad, dresid, batch.tokens.data(), batch.size(), config_.hidden_size);
   }
   store_.embedding_grad_done();

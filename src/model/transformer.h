@@ -13,6 +13,12 @@
 
 namespace qft {
 
+// The MLP's gated activation (SwiGLU or GeGLU), forward and backward; the
+// kernels' contracts (kernels.h).
+void gate_forward(Activation activation, float* out, const float* gate, const float* up, size_t n);
+void gate_backward(Activation activation, float* dgate, float* dup, const float* dout, const float* gate,
+                   const float* up, size_t n);
+
 struct TransformerOptions {
   // Keep only each layer's input and recompute the rest during backward.
   bool checkpointing = false;
@@ -71,7 +77,13 @@ class Transformer {
     float* rstd2;   // (N)
     float* gate;    // (N, I)
     float* up;      // (N, I)
-    float* hidden;  // (N, I) silu(gate)·up
+    float* hidden;  // (N, I) silu(gate)·up (or gelu_tanh)
+    // Gemma-2's sandwich norms only (else nullptr): the projections' outputs
+    // before their norms, and the norms' statistics.
+    float* attn_proj;       // (N, C) o_proj's output
+    float* attn_proj_rstd;  // (N)
+    float* mlp_proj;        // (N, C) down_proj's output
+    float* mlp_proj_rstd;   // (N)
   };
   struct Scratch;
   // LoRA's scratch: the adapter's input after dropout and its low-rank products.
@@ -87,7 +99,7 @@ class Transformer {
   void prepare(const Batch& batch, bool training);
   float* residual(int layer);  // (N, C) input of `layer`; layer L feeds the final norm
   LayerActivations& activations_for(int layer);
-  kernels::AttentionShape attention_shape() const;
+  static kernels::AttentionShape attention_shape(const ModelConfig& config, int N, int max_length, int layer);
   // out (N, OC) = the linear (and its adapter) of inp (N, IC).
   void linear_forward(int layer, Linear which, float* out, const float* inp, int IC, int OC);
   // dinp (N, IC) += the input gradient; the weight's (and adapter's) gradients are handed over.

@@ -43,6 +43,26 @@ void fill_normal(float* out, size_t count, float stddev, uint64_t seed, uint32_t
 
 // ------------------------------------------------------------------ GGUF ---
 
+// Gemma-2's keys as llama.cpp's converter writes them. GGUF has no
+// query_pre_attn_scalar: llama.cpp scales queries by 1/√head_dim, except for
+// the 27B model (46 layers), whose scalar is hidden_size / heads.
+void add_gemma2_metadata(nlohmann::json& json, const GgufFile& file) {
+  json["hidden_activation"] = "gelu_pytorch_tanh";
+  const auto cap = [&](const std::string& key) {
+    return file.has(key) ? nlohmann::json(file.get_float(key)) : nlohmann::json();
+  };
+  json["attn_logit_softcapping"] = cap("gemma2.attn_logit_softcapping");
+  json["final_logit_softcapping"] = cap("gemma2.final_logit_softcapping");
+  json["sliding_window"] = file.has("gemma2.attention.sliding_window")
+                               ? nlohmann::json(file.get_uint("gemma2.attention.sliding_window"))
+                               : nlohmann::json();
+  const int head_dim = json.contains("head_dim") ? json["head_dim"].get<int>()
+                                                 : json["hidden_size"].get<int>() / json["num_attention_heads"].get<int>();
+  json["query_pre_attn_scalar"] = json["num_hidden_layers"] == 46
+                                      ? json["hidden_size"].get<int>() / json["num_attention_heads"].get<int>()
+                                      : head_dim;
+}
+
 // The HF config.json that the GGUF metadata describes, validated by the same
 // parser as an HF directory's.
 ModelConfig gguf_model_config(const GgufFile& file) {
@@ -51,9 +71,10 @@ ModelConfig gguf_model_config(const GgufFile& file) {
   const char* hf_class = arch == "llama"     ? "LlamaForCausalLM"
                          : arch == "mistral" ? "MistralForCausalLM"
                          : arch == "qwen2"   ? "Qwen2ForCausalLM"
+                         : arch == "gemma2"  ? "Gemma2ForCausalLM"
                                              : nullptr;
   if (!hf_class) {
-    fail(path, ": unsupported general.architecture '", arch, "' (supported: llama, mistral, qwen2)");
+    fail(path, ": unsupported general.architecture '", arch, "' (supported: llama, mistral, qwen2, gemma2)");
   }
   const std::string p = arch + ".";
   const auto size_key = [&](const std::string& key) {
@@ -99,6 +120,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     json["attention_bias"] = file.find_tensor("blk.0.attn_q.bias") != nullptr;
     json["mlp_bias"] = file.find_tensor("blk.0.ffn_gate.bias") != nullptr;
   }
+  if (arch == "gemma2") add_gemma2_metadata(json, file);
   ModelConfig config = parse_model_config(json, path);
   if (const GgufTensor* factors = file.find_tensor("rope_freqs.weight")) {
     // Llama-3's RoPE scaling as llama.cpp's converter writes it.
@@ -136,7 +158,7 @@ ModelSource ModelSource::gguf_file(const std::string& path) {
   std::set<std::string> used;
   if (source.config_.rope_scaling.type == RopeScaling::Type::FrequencyFactors) used.insert("rope_freqs.weight");
   for (const ParamSpec& spec : source.specs_) {
-    const std::string name = gguf_tensor_name(spec.name);
+    const std::string name = gguf_tensor_name(spec.name, source.config_.architecture);
     const GgufTensor* tensor = file.find_tensor(name);
     if (!tensor) fail(path, ": tensor '", name, "' (", spec.name, ") is missing");
     if (tensor->shape() != spec.shape) {
@@ -196,6 +218,10 @@ void ModelSource::fill(size_t index, float* out) const {
   if (gguf_) {
     const GgufSlot& slot = gguf_slots_.at(index);
     gguf_->dequantize(*slot.tensor, out);
+    if (spec.role == ParamRole::Norm && gguf_norm_shift(config_) != 0) {
+      const size_t count = static_cast<size_t>(shape_numel(spec.shape));
+      for (size_t i = 0; i < count; ++i) out[i] -= gguf_norm_shift(config_);
+    }
     if (slot.unpermute_heads > 0) {
       const int64_t rows = spec.shape[0], cols = spec.shape.size() > 1 ? spec.shape[1] : 1;
       unpermute_head_rows(out, slot.unpermute_heads, rows / slot.unpermute_heads, cols);
@@ -214,7 +240,7 @@ void ModelSource::fill(size_t index, float* out) const {
       fill_normal(out, count, kInitStddev, seed_, static_cast<uint32_t>(index));
       break;
     case ParamRole::Norm:
-      std::fill(out, out + count, 1.0f);
+      std::fill(out, out + count, 1.0f - config_.norm_offset());  // a scale of one
       break;
     case ParamRole::Bias:
       std::fill(out, out + count, 0.0f);

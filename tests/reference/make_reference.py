@@ -45,8 +45,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 import transformers
-from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig,
-                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+from transformers import (Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM,
+                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+from transformers.models.gemma2 import modeling_gemma2
 from transformers.models.llama import modeling_llama
 from transformers.models.mistral import modeling_mistral
 from transformers.models.qwen2 import modeling_qwen2
@@ -151,6 +152,26 @@ CASES = {
             rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
             rope_scaling={"rope_type": "linear", "factor": 2.0}))),
     "llama_f16": dict(cls=LlamaForCausalLM, cfg=llama_tied_cfg, seed=1006, dtype=torch.float16),
+    # Mistral's sliding window, shorter than the 7- and 12-token lines.
+    "mistral_window": dict(
+        cls=MistralForCausalLM, seed=1010, dtype=torch.float32, window_matters=True,
+        cfg=lambda: MistralConfig(**cfg_common(
+            vocab_size=72, hidden_size=32, intermediate_size=48,
+            num_attention_heads=4, num_key_value_heads=2,
+            rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+            sliding_window=4))),
+    # Gemma-2: GeGLU, (1 + w) norms, sandwich norms, √C embeddings, both
+    # soft caps (small enough to bend these scores), query_pre_attn_scalar !=
+    # head_dim, and a window of 3 on the even layers.
+    "gemma2": dict(
+        cls=Gemma2ForCausalLM, seed=1011, dtype=torch.float32, window_matters=True,
+        cfg=lambda: Gemma2Config(**cfg_common(
+            vocab_size=88, hidden_size=32, intermediate_size=48,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+            hidden_activation="gelu_pytorch_tanh", hidden_act="gelu_pytorch_tanh",
+            query_pre_attn_scalar=24, attn_logit_softcapping=0.5, final_logit_softcapping=1.5,
+            sliding_window=3, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
+            cache_implementation="hybrid"))),
 }
 
 
@@ -170,7 +191,8 @@ class Float64Exact:
     function counts its float64 calls so a silently ineffective patch is caught.
     """
 
-    MODULES = {"Llama": modeling_llama, "Mistral": modeling_mistral, "Qwen2": modeling_qwen2}
+    MODULES = {"Llama": modeling_llama, "Mistral": modeling_mistral, "Qwen2": modeling_qwen2,
+               "Gemma2": modeling_gemma2}
 
     def __init__(self):
         self.calls = {"rmsnorm": 0, "rope": 0, "softmax": 0}
@@ -216,6 +238,8 @@ class Float64Exact:
                 return orig(self, hidden_states)
             calls["rmsnorm"] += 1
             variance = hidden_states.pow(2).mean(-1, keepdim=True)
+            if isinstance(self, modeling_gemma2.Gemma2RMSNorm):  # scales by 1 + weight
+                return (hidden_states * torch.rsqrt(variance + self.eps)) * (1.0 + self.weight)
             return self.weight * (hidden_states * torch.rsqrt(variance + self.variance_epsilon))
         return forward
 
@@ -251,8 +275,10 @@ def build_model(case):
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
-                # RMSNorm weights: random values around 1 instead of all ones.
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+                # RMSNorm weights: random values around 1 instead of all ones
+                # (Gemma's stored weight w scales by 1 + w: around 0).
+                gemma = isinstance(model, Gemma2ForCausalLM)
+                p.copy_((0.0 if gemma else 1.0) + 0.1 * torch.randn_like(p))
             elif name.endswith(".bias"):
                 # HF zero-initialises biases; make them nonzero.
                 p.copy_(0.1 * torch.randn_like(p))
@@ -425,6 +451,25 @@ def make_case(name, case, root):
     rel = abs(loss.item() - hf_loss) / abs(loss.item())
     if rel > 1e-5:
         fail(f"{name}: float64 loss {loss.item()} vs unpatched HF {hf_loss}: patches changed semantics")
+    if case.get("window_matters"):
+        # The sliding window must change the result, or this case tests nothing of it.
+        window = model.config.sliding_window
+        model.config.sliding_window = 1000
+        for layer in model.model.layers:
+            if getattr(layer, "sliding_window", None) is not None:
+                layer.sliding_window = 1000
+            if getattr(layer.self_attn, "sliding_window", None) is not None:
+                layer.self_attn.sliding_window = 1000
+        with torch.no_grad(), Float64Exact():
+            unwindowed = batch_loss(model, lines).item()
+        model.config.sliding_window = window
+        for layer in model.model.layers:
+            if getattr(layer, "sliding_window", None) is not None:
+                layer.sliding_window = window
+            if getattr(layer.self_attn, "sliding_window", None) is not None:
+                layer.self_attn.sliding_window = window
+        if abs(unwindowed - loss.item()) < 1e-4 * abs(loss.item()):
+            fail(f"{name}: the sliding window does not change the loss ({unwindowed} vs {loss.item()})")
     expected = {"loss": loss.detach().float().reshape(1)}
     for pname, p in model.named_parameters():
         if p.grad is None:

@@ -8,7 +8,7 @@
 namespace qft::kernels {
 
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
-                     float eps) {
+                     float eps, float offset) {
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; ++n) {
     const float* x = inp + static_cast<size_t>(n) * C;
@@ -17,12 +17,12 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* wei
     for (int c = 0; c < C; ++c) sum_squares += x[c] * x[c];
     const float r = 1.0f / std::sqrt(sum_squares / C + eps);
     rstd[n] = r;
-    for (int c = 0; c < C; ++c) y[c] = weight[c] * (x[c] * r);
+    for (int c = 0; c < C; ++c) y[c] = (offset + weight[c]) * (x[c] * r);
   }
 }
 
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
-                      const float* weight, const float* rstd, int N, int C) {
+                      const float* weight, const float* rstd, int N, int C, float offset) {
   // dweight is reduced over rows through fixed per-chunk partials, so the
   // result does not depend on thread timing.
   const int chunks = omp_get_max_threads();
@@ -40,12 +40,12 @@ void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const floa
       float dot = 0.0f;  // Σ dy·w·x̂
       for (int c = 0; c < C; ++c) {
         const float normalized = x[c] * r;
-        dot += dy[c] * weight[c] * normalized;
+        dot += dy[c] * (offset + weight[c]) * normalized;
         dw[c] += dy[c] * normalized;
       }
       const float mean_dot = dot / C;
       for (int c = 0; c < C; ++c) {
-        dx[c] += r * (dy[c] * weight[c] - x[c] * r * mean_dot);
+        dx[c] += r * (dy[c] * (offset + weight[c]) - x[c] * r * mean_dot);
       }
     }
   }
