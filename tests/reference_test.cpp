@@ -13,6 +13,7 @@
 #include "model/transformer.h"
 #include "model/weights.h"
 #include "optim/optimizer.h"
+#include "train/memory_plan.h"
 #include "train/training.h"
 #include "test_util.h"
 
@@ -208,6 +209,45 @@ TEST(TrainingCaseMixed, MixedPrecisionAdamWFollowsPyTorchAdamW) {
     EXPECT_NEAR(training->step(step + 1, hyper.at("lr").get<float>(), {make_batch(batch)}), expected[step],
                 0.01 * expected[step])
         << "step " << step;
+  }
+}
+
+// The memory plan knows each architecture's buffers (Gemma-2's sandwich-norm
+// activations, the windowed layers' attention products): from the
+// configuration alone, every category to the byte of the accounting's peak.
+TEST(ArchitectureMemory, PlanEqualsTheAccountingPerCategory) {
+  for (const char* name : {"gemma2", "mistral_window"}) {
+    for (const std::string optimizer : {"adamw", "qlion"}) {
+      for (const bool checkpointing : {false, true}) {
+        SCOPED_TRACE(std::string(name) + " " + optimizer + (checkpointing ? " checkpointing" : ""));
+        reset_memory_peaks();
+        const ModelSource source = ModelSource::hf_directory(reference_case(name));
+        TrainingSettings settings;
+        settings.optimizer = optimizer;
+        settings.fp32 = default_optimizer_settings("adamw");
+        settings.checkpointing = checkpointing;
+        const std::vector<TokenSequence> lines = {{1, 2, 3, 4, 5, 6, 7, 8}, {9, 8, 7, 6, 5, 4, 3, 2}};
+        PlanSettings plan_settings;
+        plan_settings.optimizer = optimizer;
+        plan_settings.seq_len = 8;
+        plan_settings.batch = 2;
+        plan_settings.checkpointing = checkpointing;
+        const MemoryPlan plan = plan_memory(source.config(), plan_settings);
+        {
+          auto training = make_training(source, settings);
+          training->step(1, 1e-3f, {make_batch(lines)});
+          training->step(2, 1e-3f, {make_batch(lines)});
+        }
+        const MemoryStats stats = memory_stats();
+        const auto peak = [&](MemCategory category) { return stats.peak[static_cast<int>(category)]; };
+        EXPECT_EQ(plan.activations, peak(MemCategory::Activations));
+        EXPECT_EQ(plan.workspace, peak(MemCategory::Workspace));
+        EXPECT_EQ(plan.momentum + plan.variances, peak(MemCategory::OptimizerState));
+        EXPECT_EQ(plan.grads, peak(MemCategory::Gradients));
+        EXPECT_EQ(plan.weights, peak(MemCategory::Weights));
+        EXPECT_EQ(plan.peak, stats.total_peak);
+      }
+    }
   }
 }
 
