@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -75,12 +77,42 @@ TEST(ModelConfig, ClearErrors) {
   nlohmann::json scaling = llama_json();
   scaling["rope_scaling"] = {{"rope_type", "dynamic"}, {"factor", 2.0}};
   EXPECT_NE(error_of(scaling).find("cfg.json: rope_scaling type 'dynamic' is not supported"), std::string::npos);
-  scaling["rope_scaling"] = {{"rope_type", "longrope"}, {"short_factor", {1.0}}, {"long_factor", {1.0}}};
-  EXPECT_NE(error_of(scaling).find("'longrope' is not supported"), std::string::npos);
+  scaling["rope_scaling"] = {{"rope_type", "longrope"}, {"short_factor", {1.0}}, {"long_factor", {1.0}}, {"factor", 2.0}};
+  EXPECT_NE(error_of(scaling).find("rope_scaling's 'short_factor' has 1 factors, head_dim / 2 = 8"), std::string::npos);
   scaling["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", 8.0}};
   EXPECT_NE(error_of(scaling).find("rope_scaling needs 'low_freq_factor'"), std::string::npos);
   scaling["rope_scaling"] = {{"type", "linear"}, {"factor", 0.5}};
   EXPECT_NE(error_of(scaling).find("factor must be at least 1"), std::string::npos);
+}
+
+// Phi-3: its defaults (original context 4096), the older rope_scaling names
+// Phi3Config renames to longrope, and what qft refuses by name.
+TEST(ModelConfig, Phi3) {
+  nlohmann::json json = llama_json();
+  json["architectures"] = {"Phi3ForCausalLM"};
+  json["max_position_embeddings"] = 131072;
+  const std::vector<float> factors(8, 1.5f);
+  json["rope_scaling"] = {{"type", "su"}, {"short_factor", factors}, {"long_factor", factors}};
+  const ModelConfig config = parse_model_config(json, "cfg.json");
+  EXPECT_TRUE(config.fused_projections());
+  EXPECT_EQ(config.original_max_position_embeddings, 4096);
+  EXPECT_EQ(config.rope_scaling.type, RopeScaling::Type::LongRope);
+  EXPECT_FLOAT_EQ(config.rope_scaling.factor, 32.0f);  // 131072 / 4096
+  const RopeFrequencies rope = rope_frequencies(config.rope_scaling, 16, 10000.0f, 131072);
+  EXPECT_EQ(rope.long_beyond, 4096);
+  EXPECT_FLOAT_EQ(rope.attention_factor, static_cast<float>(std::sqrt(1 + std::log(32.0) / std::log(4096.0))));
+  const nlohmann::json written = model_config_to_json(config);
+  EXPECT_EQ(written.at("rope_scaling").size(), 3u);  // Phi3Config accepts exactly type, short_factor, long_factor
+  EXPECT_EQ(written.at("rope_scaling").at("type"), "longrope");
+  EXPECT_EQ(written.at("original_max_position_embeddings"), 4096);
+  EXPECT_EQ(parse_model_config(written, "again.json").rope_scaling.long_factors, config.rope_scaling.long_factors);
+
+  nlohmann::json dropout = json;
+  dropout["resid_pdrop"] = 0.1;
+  EXPECT_NE(error_of(dropout).find("'resid_pdrop' must be 0"), std::string::npos);
+  nlohmann::json partial = json;
+  partial["partial_rotary_factor"] = 0.5;
+  EXPECT_NE(error_of(partial).find("partial RoPE"), std::string::npos);
 }
 
 // Llama-3.1's rope_scaling (and the older "type" key) is read and written back.

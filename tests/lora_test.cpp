@@ -280,6 +280,10 @@ TEST(LoraSettings, BadInputIsRefusedByName) {
   settings.optimizer = "qlion";
   settings.lora = LoraSettings{};
   EXPECT_NE(test::error_of([&] { make_training(source, settings); }).find("adamw, lion or adamw8bit"), std::string::npos);
+  settings.optimizer = "adamw";
+  const ModelSource phi3 = ModelSource::hf_directory(reference_case("phi3"));
+  EXPECT_NE(test::error_of([&] { make_training(phi3, settings); }).find("LoRA on Phi3ForCausalLM's fused qkv_proj"),
+            std::string::npos);
 }
 
 // The plan, from the configuration alone, against the accounting during a run:

@@ -29,7 +29,7 @@ constexpr double kLossTolerance = 1e-5;
 const char* const kCases[] = {"llama_tied", "llama_gqa_untied", "qwen2_bias",
                               "mistral_outliers", "llama_bf16", "llama_f16",
                               "llama31_rope", "llama_yarn_rope", "llama_linear_rope",
-                              "mistral_window", "gemma2"};
+                              "mistral_window", "gemma2", "phi3", "phi3_longrope"};
 
 struct Gradients {
   double loss;
@@ -216,7 +216,7 @@ TEST(TrainingCaseMixed, MixedPrecisionAdamWFollowsPyTorchAdamW) {
 // activations, the windowed layers' attention products): from the
 // configuration alone, every category to the byte of the accounting's peak.
 TEST(ArchitectureMemory, PlanEqualsTheAccountingPerCategory) {
-  for (const char* name : {"gemma2", "mistral_window"}) {
+  for (const char* name : {"gemma2", "mistral_window", "phi3_longrope"}) {
     for (const std::string optimizer : {"adamw", "qlion"}) {
       for (const bool checkpointing : {false, true}) {
         SCOPED_TRACE(std::string(name) + " " + optimizer + (checkpointing ? " checkpointing" : ""));
@@ -252,7 +252,7 @@ TEST(ArchitectureMemory, PlanEqualsTheAccountingPerCategory) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, TrainingCase,
-                         testing::Combine(testing::Values("llama_tied", "qwen2_bias", "mistral_outliers", "gemma2"),
+                         testing::Combine(testing::Values("llama_tied", "qwen2_bias", "mistral_outliers", "gemma2", "phi3_longrope"),
                                           testing::Values("adamw", "lion")));
 
 }  // namespace

@@ -20,6 +20,7 @@ constexpr ArchitectureName kArchitectures[] = {
     {"MistralForCausalLM", "mistral", Architecture::Mistral},
     {"Qwen2ForCausalLM", "qwen2", Architecture::Qwen2},
     {"Gemma2ForCausalLM", "gemma2", Architecture::Gemma2},
+    {"Phi3ForCausalLM", "phi3", Architecture::Phi3},
 };
 
 Architecture parse_architecture(const nlohmann::json& json, const std::string& source) {
@@ -36,7 +37,8 @@ Architecture parse_architecture(const nlohmann::json& json, const std::string& s
     if (name == known.hf_class || name == known.model_type) return known.architecture;
   }
   fail(source, ": unsupported architecture '", name,
-       "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Gemma2ForCausalLM)");
+       "' (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, Gemma2ForCausalLM, "
+       "Phi3ForCausalLM)");
 }
 
 // Sizes far beyond any released model: a malformed file fails here instead
@@ -96,6 +98,27 @@ void parse_gemma2(ModelConfig& config, const nlohmann::json& json, const std::st
   config.sliding_window = json.contains("sliding_window") ? sliding_window(json, source) : 4096;
 }
 
+// What Phi-3's config has beyond LLaMA's: dropouts (qft trains without
+// them), partial RoPE (not implemented), and its rope_scaling's older names.
+void parse_phi3(ModelConfig& config, const nlohmann::json& json, const std::string& source) {
+  for (const char* key : {"resid_pdrop", "embd_pdrop", "attention_dropout"}) {
+    if (optional_value<float>(json, key, 0.0f) != 0.0f) fail(source, ": '", key, "' must be 0 (qft trains without dropout)");
+  }
+  if (optional_value<float>(json, "partial_rotary_factor", 1.0f) != 1.0f) {
+    fail(source, ": partial_rotary_factor other than 1 (partial RoPE) is not implemented");
+  }
+  config.sliding_window = sliding_window(json, source);
+}
+
+// Phi3Config renames rope_scaling types "su" and "yarn" to "longrope".
+nlohmann::json phi3_rope_scaling(nlohmann::json scaling) {
+  if (scaling.is_object() && !scaling.contains("rope_type") && scaling.contains("type") && scaling["type"].is_string() &&
+      (scaling["type"] == "su" || scaling["type"] == "yarn")) {
+    scaling["type"] = "longrope";
+  }
+  return scaling;
+}
+
 }  // namespace
 
 float ModelConfig::embedding_scale() const {
@@ -146,7 +169,19 @@ ModelConfig parse_model_config(const nlohmann::json& json, const std::string& so
       fail(source, ": Qwen2's use_sliding_window is not implemented (its windows depend on max_window_layers)");
     }
     if (config.gemma()) parse_gemma2(config, json, source);
-    if (json.contains("rope_scaling")) config.rope_scaling = parse_rope_scaling(json["rope_scaling"], source);
+    const bool phi3 = config.architecture == Architecture::Phi3;
+    if (phi3 || (json.contains("original_max_position_embeddings") && !json["original_max_position_embeddings"].is_null())) {
+      config.original_max_position_embeddings =
+          json.contains("original_max_position_embeddings") && !json["original_max_position_embeddings"].is_null()
+              ? positive_int(json, "original_max_position_embeddings", source, kMaxPositions)
+              : 4096;  // Phi3Config's default
+    }
+    if (phi3) parse_phi3(config, json, source);
+    if (json.contains("rope_scaling")) {
+      config.rope_scaling = parse_rope_scaling(phi3 ? phi3_rope_scaling(json["rope_scaling"]) : json["rope_scaling"], source,
+                                               config.head_dim, config.max_position_embeddings,
+                                               config.original_max_position_embeddings);
+    }
   } catch (const nlohmann::json::exception& error) {
     fail(source, ": ", error.what());
   }
@@ -189,12 +224,15 @@ nlohmann::json model_config_to_json(const ModelConfig& config) {
   json["num_key_value_heads"] = config.num_kv_heads;
   json["head_dim"] = config.head_dim;
   json["max_position_embeddings"] = config.max_position_embeddings;
+  if (config.original_max_position_embeddings > 0) {
+    json["original_max_position_embeddings"] = config.original_max_position_embeddings;
+  }
   json["rope_theta"] = config.rope_theta;
   if (config.rope_scaling.type != RopeScaling::Type::None) json["rope_scaling"] = rope_scaling_to_json(config.rope_scaling);
   json["rms_norm_eps"] = config.rms_norm_eps;
   json["tie_word_embeddings"] = config.tie_word_embeddings;
   json["hidden_act"] = config.activation == Activation::Silu ? "silu" : "gelu_pytorch_tanh";
-  if (config.architecture == Architecture::Mistral) {
+  if (config.architecture == Architecture::Mistral || config.architecture == Architecture::Phi3) {
     json["sliding_window"] = config.sliding_window > 0 ? nlohmann::json(config.sliding_window) : nlohmann::json();
   }
   if (config.gemma()) {

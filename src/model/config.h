@@ -8,7 +8,7 @@
 
 namespace qft {
 
-enum class Architecture { Llama, Mistral, Qwen2, Gemma2 };
+enum class Architecture { Llama, Mistral, Qwen2, Gemma2, Phi3 };
 // The MLP's gate: SwiGLU (silu) or Gemma's GeGLU (tanh-approximate GELU).
 enum class Activation { Silu, GeluTanh };
 
@@ -22,6 +22,9 @@ struct ModelConfig {
   int num_kv_heads = 0;
   int head_dim = 0;
   int max_position_embeddings = 2048;
+  // config.json's top-level original_max_position_embeddings (Phi-3's, 4096
+  // by default; 0: none), which longrope RoPE scaling reads.
+  int original_max_position_embeddings = 0;
   float rope_theta = 10000.0f;
   RopeScaling rope_scaling;
   float rms_norm_eps = 1e-6f;
@@ -50,6 +53,9 @@ struct ModelConfig {
   float norm_offset() const { return gemma() ? 1.0f : 0.0f; }
   float embedding_scale() const;
   bool sandwich_norms() const { return gemma(); }
+  // Phi-3 stores q/k/v as one qkv_proj and gate/up as one gate_up_proj
+  // (rows in that order), in its files and in qft's stores.
+  bool fused_projections() const { return architecture == Architecture::Phi3; }
   // Gemma-2 slides every other layer, starting with layer 0; Mistral all.
   bool sliding_layer(int layer) const { return sliding_window > 0 && (!gemma() || layer % 2 == 0); }
   int attention_window(int layer) const { return sliding_layer(layer) ? sliding_window : 0; }

@@ -46,13 +46,11 @@ Generator::Generator(const ModelConfig& config, ParameterStore& store, int max_p
   const size_t cache = static_cast<size_t>(config.num_layers) * max_positions * config.kv_dim();
   k_cache_ = Buffer<float>(MemCategory::Activations, cache);
   v_cache_ = Buffer<float>(MemCategory::Activations, cache);
-  const size_t table = static_cast<size_t>(max_positions) * (config.head_dim / 2);
+  const size_t table = rope_table_floats(config.rope_scaling, config.head_dim, max_positions) / 2;
   rope_cos_ = Buffer<float>(MemCategory::Workspace, table);
   rope_sin_ = Buffer<float>(MemCategory::Workspace, table);
-  const RopeFrequencies rope = rope_frequencies(config.rope_scaling, config.head_dim, config.rope_theta,
-                                                config.max_position_embeddings);
-  kernels::rope_tables(rope_cos_.data(), rope_sin_.data(), max_positions, config.head_dim, rope.inverse.data(),
-                       rope.attention_factor);
+  rope_ = rope_frequencies(config.rope_scaling, config.head_dim, config.rope_theta, config.max_position_embeddings);
+  fill_rope_tables(rope_cos_.data(), rope_sin_.data(), max_positions, config.head_dim, rope_);
   Carver size(nullptr);
   carve(size, config, max_positions);
   workspace_ = Buffer<float>(MemCategory::Workspace, size.used());
@@ -67,21 +65,34 @@ const float* Generator::append(const std::vector<int>& tokens) {
   for (int token : tokens) {
     if (token < 0 || token >= config_.vocab_size) fail("token id ", token, " is outside the vocabulary");
   }
-  for (size_t begin = 0; begin < tokens.size(); begin += kChunk) {
-    forward_chunk(tokens.data() + begin, static_cast<int>(std::min<size_t>(kChunk, tokens.size() - begin)));
+  const int end = position_ + static_cast<int>(tokens.size());
+  const bool long_rope = !rope_.long_inverse.empty() && end > rope_.long_beyond;
+  if (long_rope && position_ > 0 && position_ <= rope_.long_beyond) {
+    // transformers drops the cache here and runs the whole context again.
+    std::vector<int> context = context_;
+    reset();
+    forward(context, true);
   }
+  forward(tokens, long_rope);
   return logits_.data();
+}
+
+void Generator::forward(const std::vector<int>& tokens, bool long_rope) {
+  if (!rope_.long_inverse.empty()) context_.insert(context_.end(), tokens.begin(), tokens.end());
+  for (size_t begin = 0; begin < tokens.size(); begin += kChunk) {
+    forward_chunk(tokens.data() + begin, static_cast<int>(std::min<size_t>(kChunk, tokens.size() - begin)), long_rope);
+  }
 }
 
 // One chunk of N tokens at positions position_ … position_ + N − 1 through
 // every layer, filling the caches; leaves the last token's logits.
-void Generator::forward_chunk(const int* tokens, int N) {
+void Generator::forward_chunk(const int* tokens, int N, bool long_rope) {
   const ModelConfig& c = config_;
   const int C = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
   Carver carver(workspace_.data());
   const Views w = carve(carver, c, max_positions_);
   std::vector<int> positions(N);
-  std::iota(positions.begin(), positions.end(), position_);
+  std::iota(positions.begin(), positions.end(), position_ + (long_rope ? max_positions_ : 0));  // rows of the RoPE tables
 
   store_.embed(w.x, tokens, N);
   if (c.embedding_scale() != 1.0f) kernels::scale_forward(w.x, static_cast<size_t>(N) * C, c.embedding_scale());
@@ -99,9 +110,13 @@ void Generator::forward_chunk(const int* tokens, int N) {
     float* k_cache = k_cache_.data() + static_cast<size_t>(layer) * max_positions_ * KV;  // (T, KV·D)
     float* v_cache = v_cache_.data() + static_cast<size_t>(layer) * max_positions_ * KV;
     kernels::rmsnorm_forward(w.ln, w.rstd, w.x, p.input_norm, N, C, c.rms_norm_eps, offset);
-    linear(Linear::Q, w.q, w.ln, C, Q);
-    linear(Linear::K, w.k, w.ln, C, KV);
-    linear(Linear::V, w.v, w.ln, C, KV);
+    if (c.fused_projections()) {
+      linear_forward_blocks({{w.q, Q}, {w.k, KV}, {w.v, KV}}, w.ln, store_.linear_weight(layer, Linear::QKV), p.qkv.bias, N, C);
+    } else {
+      linear(Linear::Q, w.q, w.ln, C, Q);
+      linear(Linear::K, w.k, w.ln, C, KV);
+      linear(Linear::V, w.v, w.ln, C, KV);
+    }
     kernels::rope_forward(w.q, positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
     kernels::rope_forward(w.k, positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
     std::memcpy(k_cache + static_cast<size_t>(position_) * KV, w.k, static_cast<size_t>(N) * KV * sizeof(float));
@@ -111,8 +126,12 @@ void Generator::forward_chunk(const int* tokens, int N) {
     linear(Linear::O, w.tmp, w.attn, Q, C);
     add_projection(p.attn_out_norm);
     kernels::rmsnorm_forward(w.ln, w.rstd, w.x, p.mlp_norm, N, C, c.rms_norm_eps, offset);
-    linear(Linear::Gate, w.gate, w.ln, C, I);
-    linear(Linear::Up, w.up, w.ln, C, I);
+    if (c.fused_projections()) {
+      linear_forward_blocks({{w.gate, I}, {w.up, I}}, w.ln, store_.linear_weight(layer, Linear::GateUp), p.gate_up.bias, N, C);
+    } else {
+      linear(Linear::Gate, w.gate, w.ln, C, I);
+      linear(Linear::Up, w.up, w.ln, C, I);
+    }
     gate_forward(c.activation, w.hidden, w.gate, w.up, static_cast<size_t>(N) * I);
     linear(Linear::Down, w.tmp, w.hidden, I, C);
     add_projection(p.mlp_out_norm);

@@ -17,19 +17,25 @@ class Generator {
   Generator(const ModelConfig& config, ParameterStore& store, int max_positions);
 
   // Appends tokens to the context; returns the logits (V) that follow the last one.
+  // With longrope, a context growing past original_max_position_embeddings is
+  // recomputed with the long factors, as transformers' Phi-3 generate does.
   const float* append(const std::vector<int>& tokens);
   int position() const { return position_; }
-  void reset() { position_ = 0; }
+  void reset() { position_ = 0, context_.clear(); }
 
  private:
-  void forward_chunk(const int* tokens, int N);
+  // `long_rope`: the longrope rows of the RoPE tables.
+  void forward_chunk(const int* tokens, int N, bool long_rope);
+  void forward(const std::vector<int>& tokens, bool long_rope);
 
   ModelConfig config_;
   ParameterStore& store_;
   int max_positions_;
   int position_ = 0;
+  RopeFrequencies rope_;
+  std::vector<int> context_;         // the tokens so far, kept for longrope's recomputation
   Buffer<float> k_cache_, v_cache_;  // (L, max_positions, KV·D)
-  Buffer<float> rope_cos_, rope_sin_;
+  Buffer<float> rope_cos_, rope_sin_;  // (max_positions, D/2); longrope: short, then long rows
   Buffer<float> workspace_;
   Buffer<float> logits_;  // (V)
 };

@@ -22,16 +22,24 @@ std::vector<ParamSpec> parameter_specs(const ModelConfig& config) {
   };
   for (int layer = 0; layer < config.num_layers; ++layer) {
     specs.push_back({layer_param_name(layer, "input_layernorm.weight"), {C}, ParamRole::Norm});
-    linear(layer, "self_attn.q_proj", Q, C, config.qkv_bias);
-    linear(layer, "self_attn.k_proj", KV, C, config.qkv_bias);
-    linear(layer, "self_attn.v_proj", KV, C, config.qkv_bias);
+    if (config.fused_projections()) {
+      linear(layer, "self_attn.qkv_proj", Q + 2 * KV, C, config.qkv_bias);
+    } else {
+      linear(layer, "self_attn.q_proj", Q, C, config.qkv_bias);
+      linear(layer, "self_attn.k_proj", KV, C, config.qkv_bias);
+      linear(layer, "self_attn.v_proj", KV, C, config.qkv_bias);
+    }
     linear(layer, "self_attn.o_proj", C, Q, config.o_bias);
     specs.push_back({layer_param_name(layer, "post_attention_layernorm.weight"), {C}, ParamRole::Norm});
     if (config.sandwich_norms()) {
       specs.push_back({layer_param_name(layer, "pre_feedforward_layernorm.weight"), {C}, ParamRole::Norm});
     }
-    linear(layer, "mlp.gate_proj", I, C, config.mlp_bias);
-    linear(layer, "mlp.up_proj", I, C, config.mlp_bias);
+    if (config.fused_projections()) {
+      linear(layer, "mlp.gate_up_proj", 2 * I, C, config.mlp_bias);
+    } else {
+      linear(layer, "mlp.gate_proj", I, C, config.mlp_bias);
+      linear(layer, "mlp.up_proj", I, C, config.mlp_bias);
+    }
     linear(layer, "mlp.down_proj", C, I, config.mlp_bias);
     if (config.sandwich_norms()) {
       specs.push_back({layer_param_name(layer, "post_feedforward_layernorm.weight"), {C}, ParamRole::Norm});
@@ -96,8 +104,15 @@ const char* linear_module(Linear which) {
     case Linear::Gate: return "mlp.gate_proj";
     case Linear::Up: return "mlp.up_proj";
     case Linear::Down: return "mlp.down_proj";
+    case Linear::QKV: return "self_attn.qkv_proj";
+    case Linear::GateUp: return "mlp.gate_up_proj";
   }
   return "?";
+}
+
+std::vector<Linear> linears_of(const ModelConfig& config) {
+  if (config.fused_projections()) return {Linear::QKV, Linear::O, Linear::GateUp, Linear::Down};
+  return {Linear::Q, Linear::K, Linear::V, Linear::O, Linear::Gate, Linear::Up, Linear::Down};
 }
 
 LinearParams& linear_of(LayerParams& layer, Linear which) {
@@ -109,6 +124,8 @@ LinearParams& linear_of(LayerParams& layer, Linear which) {
     case Linear::Gate: return layer.gate;
     case Linear::Up: return layer.up;
     case Linear::Down: return layer.down;
+    case Linear::QKV: return layer.qkv;
+    case Linear::GateUp: return layer.gate_up;
   }
   throw std::logic_error("unknown linear");
 }

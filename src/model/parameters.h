@@ -74,16 +74,21 @@ struct LinearParams {
 struct LayerParams {
   float* input_norm = nullptr;  // (C) before attention
   LinearParams q, k, v, o;
+  LinearParams qkv;  // (Q + 2·KV, C): Phi-3's fused q, k, v rows, else absent
   float* attn_out_norm = nullptr;  // (C) of attention's output (Gemma-2), else nullptr
   float* mlp_norm = nullptr;       // (C) before the MLP
   LinearParams gate, up, down;
+  LinearParams gate_up;  // (2·I, C): Phi-3's fused gate and up rows, else absent
   float* mlp_out_norm = nullptr;  // (C) of the MLP's output (Gemma-2), else nullptr
 };
 
-enum class Linear { Q, K, V, O, Gate, Up, Down };
-inline constexpr Linear kLinears[] = {Linear::Q,    Linear::K,  Linear::V,   Linear::O,
-                                      Linear::Gate, Linear::Up, Linear::Down};
+enum class Linear { Q, K, V, O, Gate, Up, Down, QKV, GateUp };
+// Every linear a layer may have; a model has those linears_of() names.
+inline constexpr Linear kLinears[] = {Linear::Q,    Linear::K,  Linear::V,    Linear::O,     Linear::Gate,
+                                      Linear::Up,   Linear::Down, Linear::QKV, Linear::GateUp};
 const char* linear_module(Linear which);  // "self_attn.q_proj", …
+// The linears each layer of this model stores, in parameter order.
+std::vector<Linear> linears_of(const ModelConfig& config);
 
 LinearParams& linear_of(LayerParams& layer, Linear which);
 const LinearParams& linear_of(const LayerParams& layer, Linear which);

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "kernels/kernels.h"
 
 namespace qft {
 namespace {
@@ -19,10 +20,13 @@ float number(const nlohmann::json& value, const char* key, const std::string& so
   return value.at(key).get<float>();
 }
 
+// theta^(2i / dim) in float32.
+float rope_power(int i, int head_dim, float theta) { return std::pow(theta, static_cast<float>(2 * i) / head_dim); }
+
 // The default inverse frequencies in float32: 1 / theta^(2i / dim).
 std::vector<float> default_inverse(int head_dim, float theta) {
   std::vector<float> inverse(head_dim / 2);
-  for (int i = 0; i < head_dim / 2; ++i) inverse[i] = 1.0f / std::pow(theta, static_cast<float>(2 * i) / head_dim);
+  for (int i = 0; i < head_dim / 2; ++i) inverse[i] = 1.0f / rope_power(i, head_dim, theta);
   return inverse;
 }
 
@@ -60,6 +64,44 @@ void yarn(std::vector<float>& inverse, const RopeScaling& s, int dim, float thet
   }
 }
 
+std::vector<float> factor_list(const nlohmann::json& value, const char* key, const std::string& source, int head_dim) {
+  if (!value.contains(key) || !value.at(key).is_array()) fail(source, ": rope_scaling longrope needs a '", key, "' list");
+  std::vector<float> factors;
+  for (const auto& factor : value.at(key)) {
+    if (!factor.is_number() || !(factor.get<float>() > 0)) fail(source, ": rope_scaling's '", key, "' holds a factor that is not positive");
+    factors.push_back(factor.get<float>());
+  }
+  if (factors.size() != static_cast<size_t>(head_dim / 2)) {
+    fail(source, ": rope_scaling's '", key, "' has ", factors.size(), " factors, head_dim / 2 = ", head_dim / 2);
+  }
+  return factors;
+}
+
+RopeScaling parse_longrope(const nlohmann::json& value, const std::string& source, int head_dim,
+                           int max_position_embeddings, int original_max_position_embeddings) {
+  RopeScaling scaling;
+  scaling.type = RopeScaling::Type::LongRope;
+  scaling.short_factors = factor_list(value, "short_factor", source, head_dim);
+  scaling.long_factors = factor_list(value, "long_factor", source, head_dim);
+  scaling.attention_factor = number(value, "attention_factor", source, 0.0f);
+  if (original_max_position_embeddings > 0) {
+    scaling.original_max_position_embeddings = original_max_position_embeddings;
+    scaling.factor = static_cast<float>(static_cast<double>(max_position_embeddings) / original_max_position_embeddings);
+    scaling.factor_from_context = true;
+  } else {
+    scaling.original_max_position_embeddings = max_position_embeddings;
+    scaling.factor = number(value, "factor", source, std::nullopt);
+  }
+  return scaling;
+}
+
+// transformers 4.49's _compute_longrope_parameters, in double where it uses Python floats.
+float longrope_attention_factor(const RopeScaling& s) {
+  if (s.attention_factor > 0) return s.attention_factor;
+  if (s.factor <= 1) return 1.0f;
+  return static_cast<float>(std::sqrt(1 + std::log(static_cast<double>(s.factor)) / std::log(static_cast<double>(s.original_max_position_embeddings))));
+}
+
 }  // namespace
 
 const char* rope_type_name(RopeScaling::Type type) {
@@ -68,12 +110,14 @@ const char* rope_type_name(RopeScaling::Type type) {
     case RopeScaling::Type::Linear: return "linear";
     case RopeScaling::Type::Llama3: return "llama3";
     case RopeScaling::Type::Yarn: return "yarn";
+    case RopeScaling::Type::LongRope: return "longrope";
     case RopeScaling::Type::FrequencyFactors: return "frequency factors (GGUF rope_freqs.weight)";
   }
   return "?";
 }
 
-RopeScaling parse_rope_scaling(const nlohmann::json& value, const std::string& source) {
+RopeScaling parse_rope_scaling(const nlohmann::json& value, const std::string& source, int head_dim,
+                               int max_position_embeddings, int original_max_position_embeddings) {
   RopeScaling scaling;
   if (value.is_null()) return scaling;
   if (!value.is_object()) fail(source, ": rope_scaling must be an object or null");
@@ -102,9 +146,11 @@ RopeScaling parse_rope_scaling(const nlohmann::json& value, const std::string& s
       scaling.original_max_position_embeddings =
           static_cast<int>(number(value, "original_max_position_embeddings", source, std::nullopt));
     }
+  } else if (type == "longrope") {
+    return parse_longrope(value, source, head_dim, max_position_embeddings, original_max_position_embeddings);
   } else {
-    fail(source, ": rope_scaling type '", type, "' is not supported (supported: default, linear, llama3, yarn; "
-         "dynamic and longrope are not)");
+    fail(source, ": rope_scaling type '", type, "' is not supported (supported: default, linear, llama3, yarn, "
+         "longrope; dynamic is not)");
   }
   scaling.factor = number(value, "factor", source, std::nullopt);
   if (!(scaling.factor >= 1)) fail(source, ": rope_scaling's factor must be at least 1");
@@ -125,6 +171,13 @@ nlohmann::json rope_scaling_to_json(const RopeScaling& s) {
       nlohmann::json json{{"rope_type", "yarn"}, {"factor", s.factor}, {"beta_fast", s.beta_fast}, {"beta_slow", s.beta_slow}};
       if (s.attention_factor > 0) json["attention_factor"] = s.attention_factor;
       if (s.original_max_position_embeddings > 0) json["original_max_position_embeddings"] = s.original_max_position_embeddings;
+      return json;
+    }
+    case RopeScaling::Type::LongRope: {
+      // Phi-3's config accepts exactly these three keys; its factor comes from the context lengths.
+      nlohmann::json json{{"type", "longrope"}, {"short_factor", s.short_factors}, {"long_factor", s.long_factors}};
+      if (!s.factor_from_context) json["factor"] = s.factor;
+      if (s.attention_factor > 0) json["attention_factor"] = s.attention_factor;
       return json;
     }
     // Not a transformers type: only a checkpoint's record of the model writes it.
@@ -171,8 +224,33 @@ RopeFrequencies rope_frequencies(const RopeScaling& scaling, int head_dim, float
       frequencies.attention_factor =
           scaling.attention_factor > 0 ? scaling.attention_factor : static_cast<float>(0.1 * std::log(scaling.factor) + 1.0);
       break;
+    case RopeScaling::Type::LongRope: {
+      // 1 / (factor · theta^(2i / dim)) in float32, as transformers writes it.
+      frequencies.long_inverse.resize(frequencies.inverse.size());
+      for (int i = 0; i < head_dim / 2; ++i) {
+        const float power = rope_power(i, head_dim, theta);
+        frequencies.inverse[i] = 1.0f / (scaling.short_factors[i] * power);
+        frequencies.long_inverse[i] = 1.0f / (scaling.long_factors[i] * power);
+      }
+      frequencies.long_beyond = scaling.original_max_position_embeddings;
+      frequencies.attention_factor = longrope_attention_factor(scaling);
+      break;
+    }
   }
   return frequencies;
+}
+
+size_t rope_table_floats(const RopeScaling& scaling, int head_dim, int positions) {
+  const size_t sets = scaling.type == RopeScaling::Type::LongRope ? 2 : 1;
+  return 2 * sets * static_cast<size_t>(positions) * (head_dim / 2);
+}
+
+void fill_rope_tables(float* cos, float* sin, int positions, int head_dim, const RopeFrequencies& frequencies) {
+  kernels::rope_tables(cos, sin, positions, head_dim, frequencies.inverse.data(), frequencies.attention_factor);
+  if (frequencies.long_inverse.empty()) return;
+  const size_t offset = static_cast<size_t>(positions) * (head_dim / 2);
+  kernels::rope_tables(cos + offset, sin + offset, positions, head_dim, frequencies.long_inverse.data(),
+                       frequencies.attention_factor);
 }
 
 }  // namespace qft

@@ -26,6 +26,30 @@ void gate_forward(Activation activation, float* out, const float* gate, const fl
   kernels::geglu_forward(out, gate, up, n);
 }
 
+void linear_forward_blocks(std::initializer_list<RowBlock> outputs, const float* inp, const float* weight,
+                           const float* bias, int N, int IC) {
+  size_t first = 0;
+  for (const RowBlock& block : outputs) {
+    kernels::linear_forward(block.values, inp, weight + first * IC, bias ? bias + first : nullptr, N, IC, block.rows);
+    first += block.rows;
+  }
+}
+
+std::vector<int> linear_row_blocks(const ModelConfig& c, Linear which) {
+  switch (which) {
+    case Linear::Q: return {c.q_dim()};
+    case Linear::K:
+    case Linear::V: return {c.kv_dim()};
+    case Linear::O:
+    case Linear::Down: return {c.hidden_size};
+    case Linear::Gate:
+    case Linear::Up: return {c.intermediate_size};
+    case Linear::QKV: return {c.q_dim(), c.kv_dim(), c.kv_dim()};
+    case Linear::GateUp: return {c.intermediate_size, c.intermediate_size};
+  }
+  return {};
+}
+
 void gate_backward(Activation activation, float* dgate, float* dup, const float* dout, const float* gate,
                    const float* up, size_t n) {
   if (activation == Activation::Silu) return kernels::swiglu_backward(dgate, dup, dout, gate, up, n);
@@ -139,15 +163,16 @@ TransformerMemory Transformer::memory(const ModelConfig& c, int N, int max_lengt
   }
   kernels::GemmOperands products =
       kernels::linear_gemm_operands(logits_chunk_rows(c, N), c.hidden_size, c.vocab_size);
-  for (const ParamSpec& spec : parameter_specs(c)) {
-    if (spec.role != ParamRole::Linear) continue;
-    products = kernels::largest(products, kernels::linear_gemm_operands(N, static_cast<int>(spec.shape[1]),
-                                                                        static_cast<int>(spec.shape[0])));
+  for (const Linear which : linears_of(c)) {
+    const int inputs = which == Linear::O ? c.q_dim() : which == Linear::Down ? c.intermediate_size : c.hidden_size;
+    for (const int rows : linear_row_blocks(c, which)) {
+      products = kernels::largest(products, kernels::linear_gemm_operands(N, inputs, rows));
+    }
   }
   memory.compute_staging_bytes =
       kernels::compute_staging_bytes(products, attention_products);
   memory.rope_positions = std::max(max_length, c.max_position_embeddings);
-  memory.rope_floats = 2 * static_cast<size_t>(memory.rope_positions) * (c.head_dim / 2);
+  memory.rope_floats = rope_table_floats(c.rope_scaling, c.head_dim, memory.rope_positions);
   return memory;
 }
 
@@ -168,13 +193,19 @@ void Transformer::prepare(const Batch& batch, bool training) {
   training_ = training;
   const TransformerMemory sizes = memory(c, N, batch.max_length, training, options_);
 
+  const RopeFrequencies rope = rope_frequencies(c.rope_scaling, c.head_dim, c.rope_theta, c.max_position_embeddings);
   if (batch.max_length > rope_positions_) {
     rope_positions_ = sizes.rope_positions;
     rope_cos_ = Buffer<float>(MemCategory::Workspace, sizes.rope_floats / 2);
     rope_sin_ = Buffer<float>(MemCategory::Workspace, sizes.rope_floats / 2);
-    const RopeFrequencies rope = rope_frequencies(c.rope_scaling, c.head_dim, c.rope_theta, c.max_position_embeddings);
-    kernels::rope_tables(rope_cos_.data(), rope_sin_.data(), rope_positions_, c.head_dim, rope.inverse.data(),
-                         rope.attention_factor);
+    fill_rope_tables(rope_cos_.data(), rope_sin_.data(), rope_positions_, c.head_dim, rope);
+  }
+  rope_rows_.assign(batch.positions.begin(), batch.positions.end());
+  if (!rope.long_inverse.empty()) {
+    for (const kernels::SequenceSpan& sequence : batch.sequences) {
+      if (sequence.length <= rope.long_beyond) continue;
+      for (int row = sequence.start; row < sequence.start + sequence.length; ++row) rope_rows_[row] += rope_positions_;
+    }
   }
   ensure_capacity(residuals_, MemCategory::Activations, sizes.residual_floats);
   ensure_capacity(final_norm_out_, MemCategory::Activations, sizes.final_norm_floats);
@@ -234,6 +265,26 @@ void Transformer::linear_backward(int layer, Linear which, float* dinp, const fl
   store_.linear_grad_done(layer, which);
 }
 
+void Transformer::fused_forward(int layer, Linear which, std::initializer_list<RowBlock> outputs, const float* inp,
+                                int IC) {
+  linear_forward_blocks(outputs, inp, store_.linear_weight(layer, which), linear_of(store_.layer_weights(layer), which).bias,
+                        batch_->size(), IC);
+}
+
+void Transformer::fused_backward(int layer, Linear which, float* dinp, std::initializer_list<RowBlock> douts,
+                                 const float* inp, int IC) {
+  const float* weight = store_.linear_weight(layer, which);
+  float* dweight = store_.linear_grad(layer, which);
+  float* dbias = linear_of(store_.layer_grads(layer), which).bias;
+  size_t first = 0;
+  for (const RowBlock& block : douts) {
+    kernels::linear_backward(dinp, dweight ? dweight + first * IC : nullptr, dbias ? dbias + first : nullptr,
+                             block.values, inp, weight + first * IC, batch_->size(), IC, block.rows);
+    first += block.rows;
+  }
+  store_.linear_grad_done(layer, which);
+}
+
 void Transformer::layer_forward(int layer, LayerActivations& a, const float* x_in, float* x_out) {
   const ModelConfig& c = config_;
   const LayerParams& w = store_.layer_weights(layer);
@@ -246,11 +297,15 @@ void Transformer::layer_forward(int layer, LayerActivations& a, const float* x_i
 
   const float offset = c.norm_offset();
   kernels::rmsnorm_forward(a.ln1, a.rstd1, x_in, w.input_norm, N, C, c.rms_norm_eps, offset);
-  linear(Linear::Q, a.q, a.ln1, C, Q);
-  linear(Linear::K, a.k, a.ln1, C, KV);
-  linear(Linear::V, a.v, a.ln1, C, KV);
-  kernels::rope_forward(a.q, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
-  kernels::rope_forward(a.k, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
+  if (c.fused_projections()) {
+    fused_forward(layer, Linear::QKV, {{a.q, Q}, {a.k, KV}, {a.v, KV}}, a.ln1, C);
+  } else {
+    linear(Linear::Q, a.q, a.ln1, C, Q);
+    linear(Linear::K, a.k, a.ln1, C, KV);
+    linear(Linear::V, a.v, a.ln1, C, KV);
+  }
+  kernels::rope_forward(a.q, rope_rows(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
+  kernels::rope_forward(a.k, rope_rows(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
   kernels::attention_forward(a.attn, a.lse, attention_workspace_.data(), a.q, a.k, a.v,
                              batch.sequences, attention_shape(c, N, batch.max_length, layer));
   if (c.sandwich_norms()) {
@@ -262,8 +317,12 @@ void Transformer::layer_forward(int layer, LayerActivations& a, const float* x_i
   kernels::residual_forward(a.mid, x_in, tmp, static_cast<size_t>(N) * C);
 
   kernels::rmsnorm_forward(a.ln2, a.rstd2, a.mid, w.mlp_norm, N, C, c.rms_norm_eps, offset);
-  linear(Linear::Gate, a.gate, a.ln2, C, I);
-  linear(Linear::Up, a.up, a.ln2, C, I);
+  if (c.fused_projections()) {
+    fused_forward(layer, Linear::GateUp, {{a.gate, I}, {a.up, I}}, a.ln2, C);
+  } else {
+    linear(Linear::Gate, a.gate, a.ln2, C, I);
+    linear(Linear::Up, a.up, a.ln2, C, I);
+  }
   gate_forward(c.activation, a.hidden, a.gate, a.up, static_cast<size_t>(N) * I);
   if (c.sandwich_norms()) {
     linear(Linear::Down, a.mlp_proj, a.hidden, I, C);
@@ -307,8 +366,12 @@ void Transformer::layer_backward(int layer, const LayerActivations& a, const flo
   float* dup = a.up;      // (N, I)
   gate_backward(c.activation, dgate, dup, s.dhidden, a.gate, a.up, n * I);
   zero(s.dln, n * C);
-  linear(Linear::Gate, s.dln, dgate, a.ln2, C, I);
-  linear(Linear::Up, s.dln, dup, a.ln2, C, I);
+  if (c.fused_projections()) {
+    fused_backward(layer, Linear::GateUp, s.dln, {{dgate, I}, {dup, I}}, a.ln2, C);
+  } else {
+    linear(Linear::Gate, s.dln, dgate, a.ln2, C, I);
+    linear(Linear::Up, s.dln, dup, a.ln2, C, I);
+  }
   kernels::rmsnorm_backward(dresid, g.mlp_norm, s.dln, a.mid, w.mlp_norm, a.rstd2, N, C, offset);
 
   // Attention block: dresid now holds the gradient of mid = x_in + o(attn), normed in Gemma-2.
@@ -317,12 +380,16 @@ void Transformer::layer_backward(int layer, const LayerActivations& a, const flo
   linear(Linear::O, s.dattn, dproj, a.attn, Q, C);
   kernels::attention_backward(s.dq, s.dk, s.dv, attention_workspace_.data(), s.dattn, a.attn, a.q,
                               a.k, a.v, a.lse, batch.sequences, attention_shape(c, N, batch.max_length, layer));
-  kernels::rope_backward(s.dq, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
-  kernels::rope_backward(s.dk, batch.positions.data(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
+  kernels::rope_backward(s.dq, rope_rows(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
+  kernels::rope_backward(s.dk, rope_rows(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
   zero(s.dln, n * C);
-  linear(Linear::Q, s.dln, s.dq, a.ln1, C, Q);
-  linear(Linear::K, s.dln, s.dk, a.ln1, C, KV);
-  linear(Linear::V, s.dln, s.dv, a.ln1, C, KV);
+  if (c.fused_projections()) {
+    fused_backward(layer, Linear::QKV, s.dln, {{s.dq, Q}, {s.dk, KV}, {s.dv, KV}}, a.ln1, C);
+  } else {
+    linear(Linear::Q, s.dln, s.dq, a.ln1, C, Q);
+    linear(Linear::K, s.dln, s.dk, a.ln1, C, KV);
+    linear(Linear::V, s.dln, s.dv, a.ln1, C, KV);
+  }
   kernels::rmsnorm_backward(dresid, g.input_norm, s.dln, x_in, w.input_norm, a.rstd1, N, C, offset);
 }
 

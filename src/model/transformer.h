@@ -1,6 +1,7 @@
 #pragma once
 // Forward and backward of a LLaMA-family decoder over a packed batch, one
 // hand-written pass per layer, with optional per-layer recomputation.
+#include <initializer_list>
 #include <memory>
 #include <vector>
 
@@ -18,6 +19,19 @@ namespace qft {
 void gate_forward(Activation activation, float* out, const float* gate, const float* up, size_t n);
 void gate_backward(Activation activation, float* dgate, float* dup, const float* dout, const float* gate,
                    const float* up, size_t n);
+
+// One stored linear whose output rows are several tensors, in row order
+// (Phi-3's fused qkv_proj and gate_up_proj): block i is values (N, rows).
+struct RowBlock {
+  float* values;
+  int rows;
+};
+// block_i = inp (N, IC) · weight[block i's rows]ᵀ + bias[those rows] (bias may be null).
+void linear_forward_blocks(std::initializer_list<RowBlock> outputs, const float* inp, const float* weight,
+                           const float* bias, int N, int IC);
+// The output row counts of each GEMM a model's linear `which` makes: one
+// block, or Phi-3's q/k/v and gate/up.
+std::vector<int> linear_row_blocks(const ModelConfig& config, Linear which);
 
 struct TransformerOptions {
   // Keep only each layer's input and recompute the rest during backward.
@@ -104,6 +118,11 @@ class Transformer {
   void linear_forward(int layer, Linear which, float* out, const float* inp, int IC, int OC);
   // dinp (N, IC) += the input gradient; the weight's (and adapter's) gradients are handed over.
   void linear_backward(int layer, Linear which, float* dinp, const float* dout, const float* inp, int IC, int OC);
+  // A fused linear (no adapter): its outputs, and backward from the blocks' gradients.
+  void fused_forward(int layer, Linear which, std::initializer_list<RowBlock> outputs, const float* inp, int IC);
+  void fused_backward(int layer, Linear which, float* dinp, std::initializer_list<RowBlock> douts, const float* inp,
+                      int IC);
+  const int* rope_rows() const { return rope_rows_.data(); }  // (N) rows of the RoPE tables
 
   void forward();
   void layer_forward(int layer, LayerActivations& acts, const float* x_in, float* x_out);
@@ -123,7 +142,8 @@ class Transformer {
   const Batch* batch_ = nullptr;
   bool training_ = false;
   int rope_positions_ = 0;
-  Buffer<float> rope_cos_, rope_sin_;  // (positions, D/2)
+  Buffer<float> rope_cos_, rope_sin_;  // (positions, D/2); longrope: short, then long rows
+  std::vector<int> rope_rows_;         // (N) each row's position, + positions where longrope's long factors apply
   Buffer<float> residuals_;            // (L+1, N, C)
   Buffer<float> layer_storage_;        // L layers of activations, or 1 to recompute into
   std::vector<LayerActivations> layers_;

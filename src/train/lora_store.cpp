@@ -48,7 +48,15 @@ bool is_target(const LoraSettings& settings, Linear which) {
   return std::find(settings.targets.begin(), settings.targets.end(), which) != settings.targets.end();
 }
 
+void refuse_fused_projections(const ModelConfig& config) {
+  if (config.fused_projections()) {
+    fail("LoRA on ", architecture_name(config.architecture), "'s fused qkv_proj and gate_up_proj is not implemented "
+         "(full fine-tuning is)");
+  }
+}
+
 void check_settings(const ModelConfig& config, const LoraSettings& settings) {
+  refuse_fused_projections(config);
   if (settings.rank < 1) fail("--lora-rank must be at least 1");
   if (!(settings.alpha > 0.0f) || !std::isfinite(settings.alpha)) fail("--lora-alpha must be a positive number");
   if (!(settings.dropout >= 0.0f && settings.dropout < 1.0f)) fail("--lora-dropout must be in [0, 1)");
@@ -76,20 +84,20 @@ std::vector<Linear> parse_lora_targets(const std::string& list) {
     name.erase(name.find_last_not_of(' ') + 1);
     begin = end + 1;
     if (name.empty()) continue;
+    const std::vector<Linear> adaptable = LoraSettings{}.targets;
     if (name == "all-linear") {  // PEFT's shorthand: every linear but the LM head
-      for (Linear which : kLinears) chosen.insert(linear_position(which));
+      for (Linear which : adaptable) chosen.insert(linear_position(which));
       continue;
     }
-    const auto found = std::find_if(std::begin(kLinears), std::end(kLinears),
+    const auto found = std::find_if(adaptable.begin(), adaptable.end(),
                                     [&](Linear which) { return name == peft_module(which); });
-    if (found == std::end(kLinears)) {
-      fail("unknown LoRA target '", name, "' (expected ", lora_targets_text({std::begin(kLinears), std::end(kLinears)}),
-           " or all-linear)");
+    if (found == adaptable.end()) {
+      fail("unknown LoRA target '", name, "' (expected ", lora_targets_text(adaptable), " or all-linear)");
     }
     chosen.insert(linear_position(*found));
   }
   std::vector<Linear> targets;
-  for (int position : chosen) targets.push_back(kLinears[position]);
+  for (int position : chosen) targets.push_back(static_cast<Linear>(position));
   return targets;
 }
 
@@ -100,10 +108,11 @@ std::string lora_targets_text(const std::vector<Linear>& targets) {
 }
 
 std::vector<ParamSpec> lora_adapter_specs(const ModelConfig& config, const LoraSettings& settings) {
+  refuse_fused_projections(config);
   const std::vector<ParamSpec> model = parameter_specs(config);
   std::vector<ParamSpec> specs;
   for (int layer = 0; layer < config.num_layers; ++layer) {
-    for (Linear which : kLinears) {
+    for (Linear which : linears_of(config)) {
       if (!is_target(settings, which)) continue;
       const auto [out, in] = linear_shape(model, layer, which);
       specs.push_back({adapter_name(layer, which, 'A'), {settings.rank, in}, ParamRole::Linear});

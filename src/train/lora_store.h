@@ -21,7 +21,8 @@ struct LoraSettings {
   int rank = 8;
   float alpha = 16.0f;
   float dropout = 0.05f;
-  std::vector<Linear> targets = {std::begin(kLinears), std::end(kLinears)};
+  // Every linear LoRA adapts (not Phi-3's fused ones).
+  std::vector<Linear> targets = {Linear::Q, Linear::K, Linear::V, Linear::O, Linear::Gate, Linear::Up, Linear::Down};
   bool int8_base = false;
   float outlier_fraction = 0.01f;  // of the INT8 base
   uint64_t seed = 0;               // A's initialisation and the dropout masks

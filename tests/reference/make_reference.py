@@ -46,10 +46,12 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 import transformers
 from transformers import (Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM,
-                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+                          MistralConfig, MistralForCausalLM, Phi3Config, Phi3ForCausalLM,
+                          Qwen2Config, Qwen2ForCausalLM)
 from transformers.models.gemma2 import modeling_gemma2
 from transformers.models.llama import modeling_llama
 from transformers.models.mistral import modeling_mistral
+from transformers.models.phi3 import modeling_phi3
 from transformers.models.qwen2 import modeling_qwen2
 
 TOKEN_LENGTHS = [7, 12, 5]
@@ -172,6 +174,26 @@ CASES = {
             query_pre_attn_scalar=24, attn_logit_softcapping=0.5, final_logit_softcapping=1.5,
             sliding_window=3, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
             cache_implementation="hybrid"))),
+    # Phi-3: fused qkv_proj and gate_up_proj, a sliding window of 5.
+    "phi3": dict(
+        cls=Phi3ForCausalLM, seed=1012, dtype=torch.float32, window_matters=True,
+        cfg=lambda: Phi3Config(**cfg_common(
+            vocab_size=80, hidden_size=32, intermediate_size=48,
+            num_attention_heads=4, num_key_value_heads=2,
+            rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+            sliding_window=5, original_max_position_embeddings=128))),
+    # Phi-3's longrope ("su"): an original context of 8 tokens, so the 12-token
+    # line (and the 9- and 11-token training lines) use the long factors and
+    # the others the short ones; factor 128 / 8 sets the attention factor.
+    "phi3_longrope": dict(
+        cls=Phi3ForCausalLM, seed=1013, dtype=torch.float32, long_factors_matter=True, qk_scale=12.0,
+        cfg=lambda: Phi3Config(**cfg_common(
+            vocab_size=80, hidden_size=32, intermediate_size=48,
+            num_attention_heads=4, num_key_value_heads=4,
+            rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+            original_max_position_embeddings=8,
+            rope_scaling={"type": "longrope", "short_factor": [1.0, 1.3, 2.1, 3.7],
+                          "long_factor": [1.1, 2.5, 6.0, 11.0]}))),
 }
 
 
@@ -192,7 +214,7 @@ class Float64Exact:
     """
 
     MODULES = {"Llama": modeling_llama, "Mistral": modeling_mistral, "Qwen2": modeling_qwen2,
-               "Gemma2": modeling_gemma2}
+               "Gemma2": modeling_gemma2, "Phi3": modeling_phi3}
 
     def __init__(self):
         self.calls = {"rmsnorm": 0, "rope": 0, "softmax": 0}
@@ -251,6 +273,9 @@ class Float64Exact:
                 return orig(self, x, position_ids)
             if "dynamic" in self.rope_type:
                 fail(f"exact RoPE not implemented for rope_type {self.rope_type}")
+            if self.rope_type == "longrope":
+                # short or long factors by the sequence's length, as the original forward does
+                self._longrope_frequency_update(position_ids, device=x.device)
             calls["rope"] += 1
             cfg = self.config
             head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
@@ -282,6 +307,12 @@ def build_model(case):
             elif name.endswith(".bias"):
                 # HF zero-initialises biases; make them nonzero.
                 p.copy_(0.1 * torch.randn_like(p))
+        if case.get("qk_scale"):
+            # Query and key rows scaled up, so the scores (and RoPE's angles in them) matter.
+            for layer in model.model.layers:
+                attn = layer.self_attn
+                rows = (attn.config.num_attention_heads + attn.num_key_value_heads) * attn.head_dim
+                attn.qkv_proj.weight[:rows] *= case["qk_scale"]
         if case.get("outliers"):
             # 1% of the entries of every linear weight (including lm_head) x50.
             for name, mod in model.named_modules():
@@ -470,6 +501,15 @@ def make_case(name, case, root):
                 layer.self_attn.sliding_window = window
         if abs(unwindowed - loss.item()) < 1e-4 * abs(loss.item()):
             fail(f"{name}: the sliding window does not change the loss ({unwindowed} vs {loss.item()})")
+    if case.get("long_factors_matter"):
+        # The 12-token line must see longrope's long factors, or this case tests only the short ones.
+        original = model.config.original_max_position_embeddings
+        model.config.original_max_position_embeddings = 1000
+        with torch.no_grad(), Float64Exact():
+            short_only = batch_loss(model, lines).item()
+        model.config.original_max_position_embeddings = original
+        if abs(short_only - loss.item()) < 1e-4 * abs(loss.item()):
+            fail(f"{name}: the long factors do not change the loss ({short_only} vs {loss.item()})")
     expected = {"loss": loss.detach().float().reshape(1)}
     for pname, p in model.named_parameters():
         if p.grad is None:
