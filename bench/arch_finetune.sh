@@ -8,15 +8,18 @@
 #   gemma2   Gemma-2 shape: GeGLU, (1 + w) and sandwich norms, √C embeddings,
 #            soft caps 50 / 30, query_pre_attn_scalar 64, a 128-token window on
 #            even layers (shorter than the sequences); Gemma-2-it's template.
+#   phi3     Phi-3.5-mini shape: fused qkv_proj and gate_up_proj, longrope over
+#            an original 4096-token context (131072 positions), a 2047-token
+#            window; Phi-3.5-mini-instruct's template.
 # The tokenizer is SmolLM2's (from the demo GGUF) with the family's special
 # tokens added, so the template's markers are single tokens.
 #
-# Usage: bash bench/arch_finetune.sh llama31|gemma2 [STEPS]   (after make build; writes build/ARCH/)
+# Usage: bash bench/arch_finetune.sh llama31|gemma2|phi3 [STEPS]   (after make build; writes build/ARCH/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ARCH=${1:?usage: bash bench/arch_finetune.sh llama31|gemma2 [STEPS]}
+ARCH=${1:?usage: bash bench/arch_finetune.sh llama31|gemma2|phi3 [STEPS]}
 STEPS=${2:-30}
-case "$ARCH" in llama31|gemma2) ;; *) echo "unknown architecture '$ARCH' (llama31, gemma2)" >&2; exit 2 ;; esac
+case "$ARCH" in llama31|gemma2|phi3) ;; *) echo "unknown architecture '$ARCH' (llama31, gemma2, phi3)" >&2; exit 2 ;; esac
 QFT=build/qft
 PY=build/pyenv/bin/python
 OUT=build/$ARCH
@@ -29,7 +32,8 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 import json, os, sys
 import torch
 from tokenizers import Tokenizer
-from transformers import Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import (Gemma2Config, Gemma2ForCausalLM, LlamaConfig, LlamaForCausalLM, Phi3Config,
+                          Phi3ForCausalLM)
 out, arch = sys.argv[1], sys.argv[2]
 model_dir = os.path.join(out, "model")
 os.makedirs(model_dir)
@@ -37,9 +41,12 @@ tokenizer = Tokenizer.from_file(os.path.join(out, "smollm2", "tokenizer.json"))
 if arch == "llama31":
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
     bos, eos, template = "<|begin_of_text|>", "<|eot_id|>", "llama-3.1-instruct"
-else:
+elif arch == "gemma2":
     specials = ["<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"]
     bos, eos, template = "<bos>", "<end_of_turn>", "gemma-2-it"
+else:
+    specials = ["<s>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+    bos, eos, template = "<s>", "<|endoftext|>", "phi-3.5-mini-instruct"
 tokenizer.add_special_tokens(specials)
 tokenizer.save(os.path.join(model_dir, "tokenizer.json"))
 with open(f"tests/data/chat_templates/{template}.jinja") as f:
@@ -57,6 +64,15 @@ if arch == "llama31":
                          rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                        "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})
     LlamaForCausalLM(config).save_pretrained(model_dir, safe_serialization=True)
+elif arch == "phi3":
+    # Phi-3.5-mini's shape of scaling: 32 factors per list there, head_dim / 2 = 32 here too.
+    short = [1.0 + 0.02 * i for i in range(32)]
+    long = [1.0 + 1.5 * i for i in range(32)]
+    config = Phi3Config(**common, max_position_embeddings=131072, original_max_position_embeddings=4096,
+                        rope_theta=10000.0, rms_norm_eps=1e-5, sliding_window=2047,
+                        rope_scaling={"type": "longrope", "short_factor": short, "long_factor": long},
+                        pad_token_id=tokenizer.token_to_id(eos))
+    Phi3ForCausalLM(config).save_pretrained(model_dir, safe_serialization=True)
 else:
     config = Gemma2Config(**common, max_position_embeddings=8192, rope_theta=10000.0, rms_norm_eps=1e-6,
                           hidden_activation="gelu_pytorch_tanh", query_pre_attn_scalar=64,

@@ -156,6 +156,38 @@ TEST(Export, Gemma2InItsHfAndGgufLayouts) {
   EXPECT_EQ(load_model(gguf).config.query_pre_attn_scalar, 16.0f);
 }
 
+// Phi-3 with longrope in its own layouts. HF: the fused tensors, the factors
+// and the original context survive, and transformers computes from the export
+// the loss it computes from the original. GGUF: llama.cpp's phi3 (attn_qkv,
+// the fused ffn_up, rope_factors_long/short, the original context and window
+// keys; gguf-py's names), read back to the same model.
+TEST(Export, Phi3InItsHfAndGgufLayouts) {
+  TempDir dir;
+  const std::string model = test::reference_case("phi3_longrope");
+  const std::string hf = export_model(model, dir.file("hf"), "--dtype f32");
+  EXPECT_EQ(all_tensors(ModelSource::hf_directory(hf)), all_tensors(ModelSource::hf_directory(model)));
+  const std::vector<int> line = read_token_file(model + "/tokens.txt", 80)[1];  // 12 tokens: the long factors
+  const Loaded exported = transformers_load("hf", hf, line);
+  EXPECT_NEAR(exported.loss, transformers_load("hf", model, line).loss, 1e-7 * exported.loss);  // factors rounded to FP32
+  const double qft = qft_loss(hf, line);
+  EXPECT_NEAR(exported.loss, qft, 1e-5 * qft);
+
+  const std::string gguf = export_model(model, dir.file("m.gguf"), "--format gguf --dtype f32");
+  const auto layout = run_command(std::string(QFT_PYENV_DIR) + "/bin/python " + QFT_SOURCE_DIR +
+                                  "/tests/reference/gguf_layout_check.py " + gguf + " " + model);
+  ASSERT_EQ(layout.exit_code, 0) << layout.output;
+  const auto checked = nlohmann::json::parse(layout.output.substr(layout.output.rfind('{')));
+  EXPECT_EQ(checked.at("architecture"), "phi3");
+  EXPECT_EQ(checked.at("max_abs_error").get<double>(), 0.0);
+  const GgufFile file(gguf);
+  EXPECT_EQ(file.get_uint("phi3.rope.scaling.original_context_length"), 8u);
+  EXPECT_EQ(file.tensor("blk.0.ffn_up.weight").shape(), (Shape{96, 32}));  // gate and up, fused
+  const LoadedModel back = load_model(gguf), original = load_model(model);
+  EXPECT_EQ(back.config.rope_scaling.long_factors, original.config.rope_scaling.long_factors);
+  EXPECT_EQ(back.config.original_max_position_embeddings, 8);
+  EXPECT_EQ(qft_loss_of_lines(gguf, model + "/tokens.txt"), qft_loss_of_lines(model, model + "/tokens.txt"));
+}
+
 TEST(Export, RefusesAnExistingTargetAndBadOptions) {
   TempDir dir;
   const std::string model = test::reference_case("llama_tied");

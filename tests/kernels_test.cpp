@@ -487,6 +487,21 @@ TEST(KernelsTest, CrossEntropy) {
   for (int j = 0; j < V; ++j) EXPECT_EQ(dlogits[V + j], 0.0f) << "ignored row, column " << j;
 }
 
+// A real vocabulary's 200k terms summed in float drift by ~1e-6 relative;
+// the loss must hold to float64's to 1e-8 (a Phi-3-shaped model's loss moved
+// by 1e-4 against PyTorch before the sum went to double).
+TEST(KernelsTest, CrossEntropyOverALargeVocabulary) {
+  const int V = 200000;
+  const std::vector<int> targets = {12345};
+  const Floats logits = random_floats(V, 83, 1.0f);
+  const double want = cross_entropy_reference(to_double(logits), targets, V);
+  std::vector<double> row_loss(1);
+  cross_entropy_rows(row_loss.data(), logits.data(), targets.data(), 1, V);
+  EXPECT_NEAR(row_loss[0], want, 1e-8 * want);
+  Floats dlogits = logits;
+  EXPECT_NEAR(cross_entropy_forward_backward(dlogits.data(), targets.data(), 1, V, 1.0f), want, 1e-8 * want);
+}
+
 // Gemma-2's final-logit soft cap, small enough (2) to bend logits of ±3.
 TEST(KernelsTest, CrossEntropySoftCapped) {
   const int V = 7;

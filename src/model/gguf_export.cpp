@@ -27,6 +27,7 @@ const char* gguf_architecture(Architecture architecture) {
   switch (architecture) {
     case Architecture::Qwen2: return "qwen2";
     case Architecture::Gemma2: return "gemma2";
+    case Architecture::Phi3: return "phi3";
     default: return "llama";  // llama.cpp runs Mistral's dense models as "llama"
   }
 }
@@ -43,6 +44,18 @@ void add_gemma2_hyper_parameters(GgufWriter& writer, const ModelConfig& c) {
   if (c.attn_logit_softcapping > 0) writer.add_float32("gemma2.attn_logit_softcapping", c.attn_logit_softcapping);
   if (c.final_logit_softcapping > 0) writer.add_float32("gemma2.final_logit_softcapping", c.final_logit_softcapping);
   if (c.sliding_window > 0) writer.add_uint32("gemma2.attention.sliding_window", c.sliding_window);
+}
+
+// As llama.cpp's converter writes Phi-3: its original context, its window (0:
+// none), and for longrope the cos/sin factor (the factors are tensors).
+void add_phi3_hyper_parameters(GgufWriter& writer, const ModelConfig& c) {
+  writer.add_uint32("phi3.rope.scaling.original_context_length",
+                    c.original_max_position_embeddings > 0 ? c.original_max_position_embeddings : c.max_position_embeddings);
+  writer.add_uint32("phi3.attention.sliding_window", c.sliding_window);
+  if (c.rope_scaling.type == RopeScaling::Type::LongRope) {
+    const RopeFrequencies rope = rope_frequencies(c.rope_scaling, c.head_dim, c.rope_theta, c.max_position_embeddings);
+    writer.add_float32("phi3.rope.scaling.attn_factor", rope.attention_factor);
+  }
 }
 
 void add_hyper_parameters(GgufWriter& writer, const ModelConfig& c, const GgufExport& options) {
@@ -76,6 +89,7 @@ void add_hyper_parameters(GgufWriter& writer, const ModelConfig& c, const GgufEx
   }
   writer.add_uint32(p + "vocab_size", c.vocab_size);
   if (c.gemma()) add_gemma2_hyper_parameters(writer, c);
+  if (c.architecture == Architecture::Phi3) add_phi3_hyper_parameters(writer, c);
 }
 
 }  // namespace
@@ -95,7 +109,9 @@ namespace {
 struct GgufModel {
   GgufWriter writer;
   std::vector<int> interleave_heads;
-  std::vector<float> rope_factors;  // rope_freqs.weight, when the scaling needs it
+  // Tensors after the parameters: Llama-3's rope_freqs.weight, Phi-3's
+  // rope_factors_long/short.weight, when the scaling needs them.
+  std::vector<std::vector<float>> rope_factors;
 };
 
 GgufModel gguf_model(const ModelConfig& config, const GgufExport& options) {
@@ -116,8 +132,17 @@ GgufModel gguf_model(const ModelConfig& config, const GgufExport& options) {
     model.interleave_heads.push_back(heads);
   }
   // Llama-3's RoPE scaling goes in llama.cpp's per-frequency divisors, after the parameters.
-  model.rope_factors = llama_cpp_frequency_factors(config.rope_scaling, config.head_dim, config.rope_theta);
-  if (!model.rope_factors.empty()) model.writer.add_tensor("rope_freqs.weight", {config.head_dim / 2}, GgmlType::F32);
+  const std::vector<float> divisors = llama_cpp_frequency_factors(config.rope_scaling, config.head_dim, config.rope_theta);
+  const auto add_factors = [&](const char* name, const std::vector<float>& factors) {
+    model.writer.add_tensor(name, {config.head_dim / 2}, GgmlType::F32);
+    model.rope_factors.push_back(factors);
+  };
+  if (!divisors.empty()) add_factors("rope_freqs.weight", divisors);
+  if (config.rope_scaling.type == RopeScaling::Type::LongRope) {
+    if (config.architecture != Architecture::Phi3) fail("GGUF export: longrope is written for Phi-3 (phi3) only");
+    add_factors("rope_factors_long.weight", config.rope_scaling.long_factors);
+    add_factors("rope_factors_short.weight", config.rope_scaling.short_factors);
+  }
   return model;
 }
 
@@ -137,8 +162,9 @@ void export_gguf_model(const std::string& path, const ModelConfig& config,
   require_free_space(directory_of(path), model.writer.file_bytes(), "the export " + path);
   const std::vector<ParamSpec> specs = parameter_specs(config);
   model.writer.write(path, [&](size_t i, float* out) {
-    if (i == specs.size()) {
-      std::copy(model.rope_factors.begin(), model.rope_factors.end(), out);
+    if (i >= specs.size()) {
+      const std::vector<float>& factors = model.rope_factors.at(i - specs.size());
+      std::copy(factors.begin(), factors.end(), out);
       return;
     }
     fill(i, out);

@@ -25,7 +25,8 @@ constexpr NamePair kGgufLayerModules[] = {
     {"self_attn.q_proj", "attn_q"},        {"self_attn.k_proj", "attn_k"},
     {"self_attn.v_proj", "attn_v"},        {"self_attn.o_proj", "attn_output"},
     {"mlp.gate_proj", "ffn_gate"},         {"mlp.up_proj", "ffn_up"},
-    {"mlp.down_proj", "ffn_down"},
+    {"mlp.down_proj", "ffn_down"},         {"self_attn.qkv_proj", "attn_qkv"},  // Phi-3's fused projections
+    {"mlp.gate_up_proj", "ffn_up"},
 };
 
 // Gemma-2's norms: post_attention_layernorm is its attention output's norm.

@@ -27,6 +27,7 @@ NamedFiles small_files(const ModelConfig& config, const HfExport& options) {
   nlohmann::json generation = {{"_from_model_config", true}};
   if (options.bos_token_id >= 0) json["bos_token_id"] = generation["bos_token_id"] = options.bos_token_id;
   if (options.eos_token_id >= 0) json["eos_token_id"] = generation["eos_token_id"] = options.eos_token_id;
+  json["pad_token_id"] = options.pad_token_id >= 0 ? nlohmann::json(options.pad_token_id) : nlohmann::json();
   NamedFiles files = {{"config.json", json.dump(2) + "\n"}, {"generation_config.json", generation.dump(2) + "\n"}};
   files.insert(files.end(), options.files.begin(), options.files.end());
   return files;

@@ -16,6 +16,9 @@ struct HfExport {
   DType dtype = DType::BF16;
   NamedFiles files;  // further files (the tokenizer's), written beside the model
   int bos_token_id = -1, eos_token_id = -1;  // for generation_config.json; -1: unknown
+  // config.json's pad_token_id; -1: unknown, written as null (Phi3Config's
+  // default 32000 would fall outside a smaller vocabulary).
+  int pad_token_id = -1;
 };
 
 // fill(i, out) produces parameter i of parameter_specs(config) in FP32.

@@ -63,6 +63,28 @@ void add_gemma2_metadata(nlohmann::json& json, const GgufFile& file) {
                                       : head_dim;
 }
 
+// Phi-3's keys and longrope factor tensors as llama.cpp's converter writes them.
+void add_phi3_metadata(nlohmann::json& json, const GgufFile& file) {
+  if (file.has("phi3.rope.scaling.original_context_length")) {
+    json["original_max_position_embeddings"] = file.get_uint("phi3.rope.scaling.original_context_length");
+  }
+  const uint64_t window = file.has("phi3.attention.sliding_window") ? file.get_uint("phi3.attention.sliding_window") : 0;
+  json["sliding_window"] = window > 0 ? nlohmann::json(window) : nlohmann::json();
+  const GgufTensor* long_factors = file.find_tensor("rope_factors_long.weight");
+  const GgufTensor* short_factors = file.find_tensor("rope_factors_short.weight");
+  if (!long_factors && !short_factors) return;
+  if (!long_factors || !short_factors) fail(file.path(), ": Phi-3 longrope needs both rope_factors_long and rope_factors_short");
+  const auto values = [&](const GgufTensor& tensor) {
+    if (tensor.dims.size() != 1 || !ggml_type_dequantizable(tensor.type)) {
+      fail(file.path(), ": tensor '", tensor.name, "' must be a list of factors");
+    }
+    std::vector<float> factors(tensor.dims[0]);
+    file.dequantize(tensor, factors.data());
+    return factors;
+  };
+  json["rope_scaling"] = {{"type", "longrope"}, {"long_factor", values(*long_factors)}, {"short_factor", values(*short_factors)}};
+}
+
 // The HF config.json that the GGUF metadata describes, validated by the same
 // parser as an HF directory's.
 ModelConfig gguf_model_config(const GgufFile& file) {
@@ -72,9 +94,10 @@ ModelConfig gguf_model_config(const GgufFile& file) {
                          : arch == "mistral" ? "MistralForCausalLM"
                          : arch == "qwen2"   ? "Qwen2ForCausalLM"
                          : arch == "gemma2"  ? "Gemma2ForCausalLM"
+                         : arch == "phi3"    ? "Phi3ForCausalLM"
                                              : nullptr;
   if (!hf_class) {
-    fail(path, ": unsupported general.architecture '", arch, "' (supported: llama, mistral, qwen2, gemma2)");
+    fail(path, ": unsupported general.architecture '", arch, "' (supported: llama, mistral, qwen2, gemma2, phi3)");
   }
   const std::string p = arch + ".";
   const auto size_key = [&](const std::string& key) {
@@ -121,6 +144,7 @@ ModelConfig gguf_model_config(const GgufFile& file) {
     json["mlp_bias"] = file.find_tensor("blk.0.ffn_gate.bias") != nullptr;
   }
   if (arch == "gemma2") add_gemma2_metadata(json, file);
+  if (arch == "phi3") add_phi3_metadata(json, file);
   ModelConfig config = parse_model_config(json, path);
   if (const GgufTensor* factors = file.find_tensor("rope_freqs.weight")) {
     // Llama-3's RoPE scaling as llama.cpp's converter writes it.
@@ -157,6 +181,10 @@ ModelSource ModelSource::gguf_file(const std::string& path) {
   const bool interleaved = file.get_string("general.architecture") == "llama";
   std::set<std::string> used;
   if (source.config_.rope_scaling.type == RopeScaling::Type::FrequencyFactors) used.insert("rope_freqs.weight");
+  if (source.config_.rope_scaling.type == RopeScaling::Type::LongRope) {
+    used.insert("rope_factors_long.weight");
+    used.insert("rope_factors_short.weight");
+  }
   for (const ParamSpec& spec : source.specs_) {
     const std::string name = gguf_tensor_name(spec.name, source.config_.architecture);
     const GgufTensor* tensor = file.find_tensor(name);

@@ -288,6 +288,7 @@ ExportPlan export_plan(const ModelSource& source, const Tokenizer& tokenizer, co
   plan.hf.files = tokenizer_files(tokenizer);
   plan.hf.bos_token_id = tokenizer.bos_id().value_or(-1);
   plan.hf.eos_token_id = tokenizer.eos_id().value_or(-1);
+  plan.hf.pad_token_id = tokenizer.pad_id().value_or(-1);
   plan.gguf.matrix_type = parse_gguf_matrix_type(settings.export_dtype);
   plan.gguf.add_tokenizer = [&source, &tokenizer](GgufWriter& writer) {
     if (source.gguf()) copy_gguf_tokenizer(writer, *source.gguf());

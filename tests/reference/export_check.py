@@ -5,13 +5,14 @@ tokenizer gives TEXT and the float64 mean next-token loss on them.
 
 Usage: export_check.py (hf DIR | gguf FILE) TEXT [IDS]
 With IDS (space-separated token ids) the loss is computed on them instead,
-and a directory without a tokenizer gives "ids": [].
+and a model without a tokenizer gives "ids": [].
 """
 import json
 import os
 import sys
 
 import torch
+from gguf import GGUFReader
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
@@ -28,7 +29,8 @@ def main():
         # from_pretrained(gguf_file=…) needs torch.device as a context manager,
         # which torch 1.13 lacks.
         directory, name = os.path.split(os.path.abspath(path))
-        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
+        has_tokenizer = "tokenizer.ggml.model" in GGUFReader(path).fields
+        tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name) if has_tokenizer or len(sys.argv) <= 4 else None
         config = AutoConfig.from_pretrained(directory, gguf_file=name)
         model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
         state = load_gguf_checkpoint(path, return_tensors=True, model_to_load=model)["tensors"]

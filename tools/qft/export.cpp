@@ -64,6 +64,7 @@ int run_export(int argc, char** argv) {
     if (tokenizer) {
       options.bos_token_id = tokenizer->bos_id().value_or(-1);
       options.eos_token_id = tokenizer->eos_id().value_or(-1);
+      options.pad_token_id = tokenizer->pad_id().value_or(-1);
     }
     export_hf_model(out, source.config(), fill, options);
   } else {
