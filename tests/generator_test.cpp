@@ -48,7 +48,7 @@ TEST_P(GeneratorCase, CachedDecodingMatchesTransformersLogits) {
 INSTANTIATE_TEST_SUITE_P(Cases, GeneratorCase,
                          testing::Values("llama_tied", "llama_gqa_untied", "qwen2_bias", "mistral_outliers",
                                          "llama31_rope", "llama_yarn_rope", "mistral_window", "gemma2", "phi3",
-                                         "phi3_longrope"));
+                                         "phi3_longrope", "llama_longrope"));
 
 TEST(Generator, RefusesContextsBeyondItsLimit) {
   LoadedModel model = load_hf_model(test::reference_case("llama_tied"));

@@ -29,7 +29,7 @@ constexpr double kLossTolerance = 1e-5;
 const char* const kCases[] = {"llama_tied", "llama_gqa_untied", "qwen2_bias",
                               "mistral_outliers", "llama_bf16", "llama_f16",
                               "llama31_rope", "llama_yarn_rope", "llama_linear_rope",
-                              "mistral_window", "gemma2", "phi3", "phi3_longrope"};
+                              "mistral_window", "gemma2", "phi3", "phi3_longrope", "llama_longrope"};
 
 struct Gradients {
   double loss;

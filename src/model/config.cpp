@@ -181,6 +181,7 @@ ModelConfig parse_model_config(const nlohmann::json& json, const std::string& so
       config.rope_scaling = parse_rope_scaling(phi3 ? phi3_rope_scaling(json["rope_scaling"]) : json["rope_scaling"], source,
                                                config.head_dim, config.max_position_embeddings,
                                                config.original_max_position_embeddings);
+      config.rope_scaling.switches_to_long = phi3;
     }
   } catch (const nlohmann::json::exception& error) {
     fail(source, ": ", error.what());

@@ -226,11 +226,11 @@ RopeFrequencies rope_frequencies(const RopeScaling& scaling, int head_dim, float
       break;
     case RopeScaling::Type::LongRope: {
       // 1 / (factor · theta^(2i / dim)) in float32, as transformers writes it.
-      frequencies.long_inverse.resize(frequencies.inverse.size());
+      if (scaling.switches_to_long) frequencies.long_inverse.resize(frequencies.inverse.size());
       for (int i = 0; i < head_dim / 2; ++i) {
         const float power = rope_power(i, head_dim, theta);
         frequencies.inverse[i] = 1.0f / (scaling.short_factors[i] * power);
-        frequencies.long_inverse[i] = 1.0f / (scaling.long_factors[i] * power);
+        if (scaling.switches_to_long) frequencies.long_inverse[i] = 1.0f / (scaling.long_factors[i] * power);
       }
       frequencies.long_beyond = scaling.original_max_position_embeddings;
       frequencies.attention_factor = longrope_attention_factor(scaling);
@@ -241,7 +241,7 @@ RopeFrequencies rope_frequencies(const RopeScaling& scaling, int head_dim, float
 }
 
 size_t rope_table_floats(const RopeScaling& scaling, int head_dim, int positions) {
-  const size_t sets = scaling.type == RopeScaling::Type::LongRope ? 2 : 1;
+  const size_t sets = scaling.type == RopeScaling::Type::LongRope && scaling.switches_to_long ? 2 : 1;
   return 2 * sets * static_cast<size_t>(positions) * (head_dim / 2);
 }
 

@@ -36,6 +36,9 @@ struct RopeScaling {
   // Phi-3) factor is max_position_embeddings / original, as transformers has it.
   std::vector<float> short_factors, long_factors;  // (head_dim / 2)
   bool factor_from_context = false;  // factor = max_position_embeddings / original
+  // Only Phi-3's rotary embedding switches to the long factors in
+  // transformers 4.49; LLaMA's keeps the short ones at every length.
+  bool switches_to_long = false;
 };
 
 // Parses config.json's rope_scaling (null: none); `source` names the file.

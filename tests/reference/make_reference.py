@@ -174,6 +174,16 @@ CASES = {
             query_pre_attn_scalar=24, attn_logit_softcapping=0.5, final_logit_softcapping=1.5,
             sliding_window=3, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
             cache_implementation="hybrid"))),
+    # longrope on LLaMA: transformers 4.49's LlamaRotaryEmbedding computes the
+    # frequencies once, with the short factors, whatever the length; the
+    # top-level original context (8) sets the factor (128 / 8).
+    "llama_longrope": dict(
+        cls=LlamaForCausalLM, seed=1014, dtype=torch.float32, qk_scale=12.0,
+        cfg=lambda: LlamaConfig(**cfg_common(
+            vocab_size=64, hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+            rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True, original_max_position_embeddings=8,
+            rope_scaling={"rope_type": "longrope", "short_factor": [1.0, 1.2, 1.9, 3.1],
+                          "long_factor": [1.3, 3.0, 7.0, 13.0]}))),
     # Phi-3: fused qkv_proj and gate_up_proj, a sliding window of 5.
     "phi3": dict(
         cls=Phi3ForCausalLM, seed=1012, dtype=torch.float32, window_matters=True,
@@ -273,8 +283,8 @@ class Float64Exact:
                 return orig(self, x, position_ids)
             if "dynamic" in self.rope_type:
                 fail(f"exact RoPE not implemented for rope_type {self.rope_type}")
-            if self.rope_type == "longrope":
-                # short or long factors by the sequence's length, as the original forward does
+            if self.rope_type == "longrope" and hasattr(self, "_longrope_frequency_update"):
+                # Phi-3: short or long factors by the sequence's length, as the original forward does
                 self._longrope_frequency_update(position_ids, device=x.device)
             calls["rope"] += 1
             cfg = self.config
@@ -311,8 +321,12 @@ def build_model(case):
             # Query and key rows scaled up, so the scores (and RoPE's angles in them) matter.
             for layer in model.model.layers:
                 attn = layer.self_attn
-                rows = (attn.config.num_attention_heads + attn.num_key_value_heads) * attn.head_dim
-                attn.qkv_proj.weight[:rows] *= case["qk_scale"]
+                if hasattr(attn, "qkv_proj"):
+                    rows = (attn.config.num_attention_heads + attn.config.num_key_value_heads) * attn.head_dim
+                    attn.qkv_proj.weight[:rows] *= case["qk_scale"]
+                else:
+                    attn.q_proj.weight *= case["qk_scale"]
+                    attn.k_proj.weight *= case["qk_scale"]
         if case.get("outliers"):
             # 1% of the entries of every linear weight (including lm_head) x50.
             for name, mod in model.named_modules():
