@@ -238,14 +238,7 @@ TEST(ArchitectureMemory, PlanEqualsTheAccountingPerCategory) {
           training->step(1, 1e-3f, {make_batch(lines)});
           training->step(2, 1e-3f, {make_batch(lines)});
         }
-        const MemoryStats stats = memory_stats();
-        const auto peak = [&](MemCategory category) { return stats.peak[static_cast<int>(category)]; };
-        EXPECT_EQ(plan.activations, peak(MemCategory::Activations));
-        EXPECT_EQ(plan.workspace, peak(MemCategory::Workspace));
-        EXPECT_EQ(plan.momentum + plan.variances, peak(MemCategory::OptimizerState));
-        EXPECT_EQ(plan.grads, peak(MemCategory::Gradients));
-        EXPECT_EQ(plan.weights, peak(MemCategory::Weights));
-        EXPECT_EQ(plan.peak, stats.total_peak);
+        test::expect_plan_equals_accounting(plan);
       }
     }
   }

@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include <gtest/gtest.h>
+
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/mount.h>
@@ -145,6 +147,17 @@ int wait_status(pid_t pid) {
   int status = 0;
   waitpid(pid, &status, 0);
   return status;
+}
+
+void expect_plan_equals_accounting(const MemoryPlan& plan) {
+  const MemoryStats stats = memory_stats();
+  const auto peak = [&](MemCategory category) { return stats.peak[static_cast<int>(category)]; };
+  EXPECT_EQ(plan.weights + plan.adapters, peak(MemCategory::Weights));
+  EXPECT_EQ(plan.grads, peak(MemCategory::Gradients));
+  EXPECT_EQ(plan.momentum + plan.variances, peak(MemCategory::OptimizerState));
+  EXPECT_EQ(plan.activations, peak(MemCategory::Activations));
+  EXPECT_EQ(plan.workspace, peak(MemCategory::Workspace));
+  EXPECT_EQ(plan.peak, stats.total_peak);
 }
 
 }  // namespace qft::test

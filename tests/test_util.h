@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "train/memory_plan.h"
+
 namespace qft::test {
 
 // A fresh directory under the system temp dir, removed by the destructor.
@@ -70,6 +72,9 @@ std::string reference_case(const std::string& name);  // QFT_REFERENCE_DIR/name
 std::string read_text(const std::string& path);  // any bytes
 // The message of the qft::Error that action throws, or "" when it throws none.
 std::string error_of(const std::function<void()>& action);
+// Every category of `plan` equals the accounting's peak since the last
+// reset_memory_peaks(), to the byte (gtest expectations).
+void expect_plan_equals_accounting(const MemoryPlan& plan);
 void write_text(const std::string& path, const std::string& text);
 
 }  // namespace qft::test
