@@ -498,21 +498,16 @@ def make_case(name, case, root):
         fail(f"{name}: float64 loss {loss.item()} vs unpatched HF {hf_loss}: patches changed semantics")
     if case.get("window_matters"):
         # The sliding window must change the result, or this case tests nothing of it.
+        def set_window(value):
+            model.config.sliding_window = value
+            for module in [*model.model.layers, *(layer.self_attn for layer in model.model.layers)]:
+                if getattr(module, "sliding_window", None) is not None:
+                    module.sliding_window = value
         window = model.config.sliding_window
-        model.config.sliding_window = 1000
-        for layer in model.model.layers:
-            if getattr(layer, "sliding_window", None) is not None:
-                layer.sliding_window = 1000
-            if getattr(layer.self_attn, "sliding_window", None) is not None:
-                layer.self_attn.sliding_window = 1000
+        set_window(1000)
         with torch.no_grad(), Float64Exact():
             unwindowed = batch_loss(model, lines).item()
-        model.config.sliding_window = window
-        for layer in model.model.layers:
-            if getattr(layer, "sliding_window", None) is not None:
-                layer.sliding_window = window
-            if getattr(layer.self_attn, "sliding_window", None) is not None:
-                layer.self_attn.sliding_window = window
+        set_window(window)
         if abs(unwindowed - loss.item()) < 1e-4 * abs(loss.item()):
             fail(f"{name}: the sliding window does not change the loss ({unwindowed} vs {loss.item()})")
     if case.get("long_factors_matter"):
