@@ -130,5 +130,36 @@ TEST(Bf16Kernels, LinearForwardIsTheFp32KernelOnRoundedOperands) {
   for (int i = 0; i < N * OC; ++i) EXPECT_NEAR(got[i], want[i], 1e-4f * (1.0f + std::abs(want[i]))) << i;
 }
 
+// A weight its store already rounded to BF16 is multiplied as it is: the
+// same product, bit for bit, as the FP32 weight rounded by the product —
+// forward (b transposed) and input gradient (b as it is), a fused block's
+// rows, both compute modes (FP32 compute widens it exactly).
+TEST(Bf16Kernels, ABf16WeightGivesTheProductOfItsFp32Original) {
+  const int N = 24, IC = 48, OC = 40, first = 8, rows = 16;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  std::vector<float> inp(N * IC), dout(N * OC), weight(OC * IC), widened(OC * IC);
+  std::vector<uint16_t> weight16(OC * IC);
+  for (float& x : inp) x = normal(rng);
+  for (float& x : dout) x = normal(rng);
+  for (float& x : weight) x = normal(rng);
+  for (int i = 0; i < OC * IC; ++i) {
+    weight16[i] = float_to_bf16(weight[i]);
+    widened[i] = bf16_to_float(weight16[i]);
+  }
+  for (const Compute mode : {Compute::BF16, Compute::FP32}) {
+    set_compute(mode);
+    const WeightMatrix fp32 = mode == Compute::BF16 ? weight.data() : widened.data();
+    std::vector<float> got(N * OC), want(N * OC), got_dinp(N * IC, 0.5f), want_dinp(N * IC, 0.5f);
+    linear_forward(want.data(), inp.data(), fp32.from_row(first, IC), nullptr, N, IC, rows);
+    linear_forward(got.data(), inp.data(), WeightMatrix(weight16.data()).from_row(first, IC), nullptr, N, IC, rows);
+    linear_backward(want_dinp.data(), nullptr, nullptr, dout.data(), inp.data(), fp32, N, IC, OC);
+    linear_backward(got_dinp.data(), nullptr, nullptr, dout.data(), inp.data(), weight16.data(), N, IC, OC);
+    set_compute(Compute::FP32);
+    EXPECT_EQ(got, want) << (mode == Compute::BF16 ? "bf16" : "fp32");
+    EXPECT_EQ(got_dinp, want_dinp) << (mode == Compute::BF16 ? "bf16" : "fp32");
+  }
+}
+
 }  // namespace
 }  // namespace qft::kernels

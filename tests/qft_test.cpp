@@ -104,11 +104,17 @@ std::vector<std::vector<float>> dequantized(const QftStore& store) {
 }
 
 // Algorithm 2 on the de-quantized weights equals FP32 Lion on those same
-// values, up to the re-quantization of each row.
-TEST(QLion, OneStepEqualsFp32LionOnDequantizedValues) {
+// values, up to the re-quantization of each row. In BF16 compute the store
+// de-quantizes straight to BF16 and the FP32 model rounds the same values in
+// each product: the same operands, so still the same loss, bit for bit.
+void expect_one_step_equals_fp32_lion(kernels::Compute compute) {
+  kernels::set_compute(compute);
   const Task task;
   const ModelSource source = ModelSource::random(task.config, 5);
   QftStore store(source, qft_settings(Rounding::Stochastic));
+  const bool bf16 = compute == kernels::Compute::BF16;
+  EXPECT_EQ(store.linear_weight(1, Linear::Down).bf16 != nullptr, bf16);
+  EXPECT_EQ(store.lm_head_weight().bf16 != nullptr, bf16);
   const auto before = dequantized(store);
   const float lr = 1e-2f;  // many quantization steps, so a wrong sign shows
 
@@ -139,6 +145,13 @@ TEST(QLion, OneStepEqualsFp32LionOnDequantizedValues) {
       }
     }
   }
+  kernels::set_compute(kernels::Compute::FP32);
+}
+
+TEST(QLion, OneStepEqualsFp32LionOnDequantizedValues) { expect_one_step_equals_fp32_lion(kernels::Compute::FP32); }
+
+TEST(QLion, OneStepInBf16ComputeEqualsFp32LionOnDequantizedValues) {
+  expect_one_step_equals_fp32_lion(kernels::Compute::BF16);
 }
 
 // With one micro-batch, pushing gradients on the INT8 stack and updating

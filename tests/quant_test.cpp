@@ -172,6 +172,34 @@ TEST(HybridMatrix, SplitReconstructsTheMatrix) {
   EXPECT_LT(l2_distance(back, values) * 10, l2_distance(plain_back, values));
 }
 
+// Straight to BF16: each value (dense and outlier) is the FP32 value
+// de-quantization gives, rounded to nearest even — bit for bit, over rows
+// whose width is no multiple of the conversion's 16 or 64 values.
+TEST(HybridMatrix, DequantizesStraightToTheBf16OfItsFp32Values) {
+  const int rows = 12, cols = 203;
+  const auto values = matrix_with_outliers(rows, cols);
+  HybridMatrix matrix("w", rows, cols);
+  matrix.assign(values.data(), 0.02f, nearest());
+  ASSERT_GT(matrix.outlier_count(), 0);
+  std::vector<float> fp32(values.size());
+  std::vector<uint16_t> bf16((rows - 3) * cols);
+  matrix.dequantize_rows(fp32.data(), 0, rows);
+  matrix.dequantize_rows_bf16(bf16.data(), 3, rows);
+  for (size_t i = 0; i < bf16.size(); ++i) ASSERT_EQ(bf16[i], float_to_bf16(fp32[3 * cols + i])) << i;
+}
+
+// The row conversion (AVX512-BF16's where built) rounds as float_to_bf16,
+// ties included.
+TEST(Bfloat16, RowConversionRoundsAsTheScalarOne) {
+  std::vector<float> values = normal_values(1000, 3.0f, 11);
+  values[5] = 1.0f + 0x1.0p-8f;
+  values[6] = 1.0f + 3 * 0x1.0p-8f;
+  values[7] = -INFINITY;
+  std::vector<uint16_t> rounded(values.size());
+  float_to_bf16_row(rounded.data(), values.data(), values.size());
+  for (size_t i = 0; i < values.size(); ++i) ASSERT_EQ(rounded[i], float_to_bf16(values[i])) << values[i];
+}
+
 TEST(HybridMatrix, UpdatesKeepOutliersExactAndReRangeCrossingRows) {
   const int rows = 8, cols = 300;
   const auto values = matrix_with_outliers(rows, cols);

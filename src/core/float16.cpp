@@ -1,8 +1,21 @@
 #include "core/float16.h"
 
+#include <immintrin.h>
+
 #include <cmath>
 
 namespace qft {
+
+void float_to_bf16_row(uint16_t* out, const float* in, size_t n) {
+  size_t j = 0;
+#ifdef __AVX512BF16__
+  for (; j + 16 <= n; j += 16) {
+    const __m256bh rounded = _mm512_cvtneps_pbh(_mm512_loadu_ps(in + j));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), std::bit_cast<__m256i>(rounded));
+  }
+#endif
+  for (; j < n; ++j) out[j] = float_to_bf16(in[j]);
+}
 
 float half_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;

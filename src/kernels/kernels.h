@@ -33,15 +33,29 @@ GemmOperands largest(GemmOperands x, GemmOperands y);
 // 0 in FP32 compute.
 size_t compute_staging_bytes(GemmOperands main_thread, GemmOperands every_thread);
 
+// ---- a weight matrix (rows, cols) that products multiply by: FP32, or in
+// BF16 compute already BF16 — a store that materialises each weight for its
+// use rounds it there once, so no product rounds or stages it again.
+struct WeightMatrix {
+  const float* fp32 = nullptr;
+  const uint16_t* bf16 = nullptr;
+  WeightMatrix(const float* values) : fp32(values) {}
+  WeightMatrix(const uint16_t* values) : bf16(values) {}
+  // The rows from `first` on (a block of a fused projection).
+  WeightMatrix from_row(size_t first, int cols) const;
+};
+
 // ---- linear: out (N, OC) = inp (N, IC) · weight (OC, IC)ᵀ + bias (OC)
-void linear_forward(float* out, const float* inp, const float* weight, const float* bias,
+void linear_forward(float* out, const float* inp, WeightMatrix weight, const float* bias,
                     int N, int IC, int OC);
 // dinp (N, IC) += dout · weight; dweight (OC, IC) += doutᵀ · inp; dbias (OC) += Σₙ dout.
 // dinp may be nullptr (no input gradient wanted); dweight and dbias may be nullptr (a frozen
 // weight, no bias).
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     const float* weight, int N, int IC, int OC);
-GemmOperands linear_gemm_operands(int N, int IC, int OC);  // forward and backward
+                     WeightMatrix weight, int N, int IC, int OC);
+// Forward and backward; `bf16_weight`: the weight arrives in BF16, so only
+// the other operands are staged.
+GemmOperands linear_gemm_operands(int N, int IC, int OC, bool bf16_weight);
 
 // ---- residual: out (n) = a + b. Its backward passes the gradient through.
 void residual_forward(float* out, const float* a, const float* b, size_t n);

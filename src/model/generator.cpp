@@ -139,7 +139,7 @@ void Generator::forward_chunk(const int* tokens, int N, bool long_rope) {
   const HeadParams& head = store_.head_weights();
   const float* last = w.x + static_cast<size_t>(N - 1) * C;  // (C)
   kernels::rmsnorm_forward(w.ln, w.rstd, last, head.final_norm, 1, C, c.rms_norm_eps, offset);
-  kernels::linear_forward(logits_.data(), w.ln, head.lm_head, nullptr, 1, C, c.vocab_size);
+  kernels::linear_forward(logits_.data(), w.ln, store_.lm_head_weight(), nullptr, 1, C, c.vocab_size);
   if (c.final_logit_softcapping > 0) kernels::softcap_forward(logits_.data(), c.vocab_size, c.final_logit_softcapping);
   position_ += N;
 }

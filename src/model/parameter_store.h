@@ -1,5 +1,5 @@
 #pragma once
-// Where the Transformer reads FP32 weights and hands over weight gradients,
+// Where the Transformer reads weights and hands over FP32 weight gradients,
 // one tensor at a time. FP32 training keeps whole FP32 sets; QFT keeps INT8
 // state, materialises one matrix at a time and consumes each gradient the
 // moment it is complete.
@@ -35,12 +35,16 @@ class ParameterStore {
 
   // A layer's norm weights and biases (its linear weights may be null).
   virtual const LayerParams& layer_weights(int layer) = 0;
-  // One linear weight (out, in) in FP32, valid until the next call.
-  virtual const float* linear_weight(int layer, Linear which) = 0;
+  // One linear weight (out, in), valid until the next weight is asked for:
+  // FP32, or BF16 where the store rounds the weights it materialises.
+  virtual kernels::WeightMatrix linear_weight(int layer, Linear which) = 0;
   // out (N, C): the embedding rows of tokens (N).
   virtual void embed(float* out, const int* tokens, int N) = 0;
-  // The final norm weight and the LM head (V, C); `embed` may be null.
+  // The final norm weight; `embed` and `lm_head` may be null (then the LM
+  // head comes from lm_head_weight()).
   virtual const HeadParams& head_weights() = 0;
+  // The LM head (V, C), as linear_weight.
+  virtual kernels::WeightMatrix lm_head_weight() { return head_weights().lm_head; }
 
   // Gradient buffers backward adds into (+=).
   virtual const LayerParams& layer_grads(int layer) = 0;  // norms and biases
@@ -63,7 +67,9 @@ class Fp32ParameterStore final : public ParameterStore {
   Fp32ParameterStore(const ModelConfig& config, ParamSet& weights, ParamSet* grads);
 
   const LayerParams& layer_weights(int layer) override { return weights_.layers[layer]; }
-  const float* linear_weight(int layer, Linear which) override { return linear_of(weights_.layers[layer], which).weight; }
+  kernels::WeightMatrix linear_weight(int layer, Linear which) override {
+    return linear_of(weights_.layers[layer], which).weight;
+  }
   void embed(float* out, const int* tokens, int N) override;
   const HeadParams& head_weights() override { return weights_.head; }
 

@@ -26,11 +26,12 @@ void gate_forward(Activation activation, float* out, const float* gate, const fl
   kernels::geglu_forward(out, gate, up, n);
 }
 
-void linear_forward_blocks(std::initializer_list<RowBlock> outputs, const float* inp, const float* weight,
+void linear_forward_blocks(std::initializer_list<RowBlock> outputs, const float* inp, kernels::WeightMatrix weight,
                            const float* bias, int N, int IC) {
   size_t first = 0;
   for (const RowBlock& block : outputs) {
-    kernels::linear_forward(block.values, inp, weight + first * IC, bias ? bias + first : nullptr, N, IC, block.rows);
+    kernels::linear_forward(block.values, inp, weight.from_row(first, IC), bias ? bias + first : nullptr, N, IC,
+                            block.rows);
     first += block.rows;
   }
 }
@@ -162,11 +163,11 @@ TransformerMemory Transformer::memory(const ModelConfig& c, int N, int max_lengt
         kernels::largest(attention_products, kernels::attention_gemm_operands(attention_shape(c, N, max_length, layer)));
   }
   kernels::GemmOperands products =
-      kernels::linear_gemm_operands(logits_chunk_rows(c, N), c.hidden_size, c.vocab_size);
+      kernels::linear_gemm_operands(logits_chunk_rows(c, N), c.hidden_size, c.vocab_size, options.bf16_weights);
   for (const Linear which : linears_of(c)) {
     const int inputs = which == Linear::O ? c.q_dim() : which == Linear::Down ? c.intermediate_size : c.hidden_size;
     for (const int rows : linear_row_blocks(c, which)) {
-      products = kernels::largest(products, kernels::linear_gemm_operands(N, inputs, rows));
+      products = kernels::largest(products, kernels::linear_gemm_operands(N, inputs, rows, options.bf16_weights));
     }
   }
   memory.compute_staging_bytes =
@@ -254,7 +255,7 @@ void Transformer::linear_forward(int layer, Linear which, float* out, const floa
 void Transformer::linear_backward(int layer, Linear which, float* dinp, const float* dout, const float* inp, int IC,
                                   int OC) {
   const int N = batch_->size();
-  const float* weight = store_.linear_weight(layer, which);
+  const kernels::WeightMatrix weight = store_.linear_weight(layer, which);
   kernels::linear_backward(dinp, store_.linear_grad(layer, which), linear_of(store_.layer_grads(layer), which).bias,
                            dout, inp, weight, N, IC, OC);
   if (const LoraAdapter* adapter = store_.adapter(layer, which)) {
@@ -273,13 +274,13 @@ void Transformer::fused_forward(int layer, Linear which, std::initializer_list<R
 
 void Transformer::fused_backward(int layer, Linear which, float* dinp, std::initializer_list<RowBlock> douts,
                                  const float* inp, int IC) {
-  const float* weight = store_.linear_weight(layer, which);
+  const kernels::WeightMatrix weight = store_.linear_weight(layer, which);
   float* dweight = store_.linear_grad(layer, which);
   float* dbias = linear_of(store_.layer_grads(layer), which).bias;
   size_t first = 0;
   for (const RowBlock& block : douts) {
     kernels::linear_backward(dinp, dweight ? dweight + first * IC : nullptr, dbias ? dbias + first : nullptr,
-                             block.values, inp, weight + first * IC, batch_->size(), IC, block.rows);
+                             block.values, inp, weight.from_row(first, IC), batch_->size(), IC, block.rows);
     first += block.rows;
   }
   store_.linear_grad_done(layer, which);
@@ -399,6 +400,7 @@ double Transformer::head_forward_backward(bool training, int64_t denominator, do
   const Scratch& s = *scratch_;
   const int N = batch.size(), C = c.hidden_size, V = c.vocab_size;
   const HeadParams& w = store_.head_weights();
+  const kernels::WeightMatrix lm_head = store_.lm_head_weight();
   const float* x_final = residual(c.num_layers);  // (N, C)
   float* normed = final_norm_out_.data();         // (N, C)
   kernels::rmsnorm_forward(normed, final_rstd_.data(), x_final, w.final_norm, N, C, c.rms_norm_eps, c.norm_offset());
@@ -410,12 +412,12 @@ double Transformer::head_forward_backward(bool training, int64_t denominator, do
   for (int r0 = 0; r0 < N; r0 += chunk) {
     const int rows = std::min(chunk, N - r0);
     const float* rows_in = normed + static_cast<size_t>(r0) * C;  // (rows, C)
-    kernels::linear_forward(s.logits, rows_in, w.lm_head, nullptr, rows, C, V);
+    kernels::linear_forward(s.logits, rows_in, lm_head, nullptr, rows, C, V);
     if (training) {
       loss_sum += kernels::cross_entropy_forward_backward(s.logits, batch.targets.data() + r0, rows, V, grad_scale,
                                                           c.final_logit_softcapping);
       kernels::linear_backward(s.dln + static_cast<size_t>(r0) * C, store_.head_grads().lm_head, nullptr,
-                               s.logits, rows_in, w.lm_head, rows, C, V);
+                               s.logits, rows_in, lm_head, rows, C, V);
     } else {
       kernels::cross_entropy_rows(row_losses + r0, s.logits, batch.targets.data() + r0, rows, V,
                                   c.final_logit_softcapping);

@@ -27,7 +27,7 @@ struct RowBlock {
   int rows;
 };
 // block_i = inp (N, IC) · weight[block i's rows]ᵀ + bias[those rows] (bias may be null).
-void linear_forward_blocks(std::initializer_list<RowBlock> outputs, const float* inp, const float* weight,
+void linear_forward_blocks(std::initializer_list<RowBlock> outputs, const float* inp, kernels::WeightMatrix weight,
                            const float* bias, int N, int IC);
 // The output row counts of each GEMM a model's linear `which` makes: one
 // block, or Phi-3's q/k/v and gate/up.
@@ -38,6 +38,9 @@ struct TransformerOptions {
   bool checkpointing = false;
   // The rank of the store's LoRA adapters (0: none), which sizes their scratch.
   int adapter_rank = 0;
+  // The store hands its linear weights and LM head over in BF16 (a
+  // TensorStore in BF16 compute), so BF16 compute stages no copy of them.
+  bool bf16_weights = false;
 };
 
 // Floats the transformer allocates for a batch of N rows, so a memory plan

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/float16.h"
 
 namespace qft {
 
@@ -160,6 +161,17 @@ void HybridMatrix::dequantize_rows(float* out, int row_begin, int row_end) const
 #pragma omp parallel for schedule(static)
   for (int row = row_begin; row < row_end; ++row) {
     dequantize_row(out + static_cast<size_t>(row - row_begin) * cols(), row);
+  }
+}
+
+void HybridMatrix::dequantize_rows_bf16(uint16_t* out, int row_begin, int row_end) const {
+#pragma omp parallel for schedule(static)
+  for (int row = row_begin; row < row_end; ++row) {
+    uint16_t* values = out + static_cast<size_t>(row - row_begin) * cols();
+    qft::dequantize_row_bf16(values, dense_.row_codes(row), dense_.range(row), cols());
+    for (int32_t i = row_start_[row]; i < row_start_[row + 1]; ++i) {
+      values[outlier_columns_[i]] = float_to_bf16(outlier_values_[i]);
+    }
   }
 }
 

@@ -37,6 +37,8 @@ class HybridMatrix {
   // out (row_end − row_begin, cols): the de-quantized rows.
   void dequantize_rows(float* out, int row_begin, int row_end) const;
   void dequantize_row(float* out, int row) const;
+  // The same rows rounded to BF16, out (row_end − row_begin, cols).
+  void dequantize_rows_bf16(uint16_t* out, int row_begin, int row_end) const;
 
   // For every row in [row_begin, row_end) (all by default): de-quantize, let
   // update(row, values) change the values in place, store the outliers

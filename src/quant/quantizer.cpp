@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/float16.h"
 #include "core/parallel.h"
 #include "quant/philox.h"
 
@@ -84,6 +85,16 @@ RowRange quantize_row(uint8_t* codes, const float* values, int n, const Rounding
 void dequantize_row(float* out, const uint8_t* codes, RowRange range, int n) {
 #pragma omp simd
   for (int i = 0; i < n; ++i) out[i] = range.offset + range.scale * static_cast<float>(codes[i]);
+}
+
+void dequantize_row_bf16(uint16_t* out, const uint8_t* codes, RowRange range, int n) {
+  constexpr int kBlock = 64;  // FP32 values live only in this block, in registers and L1
+  float block[kBlock];
+  for (int first = 0; first < n; first += kBlock) {
+    const int count = std::min(kBlock, n - first);
+    dequantize_row(block, codes + first, range, count);
+    float_to_bf16_row(out + first, block, count);
+  }
 }
 
 QuantizedRows::QuantizedRows(MemCategory category, int rows, int cols)

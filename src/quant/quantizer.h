@@ -33,6 +33,9 @@ struct RoundingContext {
 RowRange quantize_row(uint8_t* codes, const float* values, int n, const RoundingContext& rounding,
                       uint32_t row, const uint16_t* skip, int skip_count, const std::string& tensor);
 void dequantize_row(float* out, const uint8_t* codes, RowRange range, int n);
+// The same values rounded to BF16 (nearest even) as they are computed: no
+// FP32 copy of the row.
+void dequantize_row_bf16(uint16_t* out, const uint8_t* codes, RowRange range, int n);
 
 // A (rows, cols) matrix of codes with one range per row.
 class QuantizedRows {

@@ -128,7 +128,7 @@ class LoraStore::FrozenInt8 final : public TensorStore {
  public:
   FrozenInt8(const ModelSource& source, float outlier_fraction, uint64_t& fingerprint)
       : TensorStore(source.config(), source.specs(), /*frozen=*/true) {
-    float* staging = borrow_weight_buffer();
+    float* staging = borrow_fp32_buffer();
     matrices_.resize(specs_.size());
     vectors_.resize(specs_.size());
     for (size_t i = 0; i < specs_.size(); ++i) {
@@ -156,6 +156,9 @@ class LoraStore::FrozenInt8 final : public TensorStore {
  private:
   void load(size_t index, float* out) const override {
     matrices_[index]->dequantize_rows(out, 0, matrices_[index]->rows());
+  }
+  void load_bf16(size_t index, uint16_t* out) const override {
+    matrices_[index]->dequantize_rows_bf16(out, 0, matrices_[index]->rows());
   }
   void load_row(size_t index, int row, float* out) const override { matrices_[index]->dequantize_row(out, row); }
   float* vector(size_t index) override { return vectors_[index].data(); }

@@ -85,16 +85,18 @@ MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings) 
     fail(settings.lora ? "--method lora" : "--optimizer mixed-adamw", " does not run data-parallel yet");
   }
   const ParamCounts counts = count_params(parameter_specs(config));
+  const std::string& optimizer = settings.optimizer;
+  const bool tensor_store = !settings.lora && (optimizer == "qlion" || optimizer == "mixed-adamw");
   const TransformerMemory transformer =
       Transformer::memory(config, settings.seq_len * settings.batch, settings.seq_len, true,
                           {.checkpointing = settings.checkpointing,
-                           .adapter_rank = settings.lora ? settings.lora->rank : 0});
+                           .adapter_rank = settings.lora ? settings.lora->rank : 0,
+                           .bf16_weights = tensor_store && TensorStore::bf16_weights(false)});
   MemoryPlan plan;
   plan.params = counts.params;
   plan.activations = transformer.activation_bytes();
   plan.workspace = transformer.workspace_bytes();
   const size_t fp32 = counts.padded_floats * sizeof(float);
-  const std::string& optimizer = settings.optimizer;
   if (settings.lora) {
     plan_lora(plan, config, settings);
   } else if (optimizer == "qlion") {

@@ -98,6 +98,11 @@ void MixedPrecisionStore::load(size_t index, float* out) const {
   for (size_t j = 0; j < param.count; ++j) out[j] = bf16_to_float(param.bf16[j]);
 }
 
+void MixedPrecisionStore::load_bf16(size_t index, uint16_t* out) const {
+  const Param& param = *params_.at(index);
+  std::memcpy(out, param.bf16.data(), param.count * sizeof(uint16_t));
+}
+
 void MixedPrecisionStore::load_row(size_t index, int row, float* out) const {
   const Param& param = *params_.at(index);
   const uint16_t* codes = param.bf16.data() + static_cast<size_t>(row) * param.cols;

@@ -93,7 +93,7 @@ QftStore::QftStore(const ModelSource& source, const QftSettings& settings)
   const auto [in_flight, owned] = exchange_floats(config_, placement);
   in_flight_ = Buffer<float>(MemCategory::Gradients, in_flight);
   owned_grad_ = Buffer<float>(MemCategory::Gradients, owned);
-  float* staging = borrow_weight_buffer();  // one tensor at a time, never the model
+  float* staging = borrow_fp32_buffer();  // one tensor at a time, never the model
   for (size_t i = 0; i < specs_.size(); ++i) {
     auto param = std::make_unique<Param>();
     param->spec = &specs_[i];
@@ -145,7 +145,7 @@ void QftStore::end_step(bool apply) {
           update(entry.param, nullptr, entry.grad);
           continue;
         }
-        float* grad = borrow_weight_buffer();  // backward is over
+        float* grad = borrow_fp32_buffer();  // backward is over
         entry.grad->dequantize(grad);
         exchange(entry.param, grad);
         finish_exchange();
@@ -202,6 +202,11 @@ void QftStore::load(size_t index, float* out) const {
   } else {
     std::memcpy(out, param.vector.data(), param.cols * sizeof(float));
   }
+}
+
+void QftStore::load_bf16(size_t index, uint16_t* out) const {
+  const Param& param = *params_.at(index);
+  param.matrix->dequantize_rows_bf16(out, 0, param.rows);
 }
 
 void QftStore::load_row(size_t index, int row, float* out) const { params_.at(index)->matrix->dequantize_row(out, row); }

@@ -86,6 +86,7 @@ class QftStore final : public TensorStore {
   struct Param;
 
   void load(size_t index, float* out) const override;
+  void load_bf16(size_t index, uint16_t* out) const override;
   void load_row(size_t index, int row, float* out) const override;
   float* vector(size_t index) override;
   void consume(size_t index, const float* grad) override;

@@ -44,20 +44,27 @@ struct Layout {
 
 }  // namespace
 
+bool TensorStore::bf16_weights(bool frozen) { return !frozen && kernels::compute() == kernels::Compute::BF16; }
+
 TensorStore::WorkingMemory TensorStore::working_memory(const ModelConfig& config, bool frozen) {
   const Layout layout(config);
   const size_t shared = std::max(layout.largest_linear, layout.head);
-  if (frozen) return {0, shared * sizeof(float)};
+  const size_t weights = shared * (bf16_weights(frozen) ? sizeof(uint16_t) : sizeof(float));
+  if (frozen) return {0, weights};
   const size_t matrix_grads = config.tie_word_embeddings ? layout.largest_linear + layout.head : shared;
-  return {(matrix_grads + layout.vector_floats) * sizeof(float), shared * sizeof(float)};
+  return {(matrix_grads + layout.vector_floats) * sizeof(float), weights};
 }
 
 TensorStore::TensorStore(const ModelConfig& config, std::vector<ParamSpec> specs, bool frozen)
-    : config_(config), specs_(std::move(specs)), frozen_(frozen) {
+    : config_(config), specs_(std::move(specs)), frozen_(frozen), bf16_weights_(bf16_weights(frozen)) {
   for (size_t i = 0; i < specs_.size(); ++i) index_[specs_[i].name] = i;
   const Layout layout(config_);
   const size_t shared = std::max(layout.largest_linear, layout.head);
-  weight_buffer_ = Buffer<float>(MemCategory::Workspace, shared);
+  if (bf16_weights_) {
+    bf16_weight_buffer_ = Buffer<uint16_t>(MemCategory::Workspace, shared);
+  } else {
+    weight_buffer_ = Buffer<float>(MemCategory::Workspace, shared);
+  }
   if (frozen_) return;
   if (config_.tie_word_embeddings) {
     head_grad_ = Buffer<float>(MemCategory::Gradients, layout.head);
@@ -90,7 +97,7 @@ void TensorStore::bind_views() {
     layer_vector_params_.emplace_back();
     for (const std::string& suffix : suffixes) layer_vector_params_.back().push_back(index_of(layer_param_name(layer, suffix)));
   }
-  head_weights_ = {nullptr, resident("model.norm.weight"), weight_buffer_.data()};
+  head_weights_ = {nullptr, resident("model.norm.weight"), nullptr};
   if (!frozen_) head_grads_ = {nullptr, vector_grads_.data(), head_grad_.data()};
 }
 
@@ -104,15 +111,28 @@ size_t TensorStore::linear_index(int layer, Linear which) const {
   return index_of(layer_param_name(layer, std::string(linear_module(which)) + ".weight"));
 }
 
-const float* TensorStore::load_weight(size_t index) {
+float* TensorStore::borrow_fp32_buffer() {
+  weight_holder_ = SIZE_MAX;
+  if (!bf16_weights_) return weight_buffer_.data();
+  return head_grad_.size() >= own_linear_grad_.size() ? head_grad_.data() : own_linear_grad_.data();
+}
+
+kernels::WeightMatrix TensorStore::load_weight(size_t index) {
   if (weight_holder_ != index) {
-    load(index, weight_buffer_.data());
+    if (bf16_weights_) {
+      load_bf16(index, bf16_weight_buffer_.data());
+    } else {
+      load(index, weight_buffer_.data());
+    }
     weight_holder_ = index;
   }
+  if (bf16_weights_) return bf16_weight_buffer_.data();
   return weight_buffer_.data();
 }
 
-const float* TensorStore::linear_weight(int layer, Linear which) { return load_weight(linear_index(layer, which)); }
+kernels::WeightMatrix TensorStore::linear_weight(int layer, Linear which) {
+  return load_weight(linear_index(layer, which));
+}
 
 void TensorStore::embed(float* out, const int* tokens, int N) {
   const size_t table = index_of("model.embed_tokens.weight");
@@ -121,9 +141,8 @@ void TensorStore::embed(float* out, const int* tokens, int N) {
   for (int n = 0; n < N; ++n) load_row(table, tokens[n], out + static_cast<size_t>(n) * C);
 }
 
-const HeadParams& TensorStore::head_weights() {
-  load_weight(index_of(config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
-  return head_weights_;
+kernels::WeightMatrix TensorStore::lm_head_weight() {
+  return load_weight(index_of(config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
 }
 
 // Zeroes a gradient buffer at its first use in a pass.

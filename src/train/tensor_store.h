@@ -1,16 +1,18 @@
 #pragma once
 // A ParameterStore for compressed training state (QFT's INT8, mixed
-// precision's BF16): matrices are materialised in FP32 one at a time and
+// precision's BF16): matrices are materialised one at a time — in FP32, or
+// in BF16 compute straight in BF16, the precision every product uses — and
 // each gradient is handed to the subclass the moment it is complete. Norm
-// weights and biases stay FP32 and resident. The FP32 working buffers:
+// weights and biases stay FP32 and resident. The working buffers:
 //   - one weight buffer holds the linear weight in use or the LM head;
 //   - untied, one gradient buffer serves the LM head, each linear and then
 //     the embedding, since each is consumed before the next begins; tied,
 //     the LM head's gradient waits for the embedding's, so the linear
 //     gradients get their own buffer;
 //   - one small buffer holds a layer's (or the final norm's) vector gradients.
-// A frozen store (LoRA's base) has no gradient buffers: every gradient is
-// nullptr, so backward computes input gradients only.
+// Gradients are FP32. A frozen store (LoRA's base) has no gradient buffers:
+// every gradient is nullptr, so backward computes input gradients only, and
+// its weights stay FP32 (building it stages each tensor in the weight buffer).
 #include <map>
 #include <string>
 #include <vector>
@@ -23,12 +25,14 @@ namespace qft {
 
 class TensorStore : public ParameterStore {
  public:
-  // Bytes of the FP32 working buffers.
+  // Bytes of the working buffers.
   struct WorkingMemory {
     size_t grads = 0;
     size_t weights = 0;
   };
   static WorkingMemory working_memory(const ModelConfig& config, bool frozen = false);
+  // Whether such a store materialises its weights in BF16 (under the compute set now).
+  static bool bf16_weights(bool frozen);
   static bool is_matrix(ParamRole role) {
     return role == ParamRole::Embedding || role == ParamRole::LmHead || role == ParamRole::Linear;
   }
@@ -39,9 +43,10 @@ class TensorStore : public ParameterStore {
   const std::optional<NonFinite>& nonfinite() const { return nonfinite_; }
 
   const LayerParams& layer_weights(int layer) override { return layer_vectors_.at(layer); }
-  const float* linear_weight(int layer, Linear which) override;
+  kernels::WeightMatrix linear_weight(int layer, Linear which) override;
   void embed(float* out, const int* tokens, int N) override;
-  const HeadParams& head_weights() override;
+  const HeadParams& head_weights() override { return head_weights_; }
+  kernels::WeightMatrix lm_head_weight() override;
   const LayerParams& layer_grads(int layer) override;
   float* linear_grad(int layer, Linear which) override;
   void linear_grad_done(int layer, Linear which) override;
@@ -55,17 +60,17 @@ class TensorStore : public ParameterStore {
   TensorStore(const ModelConfig& config, std::vector<ParamSpec> specs, bool frozen = false);
   // Builds the views once the subclass's vectors exist.
   void bind_views();
-  // The weight buffer (room for the largest matrix parameter) for other use
-  // while no weight is needed: where a subclass stages the source's tensors
-  // while it builds its state, so building needs no buffer of its own. The
-  // weight it held is loaded again at its next use.
-  float* borrow_weight_buffer() {
-    weight_holder_ = SIZE_MAX;
-    return weight_buffer_.data();
-  }
+  // FP32 room for the largest matrix parameter, for other use while no
+  // weight or gradient is: where a subclass stages the source's tensors
+  // while it builds its state, or a gradient after backward, so neither
+  // needs a buffer of its own. The FP32 weight buffer, or with BF16 weights
+  // the larger gradient buffer; a weight it held is loaded again at its next use.
+  float* borrow_fp32_buffer();
 
-  // FP32 values of a matrix parameter, out (numel), or of one of its rows.
+  // Values of a matrix parameter, out (numel): FP32, or rounded to BF16
+  // (nearest even) as they are made; FP32 values of one of its rows.
   virtual void load(size_t index, float* out) const = 0;
+  virtual void load_bf16(size_t index, uint16_t* out) const = 0;
   virtual void load_row(size_t index, int row, float* out) const = 0;
   // The resident FP32 values of a norm weight or bias.
   virtual float* vector(size_t index) = 0;
@@ -93,15 +98,18 @@ class TensorStore : public ParameterStore {
   std::vector<ParamSpec> specs_;
 
  private:
-  const float* load_weight(size_t index);
+  // Parameter `index` in the weight buffer (loaded unless it is there).
+  kernels::WeightMatrix load_weight(size_t index);
   // Checks grad, then consumes it unless this or an earlier one is non-finite.
   void hand_over(size_t index, float* grad);
   size_t linear_index(int layer, Linear which) const;
 
   std::map<std::string, size_t> index_;
   bool frozen_;
-  Buffer<float> weight_buffer_;      // (max(largest linear, V·C))
-  size_t weight_holder_ = SIZE_MAX;  // the parameter in weight_buffer_
+  bool bf16_weights_;
+  Buffer<float> weight_buffer_;            // (max(largest linear, V·C)), FP32 weights
+  Buffer<uint16_t> bf16_weight_buffer_;    // the same, BF16 weights
+  size_t weight_holder_ = SIZE_MAX;        // the parameter in the weight buffer
   Buffer<float> head_grad_;          // (V, C), or shared with the linears when untied
   bool head_grad_open_ = false;
   Buffer<float> own_linear_grad_;    // tied models only

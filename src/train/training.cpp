@@ -169,7 +169,8 @@ class StoreTraining : public Training {
   StoreTraining(const ModelSource& source, const TrainingSettings& settings, const StoreSettings& store_settings)
       : Training(source.config(), settings),
         store_(source, store_settings),
-        transformer_(model_config_, store_, {.checkpointing = settings.checkpointing}) {}
+        transformer_(model_config_, store_,
+                     {.checkpointing = settings.checkpointing, .bf16_weights = TensorStore::bf16_weights(false)}) {}
 
   Store store_;
   Transformer transformer_;

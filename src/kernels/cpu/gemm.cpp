@@ -1,11 +1,9 @@
 #include "kernels/cpu/gemm.h"
 
-#include <immintrin.h>
 #include <oneapi/dnnl/dnnl.h>
 #include <omp.h>
 
 #include <algorithm>
-#include <bit>
 #include <map>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <tuple>
@@ -21,24 +19,13 @@ Compute g_compute = Compute::FP32;
 
 using dnnl::memory;
 
-// One row rounded to BF16, nearest even (AVX512-BF16's conversion where the
-// build has it: 16 values an instruction).
-void round_row(uint16_t* out, const float* in, int count) {
-  int j = 0;
-#ifdef __AVX512BF16__
-  for (; j + 16 <= count; j += 16) {
-    const __m256bh rounded = _mm512_cvtneps_pbh(_mm512_loadu_ps(in + j));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + j), std::bit_cast<__m256i>(rounded));
-  }
-#endif
-  for (; j < count; ++j) out[j] = float_to_bf16(in[j]);
-}
-
 // The operand (rows, cols) with leading dimension ld, rounded to BF16 into a
 // dense (rows, cols) buffer.
 void round_to_bf16(uint16_t* out, const float* in, int rows, int cols, int ld) {
 #pragma omp parallel for schedule(static)
-  for (int r = 0; r < rows; ++r) round_row(out + static_cast<size_t>(r) * cols, in + static_cast<size_t>(r) * ld, cols);
+  for (int r = 0; r < rows; ++r) {
+    float_to_bf16_row(out + static_cast<size_t>(r) * cols, in + static_cast<size_t>(r) * ld, cols);
+  }
 }
 
 // A growing per-thread staging buffer (accounted as workspace).
@@ -50,7 +37,7 @@ uint16_t* staging(Buffer<uint16_t>& buffer, size_t count) {
   return buffer.data();
 }
 
-using Key = std::tuple<bool, bool, int, int, int, int, float, float>;  // ta, tb, M, N, K, ldc, alpha, beta
+using Key = std::tuple<bool, bool, int, int, int, int, int, float, float>;  // ta, tb, M, N, K, ldb, ldc, alpha, beta
 
 // One thread's BF16 matmuls: primitives by shape, the operands' staging.
 class Bf16Matmul {
@@ -59,16 +46,22 @@ class Bf16Matmul {
 
   void run(bool ta, bool tb, int M, int N, int K, float alpha, const float* a, int lda, const float* b, int ldb,
            float beta, float* c, int ldc) {
-    uint16_t* a16 = staging(a_, static_cast<size_t>(M) * K);
+    // Stored as it is ((K, N) or (N, K)), densely.
+    const int b_rows = tb ? N : K, b_cols = tb ? K : N;
     uint16_t* b16 = staging(b_, static_cast<size_t>(K) * N);
-    // Stored as they are (a: (M, K) or (K, M); b: (K, N) or (N, K)), densely.
-    round_to_bf16(a16, a, ta ? K : M, ta ? M : K, lda);
-    round_to_bf16(b16, b, tb ? N : K, tb ? K : N, ldb);
+    round_to_bf16(b16, b, b_rows, b_cols, ldb);
+    run(ta, tb, M, N, K, alpha, a, lda, b16, b_cols, beta, c, ldc);
+  }
+
+  void run(bool ta, bool tb, int M, int N, int K, float alpha, const float* a, int lda, const uint16_t* b16,
+           int ldb, float beta, float* c, int ldc) {
+    uint16_t* a16 = staging(a_, static_cast<size_t>(M) * K);
+    round_to_bf16(a16, a, ta ? K : M, ta ? M : K, lda);  // (M, K) or (K, M), densely
     const memory::desc a_desc({M, K}, memory::data_type::bf16, ta ? memory::dims{1, M} : memory::dims{K, 1});
-    const memory::desc b_desc({K, N}, memory::data_type::bf16, tb ? memory::dims{1, K} : memory::dims{N, 1});
+    const memory::desc b_desc({K, N}, memory::data_type::bf16, tb ? memory::dims{1, ldb} : memory::dims{ldb, 1});
     const memory::desc c_desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
-    dnnl::matmul& matmul = primitive({ta, tb, M, N, K, ldc, alpha, beta}, a_desc, b_desc, c_desc);
-    memory a_mem(a_desc, engine_, a16), b_mem(b_desc, engine_, b16), c_mem(c_desc, engine_, c);
+    dnnl::matmul& matmul = primitive({ta, tb, M, N, K, ldb, ldc, alpha, beta}, a_desc, b_desc, c_desc);
+    memory a_mem(a_desc, engine_, a16), b_mem(b_desc, engine_, const_cast<uint16_t*>(b16)), c_mem(c_desc, engine_, c);
     matmul.execute(stream_, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
     stream_.wait();
   }
@@ -91,10 +84,10 @@ class Bf16Matmul {
     if (found != cache_.end()) return found->second;
     if (cache_.size() >= 1024) cache_.clear();  // shapes of attention tiles vary with packing
     dnnl::primitive_attr attr;
-    if (std::get<6>(key) != 1.0f) attr.set_output_scales(0, {std::get<6>(key)});
-    if (std::get<7>(key) != 0.0f) {
+    if (std::get<7>(key) != 1.0f) attr.set_output_scales(0, {std::get<7>(key)});
+    if (std::get<8>(key) != 0.0f) {
       dnnl::post_ops sum;
-      sum.append_sum(std::get<7>(key));
+      sum.append_sum(std::get<8>(key));
       attr.set_post_ops(sum);
     }
     const dnnl::matmul::primitive_desc desc(dnnl::matmul::desc(a, b, c), attr, engine_);
@@ -112,27 +105,33 @@ Bf16Matmul& thread_matmul() {
   return matmul;
 }
 
-// The BF16-rounded operand back in FP32, for sgemm where oneDNN has no BF16 matmul.
-const float* rounded_copy(Buffer<float>& buffer, const float* in, int rows, int cols, int ld) {
+// An operand's value as BF16 compute multiplies it, in FP32: rounded from
+// FP32, widened (exactly) from BF16.
+float bf16_value(float x) { return bf16_to_float(float_to_bf16(x)); }
+float bf16_value(uint16_t x) { return bf16_to_float(x); }
+
+// The operand (rows, cols) with leading dimension ld, so, into a dense FP32 buffer.
+template <class T>
+const float* fp32_operand(Buffer<float>& buffer, const T* in, int rows, int cols, int ld) {
   if (buffer.size() < static_cast<size_t>(rows) * cols) {
     buffer = Buffer<float>();
     buffer = Buffer<float>(MemCategory::Workspace, static_cast<size_t>(rows) * cols);
   }
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < rows; ++r) {
-    for (int j = 0; j < cols; ++j) {
-      buffer[static_cast<size_t>(r) * cols + j] = bf16_to_float(float_to_bf16(in[static_cast<size_t>(r) * ld + j]));
-    }
+    for (int j = 0; j < cols; ++j) buffer[static_cast<size_t>(r) * cols + j] = bf16_value(in[static_cast<size_t>(r) * ld + j]);
   }
   return buffer.data();
 }
 
-void emulated_bf16_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* a, int lda, const float* b,
+// BF16 compute where oneDNN has no BF16 matmul: the BF16 operands' values through sgemm.
+template <class B>
+void emulated_bf16_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* a, int lda, const B* b,
                         int ldb, float beta, float* c, int ldc) {
   thread_local Buffer<float> a32, b32;
   const int a_cols = ta ? M : K, b_cols = tb ? K : N;
-  const float* a_rounded = rounded_copy(a32, a, ta ? K : M, a_cols, lda);
-  const float* b_rounded = rounded_copy(b32, b, tb ? N : K, b_cols, ldb);
+  const float* a_rounded = fp32_operand(a32, a, ta ? K : M, a_cols, lda);
+  const float* b_rounded = fp32_operand(b32, b, tb ? N : K, b_cols, ldb);
   dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, a_rounded, a_cols, b_rounded, b_cols, beta, c, ldc);
 }
 
@@ -162,6 +161,19 @@ void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, 
   if (g_compute == Compute::FP32 || M == 0 || N == 0 || K == 0) {
     dnnl_sgemm(transpose_a ? 'T' : 'N', transpose_b ? 'T' : 'N', M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
   } else if (native_bf16_matmul()) {
+    thread_matmul().run(transpose_a, transpose_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+  } else {
+    emulated_bf16_gemm(transpose_a, transpose_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+}
+
+void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, const float* a, int lda,
+          const uint16_t* b, int ldb, float beta, float* c, int ldc) {
+  if (g_compute == Compute::FP32) {
+    thread_local Buffer<float> b32;
+    const float* widened = fp32_operand(b32, b, transpose_b ? N : K, transpose_b ? K : N, ldb);
+    gemm(transpose_a, transpose_b, M, N, K, alpha, a, lda, widened, transpose_b ? K : N, beta, c, ldc);
+  } else if (native_bf16_matmul() && M > 0 && N > 0 && K > 0) {
     thread_matmul().run(transpose_a, transpose_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
   } else {
     emulated_bf16_gemm(transpose_a, transpose_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);

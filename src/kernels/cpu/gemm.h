@@ -1,4 +1,6 @@
 #pragma once
+#include <cstdint>
+
 // The one matrix product every CPU kernel uses. In FP32 compute it is
 // oneDNN's sgemm, which measured 10–40 % faster than OpenBLAS on this
 // project's shapes (bench/gemm_bench, docs/results.md). In BF16 compute both
@@ -13,5 +15,9 @@ namespace qft::kernels {
 // Row-major c (M, N) = alpha · op(a) · op(b) + beta · c, op(x) = x or xᵀ.
 void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, const float* a, int lda,
           const float* b, int ldb, float beta, float* c, int ldc);
+// The same with b already in BF16 (a weight its store rounded): BF16
+// compute multiplies it as it is, FP32 compute widens it exactly.
+void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, const float* a, int lda,
+          const uint16_t* b, int ldb, float beta, float* c, int ldc);
 
 }  // namespace qft::kernels
