@@ -184,6 +184,7 @@ TEST(CliMemory, PlanMatchesTheMeasurementWithinTenPercent) {
   for (const std::string options : {"--optimizer qlion", "--optimizer qlion --grad-accum 2 --checkpointing",
                                     "--optimizer lion", "--optimizer adamw --checkpointing", "--optimizer adamw8bit",
                                     "--optimizer mixed-adamw --grad-accum 2", "--optimizer qlion --compute bf16",
+                                    "--optimizer mixed-adamw --compute bf16", "--optimizer qlion --compute fp32",
                                     "--optimizer lion --compute bf16 --checkpointing", "--method lora",
                                     "--method lora --lora-base int8 --optimizer lion --checkpointing",
                                     "--method lora --compute bf16"}) {
@@ -207,6 +208,10 @@ TEST(CliMemory, PlanMatchesTheMeasurementWithinTenPercent) {
     EXPECT_TRUE(close(plan.at("peak"), last.at("memory").at("peak_total_bytes"))) << plan << last;
     // BF16 compute's staging of rounded operands is planned to the byte.
     if (options.find("bf16") != std::string::npos) EXPECT_EQ(plan.at("workspace"), measured.at("workspace")) << plan << measured;
+    // `qft memory` plans the same run before it exists.
+    const auto planned = run_command(kQft + " memory --model " + model + " --seq-len 8 --batch 2 --json " + options);
+    ASSERT_EQ(planned.exit_code, 0) << planned.output;
+    EXPECT_EQ(nlohmann::json::parse(planned.output), plan);
   }
 }
 

@@ -145,10 +145,11 @@ std::string plan_table(const MemoryPlan& plan, const ModelConfig& config, const 
                     : settings.optimizer;
   const std::string ranks =
       settings.ranks > 1 ? ", per rank (" + std::to_string(settings.ranks) + " ranks)" : std::string();
-  std::snprintf(line, sizeof line, "memory plan: %s, %.3f B parameters, %s, seq %d x batch %d, grad-accum %d%s%s\n",
+  std::snprintf(line, sizeof line, "memory plan: %s, %.3f B parameters, %s, seq %d x batch %d, grad-accum %d%s, %s compute%s\n",
                 architecture_name(config.architecture), plan.params / 1e9, method.c_str(),
                 settings.seq_len, settings.batch, settings.grad_accum,
-                settings.checkpointing ? ", checkpointing" : "", ranks.c_str());
+                settings.checkpointing ? ", checkpointing" : "",
+                kernels::compute() == kernels::Compute::BF16 ? "bf16" : "fp32", ranks.c_str());
   text += line;
   std::snprintf(line, sizeof line, "  %-14s %10s %12s\n", "", "GiB", "bytes/param");
   text += line;

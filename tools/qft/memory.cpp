@@ -22,7 +22,7 @@ int run_memory(int argc, char** argv) {
              {"outlier-fraction", "F", "qlion and the INT8 LoRA base: fraction of each matrix kept as FP32 outliers", "0.01"},
              {"json", "", "print one JSON object with integer byte counts", ""},
              {"ranks", "N", "data-parallel over N ranks (mpirun -np N): the plan of the rank that needs the most", "1"},
-             threads_option()};
+             threads_option(), compute_option()};
   for (const OptionSpec& option : lora_options(false)) options.push_back(option);
   Args args("memory",
             "Prints the memory a training run needs, by Table 1 column of the QFT paper (weights,\n"
@@ -32,6 +32,7 @@ int run_memory(int argc, char** argv) {
 
   if (!args.parse(argc, argv)) return 0;
   apply_threads(args);
+  apply_compute(args);  // BF16 compute stages rounded operands and halves QFT's weight buffer
   if (args.has("model") == args.has("config")) fail("give exactly one of --model DIR or --config FILE");
   const ModelConfig config = args.has("model") ? ModelSource::open(args.get("model")).config()
                                                 : load_model_config(args.get("config"));
