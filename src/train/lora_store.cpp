@@ -157,9 +157,6 @@ class LoraStore::FrozenInt8 final : public TensorStore {
   void load(size_t index, float* out) const override {
     matrices_[index]->dequantize_rows(out, 0, matrices_[index]->rows());
   }
-  void load_bf16(size_t index, uint16_t* out) const override {
-    matrices_[index]->dequantize_rows_bf16(out, 0, matrices_[index]->rows());
-  }
   void load_row(size_t index, int row, float* out) const override { matrices_[index]->dequantize_row(out, row); }
   float* vector(size_t index) override { return vectors_[index].data(); }
   void consume(size_t, const float*) override { throw std::logic_error("a frozen store consumed a gradient"); }

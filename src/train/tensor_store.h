@@ -14,6 +14,7 @@
 // every gradient is nullptr, so backward computes input gradients only, and
 // its weights stay FP32 (building it stages each tensor in the weight buffer).
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -68,9 +69,12 @@ class TensorStore : public ParameterStore {
   float* borrow_fp32_buffer();
 
   // Values of a matrix parameter, out (numel): FP32, or rounded to BF16
-  // (nearest even) as they are made; FP32 values of one of its rows.
+  // (nearest even) as they are made — only stores with BF16 weights (not
+  // frozen) are asked for those; FP32 values of one of its rows.
   virtual void load(size_t index, float* out) const = 0;
-  virtual void load_bf16(size_t index, uint16_t* out) const = 0;
+  virtual void load_bf16(size_t /*index*/, uint16_t* /*out*/) const {
+    throw std::logic_error("a store with FP32 weights was asked for BF16 ones");
+  }
   virtual void load_row(size_t index, int row, float* out) const = 0;
   // The resident FP32 values of a norm weight or bias.
   virtual float* vector(size_t index) = 0;
