@@ -442,8 +442,8 @@ TEST(KernelsTest, Attention) {
     Doubles qd = to_double(q), kd = to_double(k), vd = to_double(v);
 
     Floats workspace(attention_workspace_floats(s)), out(q_size), lse(size_t(s.H) * s.N);
-    attention_forward(out.data(), lse.data(), workspace.data(), q.data(), k.data(), v.data(), c.sequences,
-                      s);
+    const BatchLayout layout{c.sequences.data(), static_cast<int>(c.sequences.size())};
+    attention_forward(out.data(), lse.data(), workspace.data(), q.data(), k.data(), v.data(), layout, s);
     const AttentionResult want = attention_reference(qd, kd, vd, c.sequences, s);
     expect_close(out, want.out, kForwardTolerance, "out");
     expect_close(lse, want.lse, kForwardTolerance, "lse");
@@ -451,12 +451,23 @@ TEST(KernelsTest, Attention) {
     // Written, not accumulated: garbage beforehand must not show through.
     Floats dq(q_size, 1e3f), dk(kv_size, 1e3f), dv(kv_size, 1e3f);
     attention_backward(dq.data(), dk.data(), dv.data(), workspace.data(), R.data(), out.data(), q.data(),
-                       k.data(), v.data(), lse.data(), c.sequences, s);
+                       k.data(), v.data(), lse.data(), layout, s);
     const auto loss = [&] { return dot(attention_reference(qd, kd, vd, c.sequences, s).out, to_double(R)); };
     expect_close(dq, finite_difference(qd, loss), kGradientTolerance, "dq");
     expect_close(dk, finite_difference(kd, loss), kGradientTolerance, "dk");
     expect_close(dv, finite_difference(vd, loss), kGradientTolerance, "dv");
   }
+}
+
+// cross_entropy_forward_backward's row losses, summed as the LM head sums them.
+double loss_of_forward_backward(Floats& logits, const std::vector<int>& targets, int V, float grad_scale,
+                                float cap = 0.0f) {
+  const int R = static_cast<int>(targets.size());
+  std::vector<double> row_losses(R, -1.0);
+  cross_entropy_forward_backward(row_losses.data(), logits.data(), targets.data(), R, V, grad_scale, cap);
+  double total = 0.0;
+  sum_in_order(&total, row_losses.data(), row_losses.size());
+  return total;
 }
 
 TEST(KernelsTest, CrossEntropy) {
@@ -477,7 +488,7 @@ TEST(KernelsTest, CrossEntropy) {
   EXPECT_EQ(untouched, logits) << "cross_entropy_rows must leave the logits alone";
 
   Floats dlogits = logits;
-  const double loss = cross_entropy_forward_backward(dlogits.data(), targets.data(), R, V, grad_scale);
+  const double loss = loss_of_forward_backward(dlogits, targets, V, grad_scale);
   expect_close(Doubles{loss}, Doubles{want_loss}, kForwardTolerance, "loss (forward_backward)");
 
   // The gradient is of grad_scale · loss; the loss is unscaled.
@@ -499,7 +510,7 @@ TEST(KernelsTest, CrossEntropyOverALargeVocabulary) {
   cross_entropy_rows(row_loss.data(), logits.data(), targets.data(), 1, V);
   EXPECT_NEAR(row_loss[0], want, 1e-8 * want);
   Floats dlogits = logits;
-  EXPECT_NEAR(cross_entropy_forward_backward(dlogits.data(), targets.data(), 1, V, 1.0f), want, 1e-8 * want);
+  EXPECT_NEAR(loss_of_forward_backward(dlogits, targets, V, 1.0f), want, 1e-8 * want);
 }
 
 // Gemma-2's final-logit soft cap, small enough (2) to bend logits of ±3.
@@ -517,7 +528,7 @@ TEST(KernelsTest, CrossEntropySoftCapped) {
   cross_entropy_rows(row_losses.data(), logits.data(), targets.data(), R, V, cap);
   expect_close(Doubles{row_losses[0] + row_losses[1] + row_losses[2]}, Doubles{want_loss}, kForwardTolerance, "rows");
   Floats dlogits = logits;
-  const double loss = cross_entropy_forward_backward(dlogits.data(), targets.data(), R, V, grad_scale, cap);
+  const double loss = loss_of_forward_backward(dlogits, targets, V, grad_scale, cap);
   expect_close(Doubles{loss}, Doubles{want_loss}, kForwardTolerance, "loss");
   Doubles want = finite_difference(x, [&] { return cross_entropy_reference(x, targets, V, cap); });
   for (double& g : want) g *= grad_scale;

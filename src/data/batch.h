@@ -19,6 +19,7 @@ struct Batch {
   int max_length = 0;
 
   int size() const { return static_cast<int>(tokens.size()); }
+  kernels::BatchLayout layout() const { return {sequences.data(), static_cast<int>(sequences.size())}; }
 };
 
 // Each sequence predicts its own tokens 1..n−1 from the ones before.

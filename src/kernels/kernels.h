@@ -3,10 +3,12 @@
 // accumulates (+=) into parameter gradients and into dinp, so callers zero
 // them once and several consumers of one tensor can add their parts.
 // The CPU backend lives in kernels/cpu/; another backend implements the same
-// declarations and is chosen at compile time.
+// declarations. Every pointer is an array on the backend's device; a kernel
+// that needs scratch takes it from the caller, sized by a declared function
+// of the shapes (never of the thread count), and a reduction (the loss)
+// writes to an output array.
 #include <cstddef>
 #include <cstdint>
-#include <vector>
 
 namespace qft::kernels {
 
@@ -27,11 +29,18 @@ struct GemmOperands {
   size_t a = 0, b = 0;
 };
 GemmOperands largest(GemmOperands x, GemmOperands y);
-// Bytes BF16 compute stages its rounded operands in (kept per thread, grown
-// to the largest product each thread makes): `main_thread`'s largest
-// products on the calling thread, `every_thread`'s on each of the others too.
-// 0 in FP32 compute.
-size_t compute_staging_bytes(GemmOperands main_thread, GemmOperands every_thread);
+// Bytes BF16 compute stages the rounded operands of the layer products
+// (linear layers, LoRA, the LM head) in: of the largest, grown to as they
+// come. 0 in FP32 compute. Attention stages its own in its workspace.
+size_t compute_staging_bytes(GemmOperands products);
+
+// ---- whole arrays, for stores and optimizers that must not touch elements
+// themselves. x (bytes) = 0.
+void zero(void* x, size_t bytes);
+// dst (bytes) = src (bytes); they do not overlap.
+void copy(void* dst, const void* src, size_t bytes);
+// first (1) = the index of the first NaN or Inf of x (n), or −1 when every value is finite.
+void find_nonfinite(int64_t* first, const float* x, size_t n);
 
 // ---- a weight matrix (rows, cols) that products multiply by: FP32, or in
 // BF16 compute already BF16 — a store that materialises each weight for its
@@ -122,15 +131,22 @@ void geglu_backward(float* dgate, float* dup, const float* dout, const float* ga
 // ---- final-logit soft-capping (Gemma-2): x (n) = cap · tanh(x / cap) in place.
 void softcap_forward(float* x, size_t n, float cap);
 
-// ---- causal grouped-query attention over packed sequences. Scores are
-// scale · q·k (scale 0: 1/√D), soft-capped to softcap · tanh(score / softcap)
-// when softcap > 0 (Gemma-2); with window > 0 a query sees only the `window`
-// most recent keys, itself included (Mistral's and Gemma-2's sliding window).
-// Rows of q (N, H·D), k and v (N, KV·D) hold several sequences back to back.
+// ---- a packed batch: `count` sequences back to back in its rows, in row
+// order and not overlapping; positions restart at 0 in each.
 struct SequenceSpan {
   int start;
   int length;
 };
+struct BatchLayout {
+  const SequenceSpan* sequences = nullptr;  // (count)
+  int count = 0;
+};
+
+// ---- causal grouped-query attention over packed sequences. Scores are
+// scale · q·k (scale 0: 1/√D), soft-capped to softcap · tanh(score / softcap)
+// when softcap > 0 (Gemma-2); with window > 0 a query sees only the `window`
+// most recent keys, itself included (Mistral's and Gemma-2's sliding window).
+// Rows of q (N, H·D), k and v (N, KV·D) hold the sequences of `batch`.
 struct AttentionShape {
   int N;   // total rows
   int H;   // query heads
@@ -141,38 +157,39 @@ struct AttentionShape {
   float softcap = 0.0f;
   int window = 0;
 };
-// Floats of scratch that attention_forward/backward need.
+// Floats of scratch that attention_forward/backward need for any batch of N
+// rows: each (sequence, head) task has its own, so the size is the shape's.
 size_t attention_workspace_floats(const AttentionShape& shape);
-GemmOperands attention_gemm_operands(const AttentionShape& shape);  // of one task, on any thread
 // out (N, H·D); lse (H, N): log-sum-exp of each query row's scaled scores,
 // kept so backward can rebuild the probabilities without storing them.
 void attention_forward(float* out, float* lse, float* workspace, const float* q, const float* k,
-                       const float* v, const std::vector<SequenceSpan>& sequences,
-                       const AttentionShape& shape);
+                       const float* v, const BatchLayout& batch, const AttentionShape& shape);
 // dq (N, H·D), dk, dv (N, KV·D) are written (not accumulated).
 void attention_backward(float* dq, float* dk, float* dv, float* workspace, const float* dout,
                         const float* out, const float* q, const float* k, const float* v,
-                        const float* lse, const std::vector<SequenceSpan>& sequences,
-                        const AttentionShape& shape);
+                        const float* lse, const BatchLayout& batch, const AttentionShape& shape);
 
 // ---- attention of N new queries over a key/value cache, for generation.
 // Query row i sits at position start + i and sees cache rows 0 … start + i
 // (the last `window` of them when window > 0); scale and softcap as above.
 // out (N, H·D); q (N, H·D); k_cache, v_cache (≥ start + N, KV·D);
-// scores: scratch of (start + N) floats per thread.
-void attention_cached(float* out, float* scores, const float* q, const float* k_cache, const float* v_cache,
+// workspace: attention_cached_workspace_floats of them.
+size_t attention_cached_workspace_floats(int N, int start, int H);
+void attention_cached(float* out, float* workspace, const float* q, const float* k_cache, const float* v_cache,
                       int N, int start, int H, int KV, int D, float scale = 0.0f, float softcap = 0.0f,
                       int window = 0);
 
-// ---- cross-entropy: turns logits (R, V) into dlogits in place.
-// Rows with target < 0 predict nothing: zero gradient and no loss.
-// dlogits = (softmax − onehot) · grad_scale. Returns the summed loss (double).
-// With softcap > 0 the loss is of the capped logits cap · tanh(logit / cap)
+// ---- cross-entropy: turns logits (R, V) into dlogits in place and writes
+// each row's loss to losses (R). Rows with target < 0 predict nothing: zero
+// gradient and loss 0. dlogits = (softmax − onehot) · grad_scale. With
+// softcap > 0 the loss is of the capped logits cap · tanh(logit / cap)
 // (Gemma-2), and dlogits the gradient through the cap, still in place.
-double cross_entropy_forward_backward(float* logits, const int* targets, int R, int V,
-                                      float grad_scale, float softcap = 0.0f);
+void cross_entropy_forward_backward(double* losses, float* logits, const int* targets, int R, int V,
+                                    float grad_scale, float softcap = 0.0f);
 // losses (R): each row's loss (0 where target < 0), logits untouched.
 void cross_entropy_rows(double* losses, const float* logits, const int* targets, int R, int V,
                         float softcap = 0.0f);
+// total (1) += Σ values (n), added up in order.
+void sum_in_order(double* total, const double* values, size_t n);
 
 }  // namespace qft::kernels

@@ -35,7 +35,7 @@ Views carve(Carver& carver, const ModelConfig& c, int max_positions) {
   w.gate = carver.take(n * c.intermediate_size);
   w.up = carver.take(n * c.intermediate_size);
   w.hidden = carver.take(n * c.intermediate_size);
-  w.scores = carver.take(static_cast<size_t>(omp_get_max_threads()) * max_positions);
+  w.scores = carver.take(kernels::attention_cached_workspace_floats(kChunk, max_positions - kChunk, c.num_heads));
   return w;
 }
 

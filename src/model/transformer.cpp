@@ -12,7 +12,7 @@ namespace {
 // Bound on the logits chunk (rows × vocab) the head materialises at once.
 constexpr size_t kLogitsChunkFloats = size_t{1} << 24;
 
-void zero(float* values, size_t count) { std::memset(values, 0, count * sizeof(float)); }
+void zero(float* values, size_t count) { kernels::zero(values, count * sizeof(float)); }
 
 int logits_chunk_rows(const ModelConfig& config, int N) {
   const int rows = static_cast<int>(kLogitsChunkFloats / config.vocab_size);
@@ -155,13 +155,8 @@ TransformerMemory Transformer::memory(const ModelConfig& c, int N, int max_lengt
   carve_adapter_scratch(adapter, c, N, options.adapter_rank);
   memory.adapter_floats = adapter.used();
   memory.attention_floats = kernels::attention_workspace_floats(attention_shape(c, N, max_length, 0));
-  // Every linear layer's products and the LM head's, on the calling thread;
-  // attention's (the widest layer's) on every thread.
-  kernels::GemmOperands attention_products;
-  for (int layer = 0; layer < c.num_layers; ++layer) {
-    attention_products =
-        kernels::largest(attention_products, kernels::attention_gemm_operands(attention_shape(c, N, max_length, layer)));
-  }
+  memory.loss_doubles = n + 1;
+  // Every linear layer's products and the LM head's (attention stages its own in its workspace).
   kernels::GemmOperands products =
       kernels::linear_gemm_operands(logits_chunk_rows(c, N), c.hidden_size, c.vocab_size, options.bf16_weights);
   for (const Linear which : linears_of(c)) {
@@ -170,8 +165,7 @@ TransformerMemory Transformer::memory(const ModelConfig& c, int N, int max_lengt
       products = kernels::largest(products, kernels::linear_gemm_operands(N, inputs, rows, options.bf16_weights));
     }
   }
-  memory.compute_staging_bytes =
-      kernels::compute_staging_bytes(products, attention_products);
+  memory.compute_staging_bytes = kernels::compute_staging_bytes(products);
   memory.rope_positions = std::max(max_length, c.max_position_embeddings);
   memory.rope_floats = rope_table_floats(c.rope_scaling, c.head_dim, memory.rope_positions);
   return memory;
@@ -182,7 +176,8 @@ size_t TransformerMemory::activation_bytes() const {
 }
 
 size_t TransformerMemory::workspace_bytes() const {
-  return (scratch_floats + attention_floats + rope_floats + adapter_floats) * sizeof(float) + compute_staging_bytes;
+  return (scratch_floats + attention_floats + rope_floats + adapter_floats) * sizeof(float) +
+         loss_doubles * sizeof(double) + compute_staging_bytes;
 }
 
 void Transformer::prepare(const Batch& batch, bool training) {
@@ -224,6 +219,7 @@ void Transformer::prepare(const Batch& batch, bool training) {
   Carver adapter_carver(adapter_buffer_.data());
   adapter_scratch_ = carve_adapter_scratch(adapter_carver, c, N, options_.adapter_rank);
   ensure_capacity(attention_workspace_, MemCategory::Workspace, sizes.attention_floats);
+  ensure_capacity(losses_, MemCategory::Workspace, sizes.loss_doubles);
 }
 
 float* Transformer::residual(int layer) {
@@ -307,8 +303,8 @@ void Transformer::layer_forward(int layer, LayerActivations& a, const float* x_i
   }
   kernels::rope_forward(a.q, rope_rows(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
   kernels::rope_forward(a.k, rope_rows(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
-  kernels::attention_forward(a.attn, a.lse, attention_workspace_.data(), a.q, a.k, a.v,
-                             batch.sequences, attention_shape(c, N, batch.max_length, layer));
+  kernels::attention_forward(a.attn, a.lse, attention_workspace_.data(), a.q, a.k, a.v, batch.layout(),
+                             attention_shape(c, N, batch.max_length, layer));
   if (c.sandwich_norms()) {
     linear(Linear::O, a.attn_proj, a.attn, Q, C);
     kernels::rmsnorm_forward(tmp, a.attn_proj_rstd, a.attn_proj, w.attn_out_norm, N, C, c.rms_norm_eps, offset);
@@ -380,7 +376,7 @@ void Transformer::layer_backward(int layer, const LayerActivations& a, const flo
   zero(s.dattn, n * Q);
   linear(Linear::O, s.dattn, dproj, a.attn, Q, C);
   kernels::attention_backward(s.dq, s.dk, s.dv, attention_workspace_.data(), s.dattn, a.attn, a.q,
-                              a.k, a.v, a.lse, batch.sequences, attention_shape(c, N, batch.max_length, layer));
+                              a.k, a.v, a.lse, batch.layout(), attention_shape(c, N, batch.max_length, layer));
   kernels::rope_backward(s.dq, rope_rows(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
   kernels::rope_backward(s.dk, rope_rows(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
   zero(s.dln, n * C);
@@ -394,7 +390,7 @@ void Transformer::layer_backward(int layer, const LayerActivations& a, const flo
   kernels::rmsnorm_backward(dresid, g.input_norm, s.dln, x_in, w.input_norm, a.rstd1, N, C, offset);
 }
 
-double Transformer::head_forward_backward(bool training, int64_t denominator, double* row_losses) {
+double Transformer::head_forward_backward(bool training, int64_t denominator) {
   const ModelConfig& c = config_;
   const Batch& batch = *batch_;
   const Scratch& s = *scratch_;
@@ -407,15 +403,18 @@ double Transformer::head_forward_backward(bool training, int64_t denominator, do
 
   const float grad_scale = static_cast<float>(1.0 / static_cast<double>(denominator));
   const int chunk = logits_chunk_rows(c, N);
+  double* row_losses = losses_.data();  // (N)
+  double* loss_sum = row_losses + N;    // (1)
+  kernels::zero(loss_sum, sizeof(double));
   if (training) zero(s.dln, static_cast<size_t>(N) * C);
-  double loss_sum = 0.0;
   for (int r0 = 0; r0 < N; r0 += chunk) {
     const int rows = std::min(chunk, N - r0);
     const float* rows_in = normed + static_cast<size_t>(r0) * C;  // (rows, C)
     kernels::linear_forward(s.logits, rows_in, lm_head, nullptr, rows, C, V);
     if (training) {
-      loss_sum += kernels::cross_entropy_forward_backward(s.logits, batch.targets.data() + r0, rows, V, grad_scale,
-                                                          c.final_logit_softcapping);
+      kernels::cross_entropy_forward_backward(row_losses + r0, s.logits, batch.targets.data() + r0, rows, V,
+                                              grad_scale, c.final_logit_softcapping);
+      kernels::sum_in_order(loss_sum, row_losses + r0, rows);
       kernels::linear_backward(s.dln + static_cast<size_t>(r0) * C, store_.head_grads().lm_head, nullptr,
                                s.logits, rows_in, lm_head, rows, C, V);
     } else {
@@ -424,14 +423,14 @@ double Transformer::head_forward_backward(bool training, int64_t denominator, do
     }
   }
   if (!training) {
-    for (int r = 0; r < N; ++r) loss_sum += row_losses[r];
+    kernels::sum_in_order(loss_sum, row_losses, N);
   } else {
     zero(s.dresid, static_cast<size_t>(N) * C);
     kernels::rmsnorm_backward(s.dresid, store_.head_grads().final_norm, s.dln, x_final, w.final_norm,
                               final_rstd_.data(), N, C, c.norm_offset());
     store_.head_grads_done();
   }
-  return loss_sum / static_cast<double>(denominator);
+  return *loss_sum / static_cast<double>(denominator);
 }
 
 void Transformer::forward() {
@@ -448,7 +447,7 @@ void Transformer::forward() {
 double Transformer::forward_backward(const Batch& batch, int64_t denominator) {
   prepare(batch, true);
   forward();
-  const double loss = head_forward_backward(true, denominator > 0 ? denominator : batch.predicted, nullptr);
+  const double loss = head_forward_backward(true, denominator > 0 ? denominator : batch.predicted);
   float* dresid = scratch_->dresid;  // (N, C)
   for (int layer = config_.num_layers - 1; layer >= 0; --layer) {
     LayerActivations& acts = activations_for(layer);
@@ -467,18 +466,16 @@ double Transformer::forward_backward(const Batch& batch, int64_t denominator) {
 }
 
 double Transformer::loss(const Batch& batch) {
-  std::vector<double> losses(batch.size());
   prepare(batch, false);
   forward();
-  return head_forward_backward(false, batch.predicted, losses.data());
+  return head_forward_backward(false, batch.predicted);
 }
 
 std::vector<double> Transformer::token_losses(const Batch& batch) {
-  std::vector<double> losses(batch.size());
   prepare(batch, false);
   forward();
-  head_forward_backward(false, batch.predicted, losses.data());
-  return losses;
+  head_forward_backward(false, batch.predicted);
+  return std::vector<double>(losses_.data(), losses_.data() + batch.size());
 }
 
 }  // namespace qft

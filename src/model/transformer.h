@@ -49,6 +49,7 @@ struct TransformerMemory {
   size_t residual_floats = 0, final_norm_floats = 0, final_rstd_floats = 0;
   size_t layer_floats = 0, stored_layers = 0;
   size_t scratch_floats = 0, attention_floats = 0, rope_floats = 0, adapter_floats = 0;
+  size_t loss_doubles = 0;  // each row's loss, and their sum
   size_t compute_staging_bytes = 0;  // BF16 compute's rounded operands (kernels.h)
   int rope_positions = 0;
   size_t activation_bytes() const;
@@ -133,8 +134,8 @@ class Transformer {
   void layer_backward(int layer, const LayerActivations& acts, const float* x_in, float* dresid);
   // Final norm, LM head and loss in row chunks; when training, also their
   // backward, leaving the gradient of the last residual in the scratch.
-  // Without training, row_losses (N) receives each row's loss.
-  double head_forward_backward(bool training, int64_t denominator, double* row_losses);
+  // Each row's loss stays in losses_.
+  double head_forward_backward(bool training, int64_t denominator);
 
   ModelConfig config_;
   TransformerOptions options_;
@@ -156,6 +157,7 @@ class Transformer {
   Buffer<float> adapter_buffer_;
   AdapterScratch adapter_scratch_{};
   Buffer<float> attention_workspace_;
+  Buffer<double> losses_;  // (N) each row's loss, then (1) their sum
 };
 
 }  // namespace qft

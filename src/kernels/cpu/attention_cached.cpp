@@ -1,7 +1,6 @@
 // Attention for incremental decoding: a few queries against the cache, one
-// (query, head) pair per task; the work is small next to the projections.
-#include <omp.h>
-
+// (query, head) pair per task, each with its own row of scores in the
+// workspace; the work is small next to the projections.
 #include <algorithm>
 #include <cmath>
 
@@ -9,7 +8,11 @@
 
 namespace qft::kernels {
 
-void attention_cached(float* out, float* scores, const float* q, const float* k_cache, const float* v_cache,
+size_t attention_cached_workspace_floats(int N, int start, int H) {
+  return static_cast<size_t>(N) * H * (start + N);
+}
+
+void attention_cached(float* out, float* workspace, const float* q, const float* k_cache, const float* v_cache,
                       int N, int start, int H, int KV, int D, float scale, float softcap, int window) {
   if (scale <= 0) scale = 1.0f / std::sqrt(static_cast<float>(D));
   const int group_size = H / KV;
@@ -18,7 +21,7 @@ void attention_cached(float* out, float* scores, const float* q, const float* k_
   for (int task = 0; task < N * H; ++task) {
     const int i = task / H, head = task % H, group = head / group_size;
     const int keys = start + i + 1, first = window > 0 ? std::max(0, keys - window) : 0;
-    float* s = scores + static_cast<size_t>(omp_get_thread_num()) * (start + N);  // (keys)
+    float* s = workspace + static_cast<size_t>(task) * (start + N);  // (keys)
     const float* query = q + i * q_stride + static_cast<size_t>(head) * D;
     float max = -INFINITY;
     for (int j = first; j < keys; ++j) {

@@ -10,11 +10,25 @@
 // for the CPU, the BF16-rounded operands go through sgemm: the same rounding,
 // without the speed. Inside an OpenMP parallel region it runs
 // single-threaded, so per-head attention tasks can call it.
+#include <cstddef>
+
 namespace qft::kernels {
+
+// Where a product stages its rounded operands: `bytes` at `data` (a task's
+// own scratch, carved by its kernel), or — left empty — buffers of the
+// calling thread, grown to its largest product (accounted as workspace).
+struct GemmStaging {
+  void* data = nullptr;
+  size_t bytes = 0;
+};
+// Bytes one staged operand value takes under the compute set now: 0 in FP32
+// compute, 2 (BF16) where oneDNN multiplies BF16, 4 (rounded FP32 for sgemm)
+// elsewhere. A product of a (M, K) and b (K, N) stages (M·K + K·N) of them.
+size_t gemm_staging_value_bytes();
 
 // Row-major c (M, N) = alpha · op(a) · op(b) + beta · c, op(x) = x or xᵀ.
 void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, const float* a, int lda,
-          const float* b, int ldb, float beta, float* c, int ldc);
+          const float* b, int ldb, float beta, float* c, int ldc, GemmStaging staging = {});
 // The same with b already in BF16 (a weight its store rounded): BF16
 // compute multiplies it as it is, FP32 compute widens it exactly.
 void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, const float* a, int lda,

@@ -1,0 +1,26 @@
+#include <cmath>
+#include <cstring>
+
+#include "kernels/kernels.h"
+
+namespace qft::kernels {
+
+void zero(void* x, size_t bytes) { std::memset(x, 0, bytes); }
+
+void copy(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+
+void find_nonfinite(int64_t* first, const float* x, size_t n) {
+  // One pass without branches; the position only once something is wrong.
+  float poison = 0.0f;
+#pragma omp parallel for simd reduction(+ : poison) schedule(static)
+  for (size_t i = 0; i < n; ++i) poison += x[i] * 0.0f;
+  if (poison == 0.0f) {
+    *first = -1;
+    return;
+  }
+  size_t element = 0;
+  while (element < n && std::isfinite(x[element])) ++element;
+  *first = static_cast<int64_t>(element);
+}
+
+}  // namespace qft::kernels
