@@ -39,7 +39,7 @@ TEST(GradientStack, PopsInReverseOrderAndAccumulates) {
     const GradientStack::Entry entry = stack.pop();
     ASSERT_EQ(entry.param, expected);
     std::vector<float> values(static_cast<size_t>(entry.grad->rows()) * entry.grad->cols());
-    entry.grad->dequantize(values.data());
+    dequantize_rows(values.data(), entry.grad->view());
     const std::vector<float>& pushed = expected == 0 ? g0 : expected == 1 ? g1 : g2;
     for (size_t i = 0; i < values.size(); ++i) {
       EXPECT_NEAR(values[i], pushed[i] * (expected == 0 ? 2 : 1), 0.05f) << expected << "[" << i << "]";

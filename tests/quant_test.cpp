@@ -158,8 +158,8 @@ TEST(HybridMatrix, SplitReconstructsTheMatrix) {
   EXPECT_EQ(plain.outlier_count(), 0);
 
   std::vector<float> back(values.size()), plain_back(values.size());
-  hybrid.dequantize_rows(back.data(), 0, rows);
-  plain.dequantize_rows(plain_back.data(), 0, rows);
+  dequantize_hybrid_rows(back.data(), hybrid.view(), 0, rows);
+  dequantize_hybrid_rows(plain_back.data(), plain.view(), 0, rows);
   int exact = 0;
   for (size_t i = 0; i < values.size(); ++i) {
     const bool outlier = values[i] < hybrid.threshold_min() || values[i] > hybrid.threshold_max();
@@ -183,8 +183,8 @@ TEST(HybridMatrix, DequantizesStraightToTheBf16OfItsFp32Values) {
   ASSERT_GT(matrix.outlier_count(), 0);
   std::vector<float> fp32(values.size());
   std::vector<uint16_t> bf16((rows - 3) * cols);
-  matrix.dequantize_rows(fp32.data(), 0, rows);
-  matrix.dequantize_rows_bf16(bf16.data(), 3, rows);
+  dequantize_hybrid_rows(fp32.data(), matrix.view(), 0, rows);
+  dequantize_hybrid_rows_bf16(bf16.data(), matrix.view(), 3, rows);
   for (size_t i = 0; i < bf16.size(); ++i) ASSERT_EQ(bf16[i], float_to_bf16(fp32[3 * cols + i])) << i;
 }
 
@@ -206,18 +206,21 @@ TEST(HybridMatrix, UpdatesKeepOutliersExactAndReRangeCrossingRows) {
   HybridMatrix matrix("w", rows, cols);
   matrix.assign(values.data(), 0.02f, nearest());
   std::vector<float> before(values.size());
-  matrix.dequantize_rows(before.data(), 0, rows);
+  dequantize_hybrid_rows(before.data(), matrix.view(), 0, rows);
 
   // A dense value of row 2 jumps far past the thresholds.
   const float jump = matrix.threshold_max() * 4;
   int dense_column = 0;
   while (before[2 * cols + dense_column] > matrix.threshold_max() || before[2 * cols + dense_column] < matrix.threshold_min()) ++dense_column;
-  matrix.update_rows([&](int row, float* row_values) {
+  std::vector<float> row_values(cols);
+  for (int row = 0; row < rows; ++row) {  // as QLion writes a row (optim/qlion.h)
+    dequantize_hybrid_row(row_values.data(), matrix.view(), row);
     for (int col = 0; col < cols; ++col) row_values[col] *= 0.5f;
     if (row == 2) row_values[dense_column] = jump;
-  }, nearest());
+    requantize_hybrid_row(matrix.view(), row, row_values.data(), nearest(), "w");
+  }
   std::vector<float> after(values.size());
-  matrix.dequantize_rows(after.data(), 0, rows);
+  dequantize_hybrid_rows(after.data(), matrix.view(), 0, rows);
   const float row2_step = (jump - *std::min_element(after.begin() + 2 * cols, after.begin() + 3 * cols)) / 255;
   EXPECT_NEAR(after[2 * cols + dense_column], jump, row2_step / 2 * 1.001);
   for (size_t i = 0; i < values.size(); ++i) {
@@ -228,7 +231,7 @@ TEST(HybridMatrix, UpdatesKeepOutliersExactAndReRangeCrossingRows) {
   matrix.refresh(0.02f, nearest());  // the per-epoch refresh moves the crossed value into S
   EXPECT_EQ(matrix.outlier_count(), outliers_before);
   std::vector<float> refreshed(values.size());
-  matrix.dequantize_rows(refreshed.data(), 0, rows);
+  dequantize_hybrid_rows(refreshed.data(), matrix.view(), 0, rows);
   EXPECT_EQ(refreshed[2 * cols + dense_column], after[2 * cols + dense_column]);
 }
 

@@ -11,10 +11,25 @@
 namespace qft {
 namespace {
 
-std::mutex stats_mutex;
-MemoryStats stats;
-
 constexpr size_t kAlignment = 64;
+
+// Zeroing touches every page, so the resident set matches the accounting.
+class HostAllocator final : public Allocator {
+ public:
+  void* allocate(size_t bytes) override {
+    const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
+    void* pointer = std::aligned_alloc(kAlignment, rounded);
+    if (pointer) std::memset(pointer, 0, rounded);
+    return pointer;
+  }
+  void release(void* pointer, size_t) override { std::free(pointer); }
+};
+
+HostAllocator host_allocator;
+std::array<Allocator*, kDeviceCount> allocators = {&host_allocator, nullptr};
+
+std::mutex stats_mutex;
+std::array<MemoryStats, kDeviceCount> stats;
 
 }  // namespace
 
@@ -30,15 +45,30 @@ const char* category_name(MemCategory category) {
   return "unknown";
 }
 
-MemoryStats memory_stats() {
+const char* device_name(Device device) { return device == Device::Host ? "host" : "cuda"; }
+
+Allocator& allocator(Device device) {
+  Allocator* found = allocators[static_cast<int>(device)];
+  if (!found) fail("no ", device_name(device), " device in this process: its backend is not running");
+  return *found;
+}
+
+void install_allocator(Device device, Allocator* allocator) {
+  if (device == Device::Host) fail("the host's allocator cannot be replaced");
+  allocators[static_cast<int>(device)] = allocator;
+}
+
+MemoryStats memory_stats(Device device) {
   std::lock_guard lock(stats_mutex);
-  return stats;
+  return stats[static_cast<int>(device)];
 }
 
 void reset_memory_peaks() {
   std::lock_guard lock(stats_mutex);
-  stats.peak = stats.current;
-  stats.total_peak = stats.total_current;
+  for (MemoryStats& device : stats) {
+    device.peak = device.current;
+    device.total_peak = device.total_current;
+  }
 }
 
 size_t process_peak_rss_bytes() {
@@ -49,30 +79,29 @@ size_t process_peak_rss_bytes() {
 
 namespace detail {
 
-void* tracked_alloc(MemCategory category, size_t bytes) {
+void* tracked_alloc(MemCategory category, Device device, size_t bytes) {
   if (bytes == 0) return nullptr;
-  const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-  void* pointer = std::aligned_alloc(kAlignment, rounded);
+  void* pointer = allocator(device).allocate(bytes);
   if (!pointer) {
-    fail("out of memory allocating ", bytes, " bytes of ", category_name(category));
+    fail("out of ", device_name(device), " memory allocating ", bytes, " bytes of ", category_name(category));
   }
-  // Zeroing touches every page, so the resident set matches the accounting.
-  std::memset(pointer, 0, rounded);
   std::lock_guard lock(stats_mutex);
+  MemoryStats& on = stats[static_cast<int>(device)];
   const int index = static_cast<int>(category);
-  stats.current[index] += bytes;
-  stats.total_current += bytes;
-  if (stats.current[index] > stats.peak[index]) stats.peak[index] = stats.current[index];
-  if (stats.total_current > stats.total_peak) stats.total_peak = stats.total_current;
+  on.current[index] += bytes;
+  on.total_current += bytes;
+  if (on.current[index] > on.peak[index]) on.peak[index] = on.current[index];
+  if (on.total_current > on.total_peak) on.total_peak = on.total_current;
   return pointer;
 }
 
-void tracked_free(MemCategory category, void* pointer, size_t bytes) {
-  std::free(pointer);
+void tracked_free(MemCategory category, Device device, void* pointer, size_t bytes) {
+  allocator(device).release(pointer, bytes);
   std::lock_guard lock(stats_mutex);
+  MemoryStats& on = stats[static_cast<int>(device)];
   const int index = static_cast<int>(category);
-  stats.current[index] -= bytes;
-  stats.total_current -= bytes;
+  on.current[index] -= bytes;
+  on.total_current -= bytes;
 }
 
 }  // namespace detail

@@ -35,8 +35,9 @@ GemmOperands largest(GemmOperands x, GemmOperands y);
 size_t compute_staging_bytes(GemmOperands products);
 
 // ---- whole arrays, for stores and optimizers that must not touch elements
-// themselves. x (bytes) = 0.
+// themselves. x (bytes) = 0, or every byte `value`.
 void zero(void* x, size_t bytes);
+void fill_bytes(void* x, uint8_t value, size_t bytes);
 // dst (bytes) = src (bytes); they do not overlap.
 void copy(void* dst, const void* src, size_t bytes);
 // first (1) = the index of the first NaN or Inf of x (n), or −1 when every value is finite.
@@ -72,8 +73,9 @@ void residual_forward(float* out, const float* a, const float* b, size_t n);
 // ---- scale: x (n) *= factor in place (Gemma's embedding scale); its backward is the same.
 void scale_forward(float* x, size_t n, float factor);
 
-// ---- token embedding: out (N, C) = table (V, C)[tokens (N)]
+// ---- token embedding: out (N, C) = table (V, C)[tokens (N)], from an FP32 or a BF16 table
 void embedding_forward(float* out, const int* tokens, const float* table, int N, int C);
+void embedding_forward(float* out, const int* tokens, const uint16_t* table, int N, int C);
 void embedding_backward(float* dtable, const float* dout, const int* tokens, int N, int C);
 
 // ---- RMSNorm: out (N, C) = inp · rstd · (offset + weight (C)), rstd (N) = 1/√(mean(inp²) + eps);
@@ -84,13 +86,19 @@ void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* wei
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
                       const float* weight, const float* rstd, int N, int C, float offset = 0.0f);
 
+// ---- random numbers as a Philox function of (seed, stream, position), so
+// any of them can be made again (quant/philox.h).
+struct PhiloxStream {
+  uint64_t seed = 0;
+  uint32_t stream[2] = {0, 0};
+};
+
 // ---- dropout: x (N, C) = x · keep / (1 − p), keep where the element's uniform is ≥ p. The
 // uniform of (n, c) is a Philox function of (seed, stream, n, c), so backward rebuilds the
 // forward's mask instead of storing it. p = 0: nothing changes.
 struct DropoutMask {
   float p = 0.0f;
-  uint64_t seed = 0;
-  uint32_t stream[2] = {0, 0};
+  PhiloxStream uniforms;
 };
 void dropout_apply(float* x, const DropoutMask& mask, int N, int C);
 
@@ -103,6 +111,13 @@ void lora_forward(float* out, float* low, float* dropped, const float* inp, cons
 void lora_backward(float* dinp, float* da, float* db, float* low, float* dlow, float* dropped,
                    const float* dout, const float* inp, const float* a, const float* b,
                    const DropoutMask& mask, int N, int IC, int OC, int R, float scale);
+// LoRA's A (R, IC) initialised as PEFT does (kaiming_uniform_ with
+// a = √5): U(−1/√IC, 1/√IC), each value's uniform a Philox function of
+// (seed, stream, its index).
+void lora_initialise(float* a, int R, int IC, const PhiloxStream& uniforms);
+// weight (OC, IC) += scale · B (OC, R) · A (R, IC): the adapter merged in.
+void lora_merge(float* weight, const float* a, const float* b, int OC, int IC, int R, float scale);
+
 
 // ---- RoPE, HF rotate-half convention, applied in place to x (N, H, D).
 // cos, sin: (max_positions, D/2) tables; positions (N).

@@ -24,7 +24,7 @@ std::string shape_text(const Shape& shape) {
 // N(0, stddev²) by Box–Muller on Philox output: element j of tensor `tensor`
 // depends only on (seed, tensor, j), so filling is parallel and repeatable.
 void fill_normal(float* out, size_t count, float stddev, uint64_t seed, uint32_t tensor) {
-  const PhiloxKey key = {static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32)};
+  const PhiloxKey key = philox_key(seed);
   const int64_t blocks = static_cast<int64_t>((count + 3) / 4);
 #pragma omp parallel for schedule(static)
   for (int64_t block = 0; block < blocks; ++block) {

@@ -1,8 +1,7 @@
-#include <cmath>
-
 #include "core/error.h"
 #include "io/state_file.h"
 #include "optim/fp32_optimizers.h"
+#include "optim/updates.h"
 
 namespace qft {
 
@@ -11,24 +10,12 @@ AdamW::AdamW(const OptimizerSettings& settings, size_t numel)
       momentum_(MemCategory::OptimizerState, numel),
       variance_(MemCategory::OptimizerState, numel) {}
 
-AdamWStep AdamWStep::at(const OptimizerSettings& settings, int64_t step, float lr) {
-  const double correction1 = 1.0 - std::pow(static_cast<double>(settings.beta1), step);
-  const double correction2 = 1.0 - std::pow(static_cast<double>(settings.beta2), step);
-  return {settings.beta1, settings.beta2, settings.eps, static_cast<float>(lr / correction1),
-          static_cast<float>(std::sqrt(correction2)), 1.0f - lr * settings.weight_decay};
-}
-
 // Parameter by parameter (a set may be a view), the state laid out as the set's storage.
 void AdamW::step(ParamSet& weights, const ParamSet& grads, float lr) {
   const AdamWStep adam = AdamWStep::at(settings_, ++steps_, lr);
   for (size_t p = 0; p < weights.specs().size(); ++p) {
-    float* w = weights.data(p);
-    const float* g = grads.data(p);
-    float* m = momentum_.data() + weights.offset(p);
-    float* v = variance_.data() + weights.offset(p);
-    const size_t n = weights.numel(p);
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; ++i) w[i] = adam.update(w[i], m[i], v[i], g[i]);
+    adamw_step(weights.data(p), momentum_.data() + weights.offset(p), variance_.data() + weights.offset(p),
+               grads.data(p), weights.numel(p), adam);
   }
 }
 

@@ -2,17 +2,12 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "core/parallel.h"
 #include "io/state_file.h"
+#include "kernels/kernels.h"
 #include "optim/fp32_optimizers.h"
+#include "optim/updates.h"
 
 namespace qft {
-namespace {
-
-constexpr size_t kBlock = 256;
-
-}  // namespace
-
 AdamW8bit::AdamW8bit(const OptimizerSettings& settings, const std::vector<ParamSpec>& specs)
     : settings_(settings),
       signed_book_(dynamic_code_book(true)),
@@ -24,7 +19,7 @@ AdamW8bit::AdamW8bit(const OptimizerSettings& settings, const std::vector<ParamS
     const size_t count = static_cast<size_t>(shape_numel(spec.shape));
     tensors_.push_back({values, blocks, count});
     values += count;
-    blocks += (count + kBlock - 1) / kBlock;
+    blocks += (count + kBlockwiseBlock - 1) / kBlockwiseBlock;
   }
   momentum_ = Buffer<uint8_t>(MemCategory::OptimizerState, values);
   variance_ = Buffer<uint8_t>(MemCategory::OptimizerState, values);
@@ -32,43 +27,19 @@ AdamW8bit::AdamW8bit(const OptimizerSettings& settings, const std::vector<ParamS
   variance_absmax_ = Buffer<float>(MemCategory::OptimizerState, blocks);
   // Codes start at the book's zero, so both moments start at 0.
   const uint8_t signed_zero = nearest_code(signed_book_, 0.0f), unsigned_zero = nearest_code(unsigned_book_, 0.0f);
-  std::fill(momentum_.data(), momentum_.data() + values, signed_zero);
-  std::fill(variance_.data(), variance_.data() + values, unsigned_zero);
+  kernels::fill_bytes(momentum_.data(), signed_zero, values);
+  kernels::fill_bytes(variance_.data(), unsigned_zero, values);
 }
 
 void AdamW8bit::step(ParamSet& weights, const ParamSet& grads, float lr) {
   const AdamWStep adam = AdamWStep::at(settings_, ++steps_, lr);
+  const BlockwiseCodeBooks books{signed_book_, unsigned_book_, signed_encoder_, unsigned_encoder_};
   for (size_t t = 0; t < tensors_.size(); ++t) {
     const Tensor& tensor = tensors_[t];
-    float* w = weights.data(t);
-    const float* g = grads.data(t);
-    const int64_t blocks = static_cast<int64_t>((tensor.count + kBlock - 1) / kBlock);
-    parallel_for(blocks, [&](int64_t block) {
-      const size_t begin = static_cast<size_t>(block) * kBlock;
-      const size_t end = std::min(begin + kBlock, tensor.count);
-      uint8_t* m_codes = momentum_.data() + tensor.value_offset;
-      uint8_t* v_codes = variance_.data() + tensor.value_offset;
-      float& m_absmax = momentum_absmax_[tensor.block_offset + block];
-      float& v_absmax = variance_absmax_[tensor.block_offset + block];
-      float m[kBlock], v[kBlock];
-      float m_max = 0.0f, v_max = 0.0f;
-      for (size_t i = begin; i < end; ++i) {
-        // De-quantize, then AdamW in FP32.
-        float& mi = m[i - begin];
-        float& vi = v[i - begin];
-        mi = signed_book_[m_codes[i]] * m_absmax;
-        vi = unsigned_book_[v_codes[i]] * v_absmax;
-        w[i] = adam.update(w[i], mi, vi, g[i]);
-        m_max = std::max(m_max, std::abs(mi));
-        v_max = std::max(v_max, vi);
-      }
-      m_absmax = m_max;
-      v_absmax = v_max;
-      for (size_t i = begin; i < end; ++i) {
-        m_codes[i] = signed_encoder_.encode(m_max > 0 ? m[i - begin] / m_max : 0.0f);
-        v_codes[i] = unsigned_encoder_.encode(v_max > 0 ? v[i - begin] / v_max : 0.0f);
-      }
-    });
+    const BlockwiseMoments moments{momentum_.data() + tensor.value_offset, variance_.data() + tensor.value_offset,
+                                   momentum_absmax_.data() + tensor.block_offset,
+                                   variance_absmax_.data() + tensor.block_offset};
+    adamw8bit_step(weights.data(t), moments, grads.data(t), tensor.count, books, adam);
   }
 }
 
@@ -101,7 +72,7 @@ void AdamW8bit::load_resharded(const ShardReaders& shards, const std::vector<Par
       const size_t count = static_cast<size_t>(shape_numel(spec.shape));
       tensors.push_back({values, blocks, count});
       values += count;
-      blocks += (count + kBlock - 1) / kBlock;
+      blocks += (count + kBlockwiseBlock - 1) / kBlockwiseBlock;
     }
     tensors.push_back({values, blocks, 0});  // the totals
     return tensors;
@@ -119,8 +90,8 @@ void AdamW8bit::load_resharded(const ShardReaders& shards, const std::vector<Par
       std::memcpy(static_cast<uint8_t*>(out) + target * bytes, reader.get(tensor, dtype, shape) + source * bytes, count * bytes);
     };
     const size_t to_value = to.value_offset + run.offset, from_value = from.value_offset + run.source_offset;
-    const size_t to_block = to.block_offset + run.offset / kBlock, from_block = from.block_offset + run.source_offset / kBlock;
-    const size_t count = static_cast<size_t>(run.count), block_count = (count + kBlock - 1) / kBlock;
+    const size_t to_block = to.block_offset + run.offset / kBlockwiseBlock, from_block = from.block_offset + run.source_offset / kBlockwiseBlock;
+    const size_t count = static_cast<size_t>(run.count), block_count = (count + kBlockwiseBlock - 1) / kBlockwiseBlock;
     copy("optimizer.adamw8bit.m_codes", DType::U8, values, momentum_.data(), to_value, from_value, 1, count);
     copy("optimizer.adamw8bit.v_codes", DType::U8, values, variance_.data(), to_value, from_value, 1, count);
     copy("optimizer.adamw8bit.m_absmax", DType::F32, blocks, momentum_absmax_.data(), to_block, from_block, sizeof(float), block_count);

@@ -1,9 +1,6 @@
 #include "optim/gradient_stack.h"
 
-#include <omp.h>
-
 #include "core/error.h"
-#include "core/parallel.h"
 
 namespace qft {
 
@@ -18,22 +15,14 @@ void GradientStack::push(size_t param, int rows, int cols, const float* grad, co
   if (params_[top_] != param || slots_[top_].rows() != rows || slots_[top_].cols() != cols) {
     fail("gradient stack: '", name, "' pushed out of order");
   }
-  slots_[top_++].quantize(grad, rounding, name);
+  quantize_rows(slots_[top_++].view(), grad, rounding, name);
 }
 
 void GradientStack::accumulate(size_t param, const float* grad, const RoundingContext& rounding,
                                const std::string& name) {
   const size_t slot_index = param < slot_of_param_.size() ? slot_of_param_[param] : SIZE_MAX;
   if (slot_index >= top_) fail("gradient stack: '", name, "' was never pushed");
-  QuantizedRows& slot = slots_[slot_index];
-  const int cols = slot.cols();
-  std::vector<std::vector<float>> scratch(omp_get_max_threads(), std::vector<float>(cols));
-  parallel_for(slot.rows(), [&](int64_t row) {
-    float* sum = scratch[omp_get_thread_num()].data();
-    dequantize_row(sum, slot.row_codes(row), slot.range(row), cols);
-    for (int col = 0; col < cols; ++col) sum[col] += grad[row * cols + col];
-    slot.range(row) = quantize_row(slot.row_codes(row), sum, cols, rounding, row, nullptr, 0, name);
-  });
+  accumulate_rows(slots_[slot_index].view(), grad, rounding, name);
 }
 
 GradientStack::Entry GradientStack::pop() {

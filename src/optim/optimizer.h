@@ -1,7 +1,6 @@
 #pragma once
 // FP32 optimizers over a whole parameter set, with decoupled weight decay
 // applied uniformly to every parameter.
-#include <cmath>
 #include <memory>
 #include <string>
 
@@ -38,24 +37,6 @@ class Optimizer {
   // share `rank` of `ranks` of `specs` (dist/fp32_shards.h) and restores it
   // from the shares the writing ranks saved (`shards`).
   virtual void load_resharded(const ShardReaders& shards, const std::vector<ParamSpec>& specs, int ranks, int rank) = 0;
-};
-
-// The Lion update of n elements in place: c = β1·m + (1−β1)·g;
-// w ← w·(1 − lr·λ) − lr·sign(c); m ← β2·m + (1−β2)·g. Shared by FP32 Lion and
-// QLion, which runs it on de-quantized rows.
-void lion_update(float* w, float* m, const float* g, size_t n, float lr, const OptimizerSettings& settings);
-
-// AdamW's per-step constants (torch.optim.AdamW: bias corrections folded into
-// the step size and the denominator), and its update of n elements.
-struct AdamWStep {
-  float beta1, beta2, eps, step_size, sqrt_correction2, decay;
-  static AdamWStep at(const OptimizerSettings& settings, int64_t step, float lr);
-  // m, v updated from g; returns the new weight.
-  float update(float w, float& m, float& v, float g) const {
-    m = beta1 * m + (1.0f - beta1) * g;
-    v = beta2 * v + (1.0f - beta2) * g * g;
-    return w * decay - step_size * m / (std::sqrt(v) / sqrt_correction2 + eps);
-  }
 };
 
 // Optimizers over a whole FP32 ParamSet; throws on an unknown name.

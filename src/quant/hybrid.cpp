@@ -1,5 +1,7 @@
 #include "quant/hybrid.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -8,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/float16.h"
+#include "core/parallel.h"
 
 namespace qft {
 
@@ -115,7 +118,7 @@ void HybridMatrix::assign(const float* values, float outlier_fraction, const Rou
 }
 
 void HybridMatrix::refresh(float outlier_fraction, const RoundingContext& rounding) {
-  split([this](int row, float* out) { dequantize_row(out, row); }, outlier_fraction, rounding);
+  split([this](int row, float* out) { dequantize_hybrid_row(out, view(), row); }, outlier_fraction, rounding);
 }
 
 void HybridMatrix::restore_outliers(const int32_t* row_start, const uint16_t* columns, const float* values,
@@ -152,37 +155,45 @@ void HybridMatrix::restore_outliers(const int32_t* row_start, const uint16_t* co
   threshold_max_ = threshold_max;
 }
 
-void HybridMatrix::dequantize_row(float* out, int row) const {
-  qft::dequantize_row(out, dense_.row_codes(row), dense_.range(row), cols());
-  for (int32_t i = row_start_[row]; i < row_start_[row + 1]; ++i) out[outlier_columns_[i]] = outlier_values_[i];
+void dequantize_hybrid_row(float* out, const HybridView& matrix, int row) {
+  const int cols = matrix.dense.cols;
+  dequantize_row(out, matrix.dense.row_codes(row), matrix.dense.ranges[row], cols);
+  for (int32_t i = matrix.row_start[row]; i < matrix.row_start[row + 1]; ++i) out[matrix.columns[i]] = matrix.values[i];
 }
 
-void HybridMatrix::dequantize_rows(float* out, int row_begin, int row_end) const {
+void requantize_hybrid_row(const HybridView& matrix, int row, const float* values, const RoundingContext& rounding,
+                           const std::string& tensor) {
+  const int32_t first = matrix.row_start[row], end = matrix.row_start[row + 1];
+  for (int32_t i = first; i < end; ++i) {
+    matrix.values[i] = values[matrix.columns[i]];
+    if (!std::isfinite(matrix.values[i])) fail(tensor, ": row ", row, " holds NaN or Inf");
+  }
+  matrix.dense.ranges[row] = quantize_row(matrix.dense.row_codes(row), values, matrix.dense.cols, rounding,
+                                          static_cast<uint32_t>(row), matrix.columns + first, end - first, tensor);
+}
+
+void dequantize_hybrid_rows(float* out, const HybridView& matrix, int row_begin, int row_end) {
 #pragma omp parallel for schedule(static)
   for (int row = row_begin; row < row_end; ++row) {
-    dequantize_row(out + static_cast<size_t>(row - row_begin) * cols(), row);
+    dequantize_hybrid_row(out + static_cast<size_t>(row - row_begin) * matrix.dense.cols, matrix, row);
   }
 }
 
-void HybridMatrix::dequantize_rows_bf16(uint16_t* out, int row_begin, int row_end) const {
+void dequantize_hybrid_rows_bf16(uint16_t* out, const HybridView& matrix, int row_begin, int row_end) {
+  const int cols = matrix.dense.cols;
 #pragma omp parallel for schedule(static)
   for (int row = row_begin; row < row_end; ++row) {
-    uint16_t* values = out + static_cast<size_t>(row - row_begin) * cols();
-    qft::dequantize_row_bf16(values, dense_.row_codes(row), dense_.range(row), cols());
-    for (int32_t i = row_start_[row]; i < row_start_[row + 1]; ++i) {
-      values[outlier_columns_[i]] = float_to_bf16(outlier_values_[i]);
+    uint16_t* values = out + static_cast<size_t>(row - row_begin) * cols;
+    dequantize_row_bf16(values, matrix.dense.row_codes(row), matrix.dense.ranges[row], cols);
+    for (int32_t i = matrix.row_start[row]; i < matrix.row_start[row + 1]; ++i) {
+      values[matrix.columns[i]] = float_to_bf16(matrix.values[i]);
     }
   }
 }
 
-void HybridMatrix::requantize_row(int row, const float* values, const RoundingContext& rounding) {
-  const int32_t first = row_start_[row], end = row_start_[row + 1];
-  for (int32_t i = first; i < end; ++i) {
-    outlier_values_[i] = values[outlier_columns_[i]];
-    if (!std::isfinite(outlier_values_[i])) fail(name_, ": row ", row, " holds NaN or Inf");
-  }
-  dense_.range(row) = quantize_row(dense_.row_codes(row), values, cols(), rounding, static_cast<uint32_t>(row),
-                                   outlier_columns_.data() + first, end - first, name_);
+void gather_hybrid_rows(float* out, const HybridView& matrix, const int* rows, int N) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) dequantize_hybrid_row(out + static_cast<size_t>(n) * matrix.dense.cols, matrix, rows[n]);
 }
 
 }  // namespace qft

@@ -10,17 +10,37 @@
 // outlier stays exact in S whatever its value becomes, and a dense value that
 // crosses a threshold stays dense — every write re-ranges its row, so it is
 // still represented, at a coarser step for that row until the next refresh.
-#include <omp.h>
-
 #include <cstdint>
 #include <string>
-#include <vector>
 
 #include "core/memory.h"
-#include "core/parallel.h"
 #include "quant/quantizer.h"
 
 namespace qft {
+
+// A hybrid matrix as plain arrays: the dense INT8 rows D and the outliers S in
+// CSR — row r's are columns[row_start[r] … row_start[r + 1]) with their FP32
+// values (their dense codes are 0 and ignored).
+struct HybridView {
+  QuantizedView dense;                 // (rows, cols)
+  const int32_t* row_start = nullptr;  // (rows + 1)
+  const uint16_t* columns = nullptr;   // (outliers)
+  float* values = nullptr;             // (outliers)
+};
+
+// ---- one row: out (cols) = row `row` de-quantized, its outliers in place;
+// and the row stored again from values (cols): the outliers exactly, the rest
+// quantized with `rounding`. Throws naming `tensor` on NaN or Inf.
+void dequantize_hybrid_row(float* out, const HybridView& matrix, int row);
+void requantize_hybrid_row(const HybridView& matrix, int row, const float* values, const RoundingContext& rounding,
+                           const std::string& tensor);
+// ---- passes over rows [row_begin, row_end) (row-parallel), outputs first.
+// out (row_end − row_begin, cols): the de-quantized rows; or rounded to BF16
+// (nearest even) as they are made, with no FP32 copy of a row.
+void dequantize_hybrid_rows(float* out, const HybridView& matrix, int row_begin, int row_end);
+void dequantize_hybrid_rows_bf16(uint16_t* out, const HybridView& matrix, int row_begin, int row_end);
+// out (N, cols) = rows (N) of the matrix de-quantized (an embedding lookup).
+void gather_hybrid_rows(float* out, const HybridView& matrix, const int* rows, int N);
 
 class HybridMatrix {
  public:
@@ -34,17 +54,10 @@ class HybridMatrix {
   // Re-chooses the thresholds from the current values (the per-epoch refresh).
   void refresh(float outlier_fraction, const RoundingContext& rounding);
 
-  // out (row_end − row_begin, cols): the de-quantized rows.
-  void dequantize_rows(float* out, int row_begin, int row_end) const;
-  void dequantize_row(float* out, int row) const;
-  // The same rows rounded to BF16, out (row_end − row_begin, cols).
-  void dequantize_rows_bf16(uint16_t* out, int row_begin, int row_end) const;
-
-  // For every row in [row_begin, row_end) (all by default): de-quantize, let
-  // update(row, values) change the values in place, store the outliers
-  // exactly and re-quantize the dense part.
-  template <class Update>
-  void update_rows(Update&& update, const RoundingContext& rounding, int row_begin = 0, int row_end = -1);
+  // The arrays, for the passes above and QLion (optim/qlion.h).
+  HybridView view() const {
+    return {dense_.view(), row_start_.data(), outlier_columns_.data(), const_cast<float*>(outlier_values_.data())};
+  }
 
   const std::string& name() const { return name_; }
   int rows() const { return dense_.rows(); }
@@ -75,7 +88,6 @@ class HybridMatrix {
   static int64_t outliers_for(int64_t count, float outlier_fraction);
 
  private:
-  void requantize_row(int row, const float* values, const RoundingContext& rounding);
   // Rebuilds S from the rows that row_values(row, out) produces.
   template <class RowValues>
   void split(RowValues&& row_values, float outlier_fraction, const RoundingContext& rounding);
@@ -87,20 +99,5 @@ class HybridMatrix {
   Buffer<float> outlier_values_;      // (outliers)
   float threshold_min_ = 0.0f, threshold_max_ = 0.0f;
 };
-
-template <class Update>
-void HybridMatrix::update_rows(Update&& update, const RoundingContext& rounding, int row_begin, int row_end) {
-  const int cols = this->cols();
-  if (row_end < 0) row_end = rows();
-  std::vector<std::vector<float>> scratch(omp_get_max_threads());
-  parallel_for(row_end - row_begin, [&](int64_t index) {
-    const int row = row_begin + static_cast<int>(index);
-    std::vector<float>& values = scratch[omp_get_thread_num()];
-    values.resize(cols);
-    dequantize_row(values.data(), row);
-    update(row, values.data());
-    requantize_row(row, values.data(), rounding);
-  });
-}
 
 }  // namespace qft

@@ -18,7 +18,7 @@ constexpr float kMaxCode = 255.0f;
 const float* row_uniforms(int n, const RoundingContext& rounding, uint32_t row) {
   thread_local std::vector<float> uniforms;
   uniforms.resize(static_cast<size_t>(n));
-  philox_uniforms16(uniforms.data(), n, {static_cast<uint32_t>(rounding.seed), static_cast<uint32_t>(rounding.seed >> 32)},
+  philox_uniforms16(uniforms.data(), n, philox_key(rounding.seed),
                     row, rounding.stream, rounding.step);
   return uniforms.data();
 }
@@ -103,17 +103,31 @@ QuantizedRows::QuantizedRows(MemCategory category, int rows, int cols)
       codes_(category, static_cast<size_t>(rows) * cols),
       ranges_(category, rows) {}
 
-void QuantizedRows::quantize(const float* values, const RoundingContext& rounding, const std::string& tensor) {
-  parallel_for(rows_, [&](int64_t row) {
-    ranges_[row] = quantize_row(row_codes(row), values + row * cols_, cols_, rounding, row, nullptr, 0, tensor);
+void quantize_rows(const QuantizedView& matrix, const float* values, const RoundingContext& rounding,
+                   const std::string& tensor) {
+  const int cols = matrix.cols;
+  parallel_for(matrix.rows, [&](int64_t row) {
+    matrix.ranges[row] = quantize_row(matrix.row_codes(row), values + row * cols, cols, rounding, row, nullptr, 0, tensor);
   });
 }
 
-void QuantizedRows::dequantize(float* out) const {
+void dequantize_rows(float* out, const QuantizedView& matrix) {
 #pragma omp parallel for schedule(static)
-  for (int row = 0; row < rows_; ++row) {
-    dequantize_row(out + static_cast<size_t>(row) * cols_, row_codes(row), ranges_[row], cols_);
+  for (int row = 0; row < matrix.rows; ++row) {
+    dequantize_row(out + static_cast<size_t>(row) * matrix.cols, matrix.row_codes(row), matrix.ranges[row], matrix.cols);
   }
+}
+
+void accumulate_rows(const QuantizedView& matrix, const float* values, const RoundingContext& rounding,
+                     const std::string& tensor) {
+  const int cols = matrix.cols;
+  parallel_for(matrix.rows, [&](int64_t row) {
+    thread_local std::vector<float> sum;
+    sum.resize(cols);
+    dequantize_row(sum.data(), matrix.row_codes(row), matrix.ranges[row], cols);
+    for (int col = 0; col < cols; ++col) sum[col] += values[row * cols + col];
+    matrix.ranges[row] = quantize_row(matrix.row_codes(row), sum.data(), cols, rounding, row, nullptr, 0, tensor);
+  });
 }
 
 }  // namespace qft

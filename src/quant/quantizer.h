@@ -37,6 +37,27 @@ void dequantize_row(float* out, const uint8_t* codes, RowRange range, int n);
 // FP32 copy of the row.
 void dequantize_row_bf16(uint16_t* out, const uint8_t* codes, RowRange range, int n);
 
+// A (rows, cols) matrix of codes with one range per row, as plain arrays:
+// what the passes below (and a device's implementation of them) work on.
+struct QuantizedView {
+  uint8_t* codes = nullptr;    // (rows, cols)
+  RowRange* ranges = nullptr;  // (rows)
+  int rows = 0, cols = 0;
+  uint8_t* row_codes(int row) const { return codes + static_cast<size_t>(row) * cols; }
+};
+
+// ---- passes over whole quantized matrices (row-parallel), outputs first.
+// out (rows, cols) = the de-quantized matrix.
+void dequantize_rows(float* out, const QuantizedView& matrix);
+// matrix = values (rows, cols) quantized, row r rounded with `rounding` keyed
+// by r. Throws naming `tensor` on NaN or Inf.
+void quantize_rows(const QuantizedView& matrix, const float* values, const RoundingContext& rounding,
+                   const std::string& tensor);
+// matrix += values (rows, cols): each row de-quantized, added to and
+// quantized again (an accumulated gradient).
+void accumulate_rows(const QuantizedView& matrix, const float* values, const RoundingContext& rounding,
+                     const std::string& tensor);
+
 // A (rows, cols) matrix of codes with one range per row.
 class QuantizedRows {
  public:
@@ -55,8 +76,8 @@ class QuantizedRows {
   RowRange* ranges() { return ranges_.data(); }
   const RowRange* ranges() const { return ranges_.data(); }
 
-  void quantize(const float* values, const RoundingContext& rounding, const std::string& tensor);  // (rows, cols)
-  void dequantize(float* out) const;                                                               // (rows, cols)
+  QuantizedView view() { return {codes_.data(), ranges_.data(), rows_, cols_}; }
+  QuantizedView view() const { return {const_cast<uint8_t*>(codes_.data()), const_cast<RowRange*>(ranges_.data()), rows_, cols_}; }
   static size_t bytes(int64_t rows, int64_t cols) {
     return static_cast<size_t>(rows * cols) + static_cast<size_t>(rows) * sizeof(RowRange);
   }

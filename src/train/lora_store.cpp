@@ -9,7 +9,7 @@
 #include "core/error.h"
 #include "model/peft_adapter.h"
 #include "quant/hybrid.h"
-#include "quant/philox.h"
+#include "kernels/kernels.h"
 #include "train/qft_store.h"
 #include "train/tensor_store.h"
 
@@ -142,7 +142,7 @@ class LoraStore::FrozenInt8 final : public TensorStore {
         matrices_[i]->assign(staging, outlier_fraction, {Rounding::Nearest, 0, static_cast<uint32_t>(i), 0});
       } else {
         vectors_[i] = Buffer<float>(MemCategory::Weights, count);
-        std::memcpy(vectors_[i].data(), staging, count * sizeof(float));
+        kernels::copy(vectors_[i].data(), staging, count * sizeof(float));
       }
     }
     bind_views();
@@ -150,14 +150,16 @@ class LoraStore::FrozenInt8 final : public TensorStore {
 
   void parameter(size_t index, float* out) const {
     if (matrices_[index]) return load(index, out);
-    std::memcpy(out, vectors_[index].data(), vectors_[index].size() * sizeof(float));
+    kernels::copy(out, vectors_[index].data(), vectors_[index].size() * sizeof(float));
   }
 
  private:
   void load(size_t index, float* out) const override {
-    matrices_[index]->dequantize_rows(out, 0, matrices_[index]->rows());
+    dequantize_hybrid_rows(out, matrices_[index]->view(), 0, matrices_[index]->rows());
   }
-  void load_row(size_t index, int row, float* out) const override { matrices_[index]->dequantize_row(out, row); }
+  void gather_rows(float* out, size_t index, const int* rows, int N) const override {
+    gather_hybrid_rows(out, matrices_[index]->view(), rows, N);
+  }
   float* vector(size_t index) override { return vectors_[index].data(); }
   void consume(size_t, const float*) override { throw std::logic_error("a frozen store consumed a gradient"); }
 
@@ -208,13 +210,10 @@ LoraStore::~LoraStore() = default;
 
 void LoraStore::initialise_adapters() {
   // PEFT: kaiming_uniform_(A, a=√5), i.e. U(−1/√in, 1/√in); B = 0.
-  const PhiloxKey key = {static_cast<uint32_t>(settings_.seed), static_cast<uint32_t>(settings_.seed >> 32)};
   for (size_t i = 0; i < adapters_.specs().size(); i += 2) {
     const Shape& shape = adapters_.specs()[i].shape;  // A (R, IC)
-    const float bound = 1.0f / std::sqrt(static_cast<float>(shape[1]));
-    float* a = adapters_.data(i);
-    philox_uniforms16(a, static_cast<int64_t>(adapters_.numel(i)), key, static_cast<uint32_t>(i), kInitialisationStream, 0);
-    for (size_t k = 0; k < adapters_.numel(i); ++k) a[k] = (2.0f * a[k] - 1.0f) * bound;
+    kernels::lora_initialise(adapters_.data(i), static_cast<int>(shape[0]), static_cast<int>(shape[1]),
+                             {settings_.seed, {static_cast<uint32_t>(i), kInitialisationStream}});
   }
 }
 
@@ -269,7 +268,7 @@ void LoraStore::bind_adapters() {
       view.rank = settings_.rank;
       view.scale = settings_.alpha / static_cast<float>(settings_.rank);
       view.dropout.p = settings_.dropout;
-      view.dropout.seed = settings_.seed;
+      view.dropout.uniforms.seed = settings_.seed;
     }
   }
 }
@@ -282,8 +281,8 @@ const LoraAdapter* LoraStore::adapter(int layer, Linear which) {
 void LoraStore::begin_micro_batch(int step, int index) {
   if (index >= (1 << 16)) fail("LoRA's dropout supports at most 65536 micro-batches per step");
   for (size_t k = 0; k < views_.size(); ++k) {
-    views_[k].dropout.stream[0] = static_cast<uint32_t>(k) | static_cast<uint32_t>(index) << 16;
-    views_[k].dropout.stream[1] = static_cast<uint32_t>(step);
+    views_[k].dropout.uniforms.stream[0] = static_cast<uint32_t>(k) | static_cast<uint32_t>(index) << 16;
+    views_[k].dropout.uniforms.stream[1] = static_cast<uint32_t>(step);
   }
 }
 
@@ -291,22 +290,13 @@ void LoraStore::merged(size_t index, float* out) {
   if (int8_base_) {
     int8_base_->parameter(index, out);
   } else {
-    std::memcpy(out, fp32_base_->data(index), fp32_base_->numel(index) * sizeof(float));
+    kernels::copy(out, fp32_base_->data(index), fp32_base_->numel(index) * sizeof(float));
   }
   const auto found = adapter_of_weight_.find(specs_[index].name);
   if (found == adapter_of_weight_.end()) return;
   const LoraAdapter& view = views_[found->second];
   const int OC = static_cast<int>(specs_[index].shape[0]), IC = static_cast<int>(specs_[index].shape[1]);
-  // out (OC, IC) += scale · B (OC, R) · A (R, IC)
-#pragma omp parallel for schedule(static)
-  for (int o = 0; o < OC; ++o) {
-    float* row = out + static_cast<size_t>(o) * IC;
-    for (int r = 0; r < view.rank; ++r) {
-      const float weight = view.scale * view.b[static_cast<size_t>(o) * view.rank + r];
-      const float* a = view.a + static_cast<size_t>(r) * IC;
-      for (int i = 0; i < IC; ++i) row[i] += weight * a[i];
-    }
-  }
+  kernels::lora_merge(out, view.a, view.b, OC, IC, view.rank, view.scale);
 }
 
 }  // namespace qft

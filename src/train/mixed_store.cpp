@@ -1,10 +1,8 @@
 #include "train/mixed_store.h"
 
-#include <algorithm>
-#include <cstring>
-
 #include "core/error.h"
-#include "core/float16.h"
+#include "kernels/kernels.h"
+#include "optim/updates.h"
 
 namespace qft {
 
@@ -57,10 +55,10 @@ MixedPrecisionStore::MixedPrecisionStore(const ModelSource& source, const Optimi
 
 void MixedPrecisionStore::round_from_master(size_t index) {
   Param& param = *params_[index];
-  for (size_t j = 0; j < param.count; ++j) {
-    const uint16_t rounded = float_to_bf16(param.master[j]);
-    if (param.bf16.size()) param.bf16[j] = rounded;
-    else param.vector[j] = bf16_to_float(rounded);
+  if (param.bf16.size()) {
+    round_to_bf16(param.bf16.data(), param.master.data(), param.count);
+  } else {
+    round_through_bf16(param.vector.data(), param.master.data(), param.count);
   }
   invalidate(index);
 }
@@ -83,7 +81,7 @@ void MixedPrecisionStore::load_state(const StateReader& reader) {
     reader.read(name, DType::F32, specs_[i].shape, param.master.data());
     reader.read(name + ".adamw.m", DType::F32, specs_[i].shape, param.m.data());
     reader.read(name + ".adamw.v", DType::F32, specs_[i].shape, param.v.data());
-    std::fill(param.grad.data(), param.grad.data() + param.count, uint16_t{0});
+    kernels::zero(param.grad.data(), param.count * sizeof(uint16_t));
     round_from_master(i);
   }
   steps_ = reader.read_int64("optimizer.adamw.steps");
@@ -94,51 +92,41 @@ MixedPrecisionStore::~MixedPrecisionStore() = default;
 
 void MixedPrecisionStore::load(size_t index, float* out) const {
   const Param& param = *params_.at(index);
-#pragma omp parallel for simd schedule(static)
-  for (size_t j = 0; j < param.count; ++j) out[j] = bf16_to_float(param.bf16[j]);
+  widen_bf16(out, param.bf16.data(), param.count);
 }
 
 void MixedPrecisionStore::load_bf16(size_t index, uint16_t* out) const {
   const Param& param = *params_.at(index);
-  std::memcpy(out, param.bf16.data(), param.count * sizeof(uint16_t));
+  kernels::copy(out, param.bf16.data(), param.count * sizeof(uint16_t));
 }
 
-void MixedPrecisionStore::load_row(size_t index, int row, float* out) const {
+void MixedPrecisionStore::gather_rows(float* out, size_t index, const int* rows, int N) const {
   const Param& param = *params_.at(index);
-  const uint16_t* codes = param.bf16.data() + static_cast<size_t>(row) * param.cols;
-  for (int j = 0; j < param.cols; ++j) out[j] = bf16_to_float(codes[j]);
+  kernels::embedding_forward(out, rows, param.bf16.data(), N, param.cols);
 }
 
 float* MixedPrecisionStore::vector(size_t index) { return params_.at(index)->vector.data(); }
 
 void MixedPrecisionStore::master(size_t index, float* out) const {
-  std::memcpy(out, params_.at(index)->master.data(), params_.at(index)->count * sizeof(float));
+  kernels::copy(out, params_.at(index)->master.data(), params_.at(index)->count * sizeof(float));
 }
 
 void MixedPrecisionStore::consume(size_t index, const float* grad) {
   Param& param = *params_[index];
-#pragma omp parallel for simd schedule(static)
-  for (size_t j = 0; j < param.count; ++j) param.grad[j] = float_to_bf16(bf16_to_float(param.grad[j]) + grad[j]);
+  accumulate_bf16(param.grad.data(), grad, param.count);
 }
 
 void MixedPrecisionStore::end_step(float lr, bool apply) {
   if (passes_ == 0) fail("end_step without a backward pass");
   if (!apply) {
-    for (const auto& param : params_) std::fill(param->grad.data(), param->grad.data() + param->count, uint16_t{0});
+    for (const auto& param : params_) kernels::zero(param->grad.data(), param->count * sizeof(uint16_t));
     return;
   }
   const AdamWStep adam = AdamWStep::at(adamw_, ++steps_, lr);
   for (size_t i = 0; i < params_.size(); ++i) {
     Param& param = *params_[i];
-#pragma omp parallel for schedule(static)
-    for (size_t j = 0; j < param.count; ++j) {
-      const float w = adam.update(param.master[j], param.m[j], param.v[j], bf16_to_float(param.grad[j]));
-      param.master[j] = w;
-      param.grad[j] = 0;
-      const uint16_t rounded = float_to_bf16(w);
-      if (param.bf16.size()) param.bf16[j] = rounded;
-      else param.vector[j] = bf16_to_float(rounded);
-    }
+    mixed_adamw_step(param.master.data(), param.m.data(), param.v.data(), param.grad.data(),
+                     param.bf16.size() ? param.bf16.data() : nullptr, param.vector.data(), param.count, adam);
     invalidate(i);
   }
 }

@@ -1,8 +1,7 @@
 #include "train/nonfinite.h"
 
-#include <cmath>
-
 #include "core/error.h"
+#include "kernels/kernels.h"
 
 namespace qft {
 namespace {
@@ -40,14 +39,10 @@ void set_gradient_test_hook(std::function<void(int, const std::string&, float*, 
 
 std::optional<NonFinite> check_gradient(int step, const std::string& name, float* grad, size_t count) {
   if (test_hook()) test_hook()(step, name, grad, count);
-  // One pass without branches; the position only once something is wrong.
-  float poison = 0.0f;
-#pragma omp parallel for simd reduction(+ : poison) schedule(static)
-  for (size_t i = 0; i < count; ++i) poison += grad[i] * 0.0f;
-  if (poison == 0.0f) return std::nullopt;
-  size_t element = 0;
-  while (element < count && std::isfinite(grad[element])) ++element;
-  return NonFinite{name, layer_of(name), element};
+  int64_t first = -1;  // on a device, the one value that crosses to the host
+  kernels::find_nonfinite(&first, grad, count);
+  if (first < 0) return std::nullopt;
+  return NonFinite{name, layer_of(name), static_cast<size_t>(first)};
 }
 
 NonFinitePolicy parse_nonfinite_policy(const std::string& name) {

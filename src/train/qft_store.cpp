@@ -1,15 +1,14 @@
 #include "train/qft_store.h"
 
-#include <omp.h>
-
 #include <algorithm>
-#include <cstring>
 #include <tuple>
 #include <utility>
 
 #include "core/error.h"
 #include "dist/gather.h"
 #include "dist/partition.h"
+#include "kernels/kernels.h"
+#include "optim/qlion.h"
 #include "train/checkpoint.h"
 
 namespace qft {
@@ -23,13 +22,6 @@ enum Purpose : uint32_t { kWeight = 0, kMomentum = 1, kGradient = 2, kPurposes =
 std::pair<int, int> stored_shape(const ParamSpec& spec) {
   const int rows = TensorStore::is_matrix(spec.role) ? static_cast<int>(spec.shape[0]) : 1;
   return {rows, static_cast<int>(shape_numel(spec.shape) / rows)};
-}
-
-// Per-thread rows for de-quantized gradients and momentum during updates.
-float* thread_row(int which, int cols) {
-  thread_local std::vector<float> rows[2];
-  rows[which].resize(cols);
-  return rows[which].data();
 }
 
 // The size of a data-parallel rank's in-flight gradient copy: the largest
@@ -104,7 +96,7 @@ QftStore::QftStore(const ModelSource& source, const QftSettings& settings)
       param->matrix->assign(staging, settings_.outlier_fraction, rounding(i, kWeight, 0));
     } else {
       param->vector = Buffer<float>(MemCategory::Weights, param->cols);
-      std::memcpy(param->vector.data(), staging, param->cols * sizeof(float));
+      kernels::copy(param->vector.data(), staging, param->cols * sizeof(float));
     }
     param->owned = dist::share(param->rows, placement.ranks, placement.rank);
     param->momentum = QuantizedRows(MemCategory::OptimizerState, static_cast<int>(param->owned.size()), param->cols);
@@ -146,7 +138,7 @@ void QftStore::end_step(bool apply) {
           continue;
         }
         float* grad = borrow_fp32_buffer();  // backward is over
-        entry.grad->dequantize(grad);
+        dequantize_rows(grad, entry.grad->view());
         exchange(entry.param, grad);
         finish_exchange();
       }
@@ -198,18 +190,20 @@ void QftStore::load_state(const StateReader& reader, const ShardReaders& shards)
 void QftStore::load(size_t index, float* out) const {
   const Param& param = *params_.at(index);
   if (param.matrix) {
-    param.matrix->dequantize_rows(out, 0, param.rows);
+    dequantize_hybrid_rows(out, param.matrix->view(), 0, param.rows);
   } else {
-    std::memcpy(out, param.vector.data(), param.cols * sizeof(float));
+    kernels::copy(out, param.vector.data(), param.cols * sizeof(float));
   }
 }
 
 void QftStore::load_bf16(size_t index, uint16_t* out) const {
   const Param& param = *params_.at(index);
-  param.matrix->dequantize_rows_bf16(out, 0, param.rows);
+  dequantize_hybrid_rows_bf16(out, param.matrix->view(), 0, param.rows);
 }
 
-void QftStore::load_row(size_t index, int row, float* out) const { params_.at(index)->matrix->dequantize_row(out, row); }
+void QftStore::gather_rows(float* out, size_t index, const int* rows, int N) const {
+  gather_hybrid_rows(out, params_.at(index)->matrix->view(), rows, N);
+}
 
 float* QftStore::vector(size_t index) { return params_.at(index)->vector.data(); }
 
@@ -236,32 +230,19 @@ void QftStore::consume(size_t index, const float* grad) {
   }
 }
 
-// Algorithm 2 for one parameter, row by row: de-quantize weights, momentum
-// and gradient, apply Lion, re-quantize weights and momentum.
+// Algorithm 2 for this rank's rows of one parameter.
 void QftStore::update(size_t index, const float* fp32_grad, const QuantizedRows* int8_grad) {
   Param& param = *params_[index];
-  const int cols = param.cols;
-  const int first = static_cast<int>(param.owned.begin);
-  const RoundingContext momentum_rounding = rounding(index, kMomentum, step_);
-  const auto update_row = [&](int row, float* weights) {
-    const int local = row - first;  // in this rank's gradient and momentum rows
-    const float* grad = fp32_grad ? fp32_grad + static_cast<size_t>(local) * cols : nullptr;
-    if (!grad) {
-      float* scratch = thread_row(0, cols);
-      dequantize_row(scratch, int8_grad->row_codes(row), int8_grad->range(row), cols);
-      grad = scratch;
-    }
-    float* momentum = thread_row(1, cols);
-    dequantize_row(momentum, param.momentum.row_codes(local), param.momentum.range(local), cols);
-    lion_update(weights, momentum, grad, cols, lr_, settings_.lion);
-    param.momentum.range(local) = quantize_row(param.momentum.row_codes(local), momentum, cols, momentum_rounding,
-                                               static_cast<uint32_t>(row), nullptr, 0, param.spec->name);
-  };
-  if (param.matrix) {
-    param.matrix->update_rows(update_row, rounding(index, kWeight, step_), first, static_cast<int>(param.owned.end));
-  } else if (param.owned.size() > 0) {
-    update_row(0, param.vector.data());
-  }
+  QLionParameter state;
+  if (param.matrix) state.weights = param.matrix->view();
+  state.vector = param.vector.data();
+  state.momentum = param.momentum.view();
+  state.grad = fp32_grad;
+  if (int8_grad) state.stacked_grad = int8_grad->view();
+  state.cols = param.cols;
+  const QLionRounding rounds{rounding(index, kWeight, step_), rounding(index, kMomentum, step_)};
+  qlion_update_rows(state, static_cast<int>(param.owned.begin), static_cast<int>(param.owned.end), lr_,
+                    settings_.lion, rounds, param.spec->name);
   invalidate(index);
   ++updates_;
 }
@@ -272,7 +253,7 @@ void QftStore::exchange(size_t index, const float* grad) {
   const size_t count = static_cast<size_t>(param.rows) * param.cols;
   const bool fits = count <= in_flight_.size();
   if (fits) {
-    std::memcpy(in_flight_.data(), grad, count * sizeof(float));
+    kernels::copy(in_flight_.data(), grad, count * sizeof(float));
     grad = in_flight_.data();
   }
   std::vector<int64_t> counts;

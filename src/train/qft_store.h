@@ -87,7 +87,7 @@ class QftStore final : public TensorStore {
 
   void load(size_t index, float* out) const override;
   void load_bf16(size_t index, uint16_t* out) const override;
-  void load_row(size_t index, int row, float* out) const override;
+  void gather_rows(float* out, size_t index, const int* rows, int N) const override;
   float* vector(size_t index) override;
   void consume(size_t index, const float* grad) override;
 

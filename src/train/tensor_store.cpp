@@ -1,7 +1,6 @@
 #include "train/tensor_store.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "core/error.h"
 
@@ -135,10 +134,7 @@ kernels::WeightMatrix TensorStore::linear_weight(int layer, Linear which) {
 }
 
 void TensorStore::embed(float* out, const int* tokens, int N) {
-  const size_t table = index_of("model.embed_tokens.weight");
-  const int C = config_.hidden_size;
-#pragma omp parallel for schedule(static)
-  for (int n = 0; n < N; ++n) load_row(table, tokens[n], out + static_cast<size_t>(n) * C);
+  gather_rows(out, index_of("model.embed_tokens.weight"), tokens, N);
 }
 
 kernels::WeightMatrix TensorStore::lm_head_weight() {
@@ -148,7 +144,7 @@ kernels::WeightMatrix TensorStore::lm_head_weight() {
 // Zeroes a gradient buffer at its first use in a pass.
 static void open_buffer(Buffer<float>& buffer, bool& open) {
   if (open) return;
-  std::memset(buffer.data(), 0, buffer.size() * sizeof(float));
+  kernels::zero(buffer.data(), buffer.size() * sizeof(float));
   open = true;
 }
 
@@ -160,7 +156,7 @@ const LayerParams& TensorStore::layer_grads(int) {
 
 float* TensorStore::linear_grad(int layer, Linear which) {
   if (frozen_) return nullptr;
-  std::memset(linear_grad_, 0, shape_numel(specs_[linear_index(layer, which)].shape) * sizeof(float));
+  kernels::zero(linear_grad_, shape_numel(specs_[linear_index(layer, which)].shape) * sizeof(float));
   return linear_grad_;
 }
 

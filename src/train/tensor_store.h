@@ -70,12 +70,12 @@ class TensorStore : public ParameterStore {
 
   // Values of a matrix parameter, out (numel): FP32, or rounded to BF16
   // (nearest even) as they are made — only stores with BF16 weights (not
-  // frozen) are asked for those; FP32 values of one of its rows.
+  // frozen) are asked for those; FP32 values of some of its rows, out (N, cols).
   virtual void load(size_t index, float* out) const = 0;
   virtual void load_bf16(size_t /*index*/, uint16_t* /*out*/) const {
     throw std::logic_error("a store with FP32 weights was asked for BF16 ones");
   }
-  virtual void load_row(size_t index, int row, float* out) const = 0;
+  virtual void gather_rows(float* out, size_t index, const int* rows, int N) const = 0;
   // The resident FP32 values of a norm weight or bias.
   virtual float* vector(size_t index) = 0;
   // grad (numel) of parameter `index` is complete and finite.

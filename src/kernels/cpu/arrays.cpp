@@ -7,6 +7,8 @@ namespace qft::kernels {
 
 void zero(void* x, size_t bytes) { std::memset(x, 0, bytes); }
 
+void fill_bytes(void* x, uint8_t value, size_t bytes) { std::memset(x, value, bytes); }
+
 void copy(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
 
 void find_nonfinite(int64_t* first, const float* x, size_t n) {

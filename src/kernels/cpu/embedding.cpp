@@ -1,5 +1,6 @@
 #include <cstring>
 
+#include "core/float16.h"
 #include "kernels/kernels.h"
 
 namespace qft::kernels {
@@ -9,6 +10,14 @@ void embedding_forward(float* out, const int* tokens, const float* table, int N,
   for (int n = 0; n < N; ++n) {
     std::memcpy(out + static_cast<size_t>(n) * C, table + static_cast<size_t>(tokens[n]) * C,
                 C * sizeof(float));
+  }
+}
+
+void embedding_forward(float* out, const int* tokens, const uint16_t* table, int N, int C) {
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) {
+    const uint16_t* row = table + static_cast<size_t>(tokens[n]) * C;
+    for (int c = 0; c < C; ++c) out[static_cast<size_t>(n) * C + c] = bf16_to_float(row[c]);
   }
 }
 

@@ -1,3 +1,4 @@
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -10,13 +11,13 @@ namespace qft::kernels {
 void dropout_apply(float* x, const DropoutMask& mask, int N, int C) {
   if (mask.p <= 0.0f) return;
   const float keep_scale = 1.0f / (1.0f - mask.p);
-  const PhiloxKey key = {static_cast<uint32_t>(mask.seed), static_cast<uint32_t>(mask.seed >> 32)};
+  const PhiloxKey key = philox_key(mask.uniforms.seed);
 #pragma omp parallel
   {
     std::vector<float> uniforms(C);  // (C)
 #pragma omp for schedule(static)
     for (int n = 0; n < N; ++n) {
-      philox_uniforms16(uniforms.data(), C, key, static_cast<uint32_t>(n), mask.stream[0], mask.stream[1]);
+      philox_uniforms16(uniforms.data(), C, key, static_cast<uint32_t>(n), mask.uniforms.stream[0], mask.uniforms.stream[1]);
       float* row = x + static_cast<size_t>(n) * C;
       for (int c = 0; c < C; ++c) row[c] = uniforms[c] >= mask.p ? row[c] * keep_scale : 0.0f;
     }
@@ -67,6 +68,26 @@ void lora_backward(float* dinp, float* da, float* db, float* low, float* dlow, f
   const size_t count = static_cast<size_t>(N) * IC;
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < count; ++i) dinp[i] += dropped[i];
+}
+
+void lora_initialise(float* a, int R, int IC, const PhiloxStream& uniforms) {
+  const PhiloxKey key = philox_key(uniforms.seed);
+  const size_t count = static_cast<size_t>(R) * IC;
+  const float bound = 1.0f / std::sqrt(static_cast<float>(IC));
+  philox_uniforms16(a, static_cast<int64_t>(count), key, uniforms.stream[0], uniforms.stream[1], 0);
+  for (size_t k = 0; k < count; ++k) a[k] = (2.0f * a[k] - 1.0f) * bound;
+}
+
+void lora_merge(float* weight, const float* a, const float* b, int OC, int IC, int R, float scale) {
+#pragma omp parallel for schedule(static)
+  for (int o = 0; o < OC; ++o) {
+    float* row = weight + static_cast<size_t>(o) * IC;
+    for (int r = 0; r < R; ++r) {
+      const float factor = scale * b[static_cast<size_t>(o) * R + r];
+      const float* a_row = a + static_cast<size_t>(r) * IC;
+      for (int i = 0; i < IC; ++i) row[i] += factor * a_row[i];
+    }
+  }
 }
 
 }  // namespace qft::kernels
