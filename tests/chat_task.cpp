@@ -6,6 +6,7 @@
 
 #include "model/weights.h"
 #include "test_util.h"
+#include "train/optimizers.h"
 #include "train/training.h"
 
 namespace qft::test {
@@ -16,9 +17,7 @@ void write_tiny_chat_model(const std::string& directory, const std::string& conf
                                     {"num_hidden_layers", 2}, {"num_attention_heads", 4},
                                     {"num_key_value_heads", 2}, {"tie_word_embeddings", true}}
                          .dump());
-  TrainingSettings exact;
-  exact.optimizer = "adamw";
-  make_training(ModelSource::random(config, 11), exact)->save(directory);
+  make_training(ModelSource::random(config, 11), default_settings(OptimizerKind::AdamW))->save(directory);
   for (const char* file : {"tokenizer.json", "tokenizer_config.json"}) {
     std::filesystem::copy_file(reference_case("tokenizers/smollm2_json/") + file, directory + "/" + file);
   }

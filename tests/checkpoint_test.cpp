@@ -20,6 +20,7 @@
 #include "io/state_file.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
+#include "train/optimizers.h"
 #include "train/training.h"
 
 namespace qft {
@@ -118,20 +119,16 @@ struct Method {
 void PrintTo(const Method& method, std::ostream* out) { *out << method.name; }
 
 TrainingSettings settings_for(const Method& method) {
-  TrainingSettings settings;
-  settings.optimizer = method.optimizer;
-  const std::string& name = method.optimizer;
-  settings.fp32 = default_optimizer_settings(name == "qlion" ? "lion" : name == "mixed-adamw" ? "adamw" : name);
-  settings.fp32.weight_decay = 0.01f;
+  TrainingSettings settings = default_settings(parse_optimizer(method.optimizer));
+  settings.hyper.weight_decay = 0.01f;
   settings.grad_accum = method.grad_accum;
-  settings.qft.seed = 7;
+  settings.seed = 7;
   settings.qft.rounding = method.rounding;
   settings.qft.stack_gradients = method.stack_gradients;
   if (method.lora_base) {
     settings.lora = LoraSettings{};
     settings.lora->rank = 2;
     settings.lora->dropout = 0.1f;  // masks keyed by step: a resumed run draws the same
-    settings.lora->seed = 7;
     settings.lora->int8_base = std::string(method.lora_base) == "int8";
   }
   return settings;
@@ -320,13 +317,13 @@ TEST(CheckpointErrors, ManifestProblemsAreNamed) {
 TEST(CheckpointErrors, OtherSettingsOrModelAreRefused) {
   Saved saved;
   TrainingSettings other = saved.settings;
-  other.fp32.weight_decay = 0.5f;
+  other.hyper.weight_decay = 0.5f;
   EXPECT_MENTIONS(saved.load_error(other), "weight_decay");
   other = saved.settings;
-  other.qft.seed = 8;
+  other.seed = 8;
   EXPECT_MENTIONS(saved.load_error(other), "seed");
   other = saved.settings;
-  other.optimizer = "lion";
+  other.optimizer = OptimizerKind::Lion;
   EXPECT_MENTIONS(saved.load_error(other), "optimizer");
   other = saved.settings;
   other.checkpointing = true;  // recomputation changes nothing

@@ -44,7 +44,7 @@ struct TinyRun {
       for (int i = 0; i < 12; ++i) tokens.push_back((line * 5 + i * 3) % 48);
       lines.push_back(tokens);
     }
-    settings.qft.seed = 5;
+    settings.seed = 5;
   }
   ModelSource source() const { return ModelSource::random(config, 3); }
   std::unique_ptr<Training> training() const { return make_training(source(), settings); }

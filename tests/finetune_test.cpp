@@ -21,6 +21,7 @@
 #include "model/weights.h"
 #include "chat_task.h"
 #include "test_util.h"
+#include "report/loss_plot.h"
 #include "train/finetune.h"
 #include "train/nonfinite.h"
 #include "train/training.h"
@@ -461,10 +462,10 @@ FinetuneSettings nonfinite_settings(const Task& task, const std::string& out) {
   settings.seq_len = 96;
   settings.batch = 2;
   settings.lr = 1e-3f;
-  settings.seed = 3;
+  settings.run.training.seed = 3;
   settings.eval_split = 0.2f;
   settings.max_steps = 8;
-  settings.on_nonfinite = NonFinitePolicy::Skip;
+  settings.run.on_nonfinite = NonFinitePolicy::Skip;
   return settings;
 }
 
@@ -514,7 +515,7 @@ TEST(FinetuneNonFinite, SkipDropsTheStepLogsItAndResumesToTheSameRun) {
   const FinetuneResult first = run_finetune(nonfinite_settings(task, "resumed"), quiet(5));
   ASSERT_TRUE(first.stopped);
   FinetuneSettings again = nonfinite_settings(task, "resumed");
-  again.resume = first.checkpoint;
+  again.run.resume = first.checkpoint;
   const FinetuneResult resumed = run_finetune(again, quiet());
   EXPECT_EQ(resumed.skipped_steps, 1);
   expect_same_run(task.dir.file("resumed"), task.dir.file("straight"));
@@ -524,8 +525,8 @@ TEST(FinetuneNonFinite, StopNamesTheStepTensorAndLastCheckpointAndExportsNothing
   const Task task;
   const PoisonStep3 poison;
   FinetuneSettings settings = nonfinite_settings(task, "run");
-  settings.on_nonfinite = NonFinitePolicy::Stop;
-  settings.save_every = 2;
+  settings.run.on_nonfinite = NonFinitePolicy::Stop;
+  settings.run.save_every = 2;
   std::string error;
   try {
     run_finetune(settings, quiet());
@@ -538,8 +539,7 @@ TEST(FinetuneNonFinite, StopNamesTheStepTensorAndLastCheckpointAndExportsNothing
                    " (step 2, continue with --resume)");
   EXPECT_FALSE(fs::exists(task.dir.file("run/model")));
   EXPECT_EQ(metrics_records(task.dir.file("run")).back().at("action"), "stopped");
-  TrainingSettings training;
-  EXPECT_EQ(make_training(ModelSource::open(task.model), training)->load_checkpoint(checkpoint).step, 2);
+  EXPECT_EQ(make_training(ModelSource::open(task.model), settings.run.training)->load_checkpoint(checkpoint).step, 2);
 }
 
 }  // namespace

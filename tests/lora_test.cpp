@@ -18,6 +18,7 @@
 #include "model/weights.h"
 #include "train/lora_store.h"
 #include "train/memory_plan.h"
+#include "train/optimizers.h"
 #include "train/training.h"
 #include "test_util.h"
 
@@ -40,6 +41,13 @@ LoraSettings reference_settings(const std::string& dir) {
   return lora;
 }
 
+// LoRA adapters trained by AdamW (the QFT paper's LoRA baseline), at its defaults.
+TrainingSettings with_lora(const LoraSettings& lora) {
+  TrainingSettings settings = default_settings(OptimizerKind::AdamW);
+  settings.lora = lora;
+  return settings;
+}
+
 class LoraReference : public testing::TestWithParam<const char*> {
  protected:
   std::string dir() const { return reference_case(GetParam()); }
@@ -52,7 +60,7 @@ struct AdapterGradients {
 
 AdapterGradients adapter_gradients(const ModelSource& source, const LoraSettings& lora, const std::string& tokens,
                                    bool checkpointing) {
-  LoraStore store(source, lora);
+  LoraStore store(source, with_lora(lora));
   Transformer transformer(source.config(), store, {.checkpointing = checkpointing, .adapter_rank = lora.rank});
   store.begin_micro_batch(1, 0);
   AdapterGradients result;
@@ -94,14 +102,11 @@ TEST_P(LoraReference, AdamWOnTheAdaptersMatchesPeftTraining) {
   const nlohmann::json settings = nlohmann::json::parse(settings_file);
   const nlohmann::json& hyper = settings.at("adamw");
   const ModelSource source = ModelSource::hf_directory(dir());
-  TrainingSettings training_settings;
-  training_settings.optimizer = "adamw";
-  training_settings.fp32 = default_optimizer_settings("adamw");
-  training_settings.fp32.beta1 = hyper.at("beta1");
-  training_settings.fp32.beta2 = hyper.at("beta2");
-  training_settings.fp32.eps = hyper.at("eps");
-  training_settings.fp32.weight_decay = hyper.at("weight_decay");
-  training_settings.lora = reference_settings(dir());
+  TrainingSettings training_settings = with_lora(reference_settings(dir()));
+  training_settings.hyper.beta1 = hyper.at("beta1");
+  training_settings.hyper.beta2 = hyper.at("beta2");
+  training_settings.hyper.eps = hyper.at("eps");
+  training_settings.hyper.weight_decay = hyper.at("weight_decay");
   auto training = make_training(source, training_settings);
 
   const auto sequences = read_token_file(dir() + "/" + settings.at("tokens_file").get<std::string>(),
@@ -121,11 +126,8 @@ TEST_P(LoraReference, AdamWOnTheAdaptersMatchesPeftTraining) {
 // and merge_and_unload() the same as qft's merged export.
 TEST_P(LoraReference, PeftLoadsTheExportedAdapterWithTheSameLoss) {
   const ModelSource source = ModelSource::hf_directory(dir());
-  TrainingSettings settings;
-  settings.optimizer = "adamw";
-  settings.fp32 = default_optimizer_settings("adamw");
-  settings.lora = LoraSettings{};  // PEFT's defaults: r 8, alpha 16, dropout 0.05, B = 0
-  settings.lora->seed = 3;
+  TrainingSettings settings = with_lora(LoraSettings{});  // PEFT's defaults: r 8, alpha 16, dropout 0.05, B = 0
+  settings.seed = 3;
   auto training = make_training(source, settings);
   const auto lines = read_token_file(dir() + "/train_tokens.txt", source.config().vocab_size);
   for (int step = 1; step <= 3; ++step) training->step(step, 1e-2f, {make_batch(lines)});
@@ -167,7 +169,7 @@ TEST(LoraInt8Base, EqualsTheFp32BaseOnTheDequantizedWeights) {
   test::TempDir out;
   {
     // B = 0 at the start, so the merged model is the de-quantized base itself.
-    LoraStore store(source, lora);
+    LoraStore store(source, with_lora(lora));
     HfExport options;
     options.dtype = DType::F32;
     export_hf_model(out.file("dequantized"), source.config(), [&](size_t i, float* values) { store.merged(i, values); },
@@ -241,7 +243,7 @@ TEST(LoraKernels, DropoutAndAdapterGradientsMatchFiniteDifferences) {
 TEST(LoraSettings, BadInputIsRefusedByName) {
   const std::string dir = reference_case("llama_tied");
   const ModelSource source = ModelSource::hf_directory(dir);
-  const auto refused = [&](LoraSettings lora) { return test::error_of([&] { LoraStore store(source, lora); }); };
+  const auto refused = [&](LoraSettings lora) { return test::error_of([&] { LoraStore store(source, with_lora(lora)); }); };
   LoraSettings lora;
   lora.rank = 0;
   EXPECT_NE(refused(lora).find("--lora-rank"), std::string::npos);
@@ -276,11 +278,10 @@ TEST(LoraSettings, BadInputIsRefusedByName) {
   fs::remove(adapter + "/adapter_model.safetensors");
   EXPECT_NE(refused(lora).find("adapter_model.safetensors"), std::string::npos) << refused(lora);
 
-  TrainingSettings settings;
-  settings.optimizer = "qlion";
-  settings.lora = LoraSettings{};
+  TrainingSettings settings = with_lora(LoraSettings{});
+  settings.optimizer = OptimizerKind::QLion;
   EXPECT_NE(test::error_of([&] { make_training(source, settings); }).find("adamw, lion or adamw8bit"), std::string::npos);
-  settings.optimizer = "adamw";
+  settings.optimizer = OptimizerKind::AdamW;
   const ModelSource phi3 = ModelSource::hf_directory(reference_case("phi3"));
   EXPECT_NE(test::error_of([&] { make_training(phi3, settings); }).find("LoRA on Phi3ForCausalLM's fused qkv_proj"),
             std::string::npos);
@@ -295,20 +296,14 @@ TEST(LoraMemory, PlanEqualsTheAccountingPerCategory) {
       SCOPED_TRACE(std::string(int8 ? "int8" : "fp32") + (checkpointing ? " checkpointing" : ""));
       reset_memory_peaks();
       const ModelSource source = ModelSource::hf_directory(dir);
-      TrainingSettings settings;
-      settings.optimizer = "adamw";
-      settings.fp32 = default_optimizer_settings("adamw");
+      TrainingSettings settings = with_lora(LoraSettings{});
       settings.checkpointing = checkpointing;
-      settings.lora = LoraSettings{};
       settings.lora->int8_base = int8;
       const std::vector<TokenSequence> lines = {{1, 2, 3, 4, 5, 6, 7, 8}, {9, 8, 7, 6, 5, 4, 3, 2}};
-      PlanSettings plan_settings;
-      plan_settings.optimizer = "adamw";
-      plan_settings.lora = settings.lora;
-      plan_settings.seq_len = 8;
-      plan_settings.batch = 2;
-      plan_settings.checkpointing = checkpointing;
-      const MemoryPlan plan = plan_memory(source.config(), plan_settings);
+      PlanShape shape;
+      shape.seq_len = 8;
+      shape.batch = 2;
+      const MemoryPlan plan = plan_memory(source.config(), settings, shape);
       {
         auto training = make_training(source, settings);
         training->step(1, 1e-3f, {make_batch(lines)});

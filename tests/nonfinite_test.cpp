@@ -18,6 +18,7 @@
 #include "model/parameters.h"
 #include "test_util.h"
 #include "train/nonfinite.h"
+#include "train/optimizers.h"
 #include "train/training.h"
 
 namespace qft {
@@ -57,12 +58,10 @@ struct Case {
       for (int i = 0; i < 11 + line % 3; ++i) tokens.push_back((line * 7 + i * 5) % 48);
       lines.push_back(tokens);
     }
-    settings.optimizer = m.optimizer;
-    const std::string& name = m.optimizer;
-    settings.fp32 = default_optimizer_settings(name == "qlion" ? "lion" : name == "mixed-adamw" ? "adamw" : name);
-    settings.fp32.weight_decay = 0.01f;
+    settings = default_settings(parse_optimizer(m.optimizer));
+    settings.hyper.weight_decay = 0.01f;
     settings.grad_accum = m.grad_accum;
-    settings.qft.seed = 9;
+    settings.seed = 9;
     settings.qft.stack_gradients = m.stack_gradients;
   }
   std::unique_ptr<Training> training() const { return make_training(ModelSource::random(config, 4), settings); }

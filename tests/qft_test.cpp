@@ -9,6 +9,7 @@
 #include "model/transformer.h"
 #include "optim/gradient_stack.h"
 #include "test_util.h"
+#include "train/optimizers.h"
 #include "train/qft_store.h"
 #include "train/training.h"
 
@@ -81,16 +82,16 @@ struct Task {
 };
 
 OptimizerSettings lion_settings() {
-  OptimizerSettings lion = default_optimizer_settings("lion");
+  OptimizerSettings lion = optimizer_entry(OptimizerKind::Lion).defaults;
   lion.weight_decay = 0.1f;
   return lion;
 }
 
-QftSettings qft_settings(Rounding rounding) {
-  QftSettings settings;
-  settings.rounding = rounding;
+TrainingSettings qft_settings(Rounding rounding) {
+  TrainingSettings settings = default_settings(OptimizerKind::QLion);
+  settings.qft.rounding = rounding;
   settings.seed = 11;
-  settings.lion = lion_settings();
+  settings.hyper = lion_settings();
   return settings;
 }
 
@@ -123,7 +124,7 @@ void expect_one_step_equals_fp32_lion(kernels::Compute compute) {
   Transformer reference(source.config(), fp32, &grads);
   const auto batch = task.micro_batches(0, 1, 4);
   const double reference_loss = reference.forward_backward(batch[0]);
-  auto lion = make_optimizer(lion_settings(), source.specs(), fp32.total_numel());
+  auto lion = make_fp32_optimizer(OptimizerKind::Lion, lion_settings(), source.specs());
   lion->step(fp32, grads, lr);
 
   Transformer transformer(source.config(), store);
@@ -159,8 +160,8 @@ TEST(QLion, OneStepInBf16ComputeEqualsFp32LionOnDequantizedValues) {
 TEST(QLion, FusedAndStackedModesGiveTheSameUpdate) {
   const Task task;
   const ModelSource source = ModelSource::random(task.config, 6);
-  QftSettings fused_settings = qft_settings(Rounding::Nearest), stacked_settings = fused_settings;
-  stacked_settings.stack_gradients = true;
+  TrainingSettings fused_settings = qft_settings(Rounding::Nearest), stacked_settings = fused_settings;
+  stacked_settings.qft.stack_gradients = true;
   QftStore fused(source, fused_settings), stacked(source, stacked_settings);
   ASSERT_TRUE(fused.fused());
   ASSERT_FALSE(stacked.fused());
@@ -184,10 +185,8 @@ TEST(QLion, FusedAndStackedModesGiveTheSameUpdate) {
 }
 
 std::vector<double> train_losses(const Task& task, const std::string& optimizer, Rounding rounding, float lr, int steps) {
-  TrainingSettings settings;
-  settings.optimizer = optimizer;
-  settings.fp32 = lion_settings();
-  settings.qft = qft_settings(rounding);
+  TrainingSettings settings = qft_settings(rounding);
+  settings.optimizer = parse_optimizer(optimizer);
   auto training = make_training(ModelSource::random(task.config, 9), settings);
   std::vector<double> losses;
   for (int step = 1; step <= steps; ++step) losses.push_back(training->step(step, lr, task.micro_batches(step, 1, 8)));
@@ -222,10 +221,7 @@ TEST(QLion, StochasticRoundingTrainsLikeFp32LionAtASmallLearningRate) {
 
 TEST(QLion, GradientAccumulationMatchesOneLargeBatch) {
   const Task task;
-  TrainingSettings settings;
-  settings.optimizer = "qlion";
-  settings.qft = qft_settings(Rounding::Stochastic);
-  settings.fp32 = lion_settings();
+  TrainingSettings settings = qft_settings(Rounding::Stochastic);
   auto one = make_training(ModelSource::random(task.config, 9), settings);
   settings.grad_accum = 4;
   auto accumulated = make_training(ModelSource::random(task.config, 9), settings);

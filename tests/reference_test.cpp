@@ -14,6 +14,7 @@
 #include "model/weights.h"
 #include "optim/optimizer.h"
 #include "train/memory_plan.h"
+#include "train/optimizers.h"
 #include "train/training.h"
 #include "test_util.h"
 
@@ -139,7 +140,8 @@ TEST_P(TrainingCase, LossesMatchPyTorchStepByStep) {
   LoadedModel model = load_hf_model(dir);
   const auto sequences = read_token_file(dir + "/" + settings.at("tokens_file").get<std::string>(),
                                          model.config.vocab_size);
-  OptimizerSettings optimizer_settings = default_optimizer_settings(optimizer_name);
+  const OptimizerKind kind = parse_optimizer(optimizer_name);
+  OptimizerSettings optimizer_settings = optimizer_entry(kind).defaults;
   optimizer_settings.beta1 = hyper.at("beta1");
   optimizer_settings.beta2 = hyper.at("beta2");
   optimizer_settings.weight_decay = hyper.at("weight_decay");
@@ -147,7 +149,7 @@ TEST_P(TrainingCase, LossesMatchPyTorchStepByStep) {
   const float lr = hyper.at("lr");
   ParamSet grads(MemCategory::Gradients, model.weights->specs());
   Transformer transformer(model.config, *model.weights, &grads);
-  auto optimizer = make_optimizer(optimizer_settings, model.weights->specs(), model.weights->total_numel());
+  auto optimizer = make_fp32_optimizer(kind, optimizer_settings, model.weights->specs());
 
   const auto expected = test::read_tensors(dir + "/train.safetensors").at(std::string(optimizer_name) + ".losses");
   const int steps = settings.at("steps"), lines = settings.at("batch_lines");
@@ -171,11 +173,11 @@ TEST(TrainingCase8bit, AdamW8bitFollowsPyTorchAdamW) {
   const nlohmann::json& hyper = settings.at("adamw");
   LoadedModel model = load_hf_model(dir);
   const auto sequences = read_token_file(dir + "/train_tokens.txt", model.config.vocab_size);
-  OptimizerSettings optimizer_settings = default_optimizer_settings("adamw8bit");
+  OptimizerSettings optimizer_settings = optimizer_entry(OptimizerKind::AdamW8bit).defaults;
   optimizer_settings.weight_decay = hyper.at("weight_decay");
   ParamSet grads(MemCategory::Gradients, model.weights->specs());
   Transformer transformer(model.config, *model.weights, &grads);
-  auto optimizer = make_optimizer(optimizer_settings, model.weights->specs(), model.weights->total_numel());
+  auto optimizer = make_fp32_optimizer(OptimizerKind::AdamW8bit, optimizer_settings, model.weights->specs());
   const auto expected = test::read_tensors(dir + "/train.safetensors").at("adamw.losses");
   const int lines = settings.at("batch_lines");
   for (int step = 0; step < static_cast<int>(expected.size()); ++step) {
@@ -194,10 +196,8 @@ TEST(TrainingCaseMixed, MixedPrecisionAdamWFollowsPyTorchAdamW) {
   std::ifstream settings_file(dir + "/train_settings.json");
   const nlohmann::json settings = nlohmann::json::parse(settings_file);
   const nlohmann::json& hyper = settings.at("adamw");
-  TrainingSettings training_settings;
-  training_settings.optimizer = "mixed-adamw";
-  training_settings.fp32 = default_optimizer_settings("adamw");
-  training_settings.fp32.weight_decay = hyper.at("weight_decay");
+  TrainingSettings training_settings = default_settings(OptimizerKind::MixedAdamW);
+  training_settings.hyper.weight_decay = hyper.at("weight_decay");
   const ModelSource source = ModelSource::hf_directory(dir);
   auto training = make_training(source, training_settings);
   const auto sequences = read_token_file(dir + "/train_tokens.txt", source.config().vocab_size);
@@ -222,17 +222,13 @@ TEST(ArchitectureMemory, PlanEqualsTheAccountingPerCategory) {
         SCOPED_TRACE(std::string(name) + " " + optimizer + (checkpointing ? " checkpointing" : ""));
         reset_memory_peaks();
         const ModelSource source = ModelSource::hf_directory(reference_case(name));
-        TrainingSettings settings;
-        settings.optimizer = optimizer;
-        settings.fp32 = default_optimizer_settings("adamw");
+        TrainingSettings settings = default_settings(parse_optimizer(optimizer));
         settings.checkpointing = checkpointing;
         const std::vector<TokenSequence> lines = {{1, 2, 3, 4, 5, 6, 7, 8}, {9, 8, 7, 6, 5, 4, 3, 2}};
-        PlanSettings plan_settings;
-        plan_settings.optimizer = optimizer;
-        plan_settings.seq_len = 8;
-        plan_settings.batch = 2;
-        plan_settings.checkpointing = checkpointing;
-        const MemoryPlan plan = plan_memory(source.config(), plan_settings);
+        PlanShape shape;
+        shape.seq_len = 8;
+        shape.batch = 2;
+        const MemoryPlan plan = plan_memory(source.config(), settings, shape);
         {
           auto training = make_training(source, settings);
           training->step(1, 1e-3f, {make_batch(lines)});

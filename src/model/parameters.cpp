@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "kernels/kernels.h"
 
 namespace qft {
 
@@ -91,8 +92,8 @@ float* ParamSet::get(const std::string& name) {
 }
 
 void ParamSet::zero() {
-  if (views_.empty()) return static_cast<void>(std::memset(storage_.data(), 0, storage_.size() * sizeof(float)));
-  for (size_t i = 0; i < specs_.size(); ++i) std::memset(views_[i], 0, numel(i) * sizeof(float));
+  if (views_.empty()) return kernels::zero(storage_.data(), storage_.size() * sizeof(float));
+  for (size_t i = 0; i < specs_.size(); ++i) kernels::zero(views_[i], numel(i) * sizeof(float));
 }
 
 const char* linear_module(Linear which) {

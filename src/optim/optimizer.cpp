@@ -8,13 +8,6 @@
 
 namespace qft {
 
-OptimizerSettings default_optimizer_settings(const std::string& name) {
-  OptimizerSettings settings;
-  settings.name = name;
-  if (name == "adamw" || name == "adamw8bit") settings.beta2 = 0.999f;
-  return settings;
-}
-
 void load_resharded_values(const ShardReaders& shards, const std::string& name, const std::vector<ParamSpec>& specs,
                            int ranks, int rank, float* state) {
   const std::vector<size_t> mine = ParamSet::offsets(dist::fp32_shard_specs(specs, ranks, rank));
@@ -24,14 +17,6 @@ void load_resharded_values(const ShardReaders& shards, const std::string& name, 
     std::memcpy(state + mine[run.param] + run.offset,
                 source + (theirs[run.param] + run.source_offset) * sizeof(float), run.count * sizeof(float));
   }
-}
-
-std::unique_ptr<Optimizer> make_optimizer(const OptimizerSettings& settings, const std::vector<ParamSpec>& specs,
-                                          size_t numel) {
-  if (settings.name == "adamw") return std::make_unique<AdamW>(settings, numel);
-  if (settings.name == "adamw8bit") return std::make_unique<AdamW8bit>(settings, specs);
-  if (settings.name == "lion") return std::make_unique<Lion>(settings, numel);
-  fail("unknown optimizer '", settings.name, "' (expected adamw, adamw8bit or lion)");
 }
 
 }  // namespace qft

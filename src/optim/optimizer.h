@@ -13,16 +13,14 @@ class StateWriter;
 class StateReader;
 struct ShardReaders;
 
+// The hyper-parameters of every optimizer: Lion reads the betas and the
+// weight decay, AdamW all four (train/optimizers.h has each one's defaults).
 struct OptimizerSettings {
-  std::string name = "lion";  // adamw | adamw8bit | lion
   float beta1 = 0.9f;
   float beta2 = 0.99f;
   float eps = 1e-8f;
   float weight_decay = 0.0f;
 };
-
-// Fills the defaults of `name`: AdamW (0.9, 0.999), Lion (0.9, 0.99).
-OptimizerSettings default_optimizer_settings(const std::string& name);
 
 class Optimizer {
  public:
@@ -38,9 +36,5 @@ class Optimizer {
   // from the shares the writing ranks saved (`shards`).
   virtual void load_resharded(const ShardReaders& shards, const std::vector<ParamSpec>& specs, int ranks, int rank) = 0;
 };
-
-// Optimizers over a whole FP32 ParamSet; throws on an unknown name.
-std::unique_ptr<Optimizer> make_optimizer(const OptimizerSettings& settings, const std::vector<ParamSpec>& specs,
-                                          size_t numel);
 
 }  // namespace qft

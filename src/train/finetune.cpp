@@ -1,19 +1,14 @@
 #include "train/finetune.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
-#include <iomanip>
 #include <optional>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/json_integer.h"
-#include "core/memory.h"
 #include "data/examples.h"
 #include "dist/world.h"
 #include "io/gguf.h"
@@ -23,15 +18,15 @@
 #include "model/gguf_export.h"
 #include "model/hf_export.h"
 #include "text/model_tokenizer.h"
+#include "report/metrics_log.h"
 #include "train/checkpoint.h"
-#include "train/memory_plan.h"
+#include "train/optimizers.h"
 #include "train/schedule.h"
 
 namespace qft {
 namespace {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
 // A record the template refuses (its own raise_exception, say) is skipped with
 // its file and line, or fails the run under --strict.
@@ -60,7 +55,7 @@ std::vector<std::vector<const Example*>> micro_batches(const std::vector<Example
                                                        const FinetuneSettings& settings, int epoch) {
   std::vector<size_t> order(examples.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  shuffle_indices(order, settings.seed * 1000003 + static_cast<uint64_t>(epoch));
+  shuffle_indices(order, settings.run.training.seed * 1000003 + static_cast<uint64_t>(epoch));
   std::vector<std::vector<const Example*>> batches;
   const size_t budget = static_cast<size_t>(settings.batch) * settings.seq_len;
   size_t tokens = 0;
@@ -77,6 +72,65 @@ std::vector<std::vector<const Example*>> micro_batches(const std::vector<Example
   }
   return batches;
 }
+
+// qft finetune's data: the training examples' micro-batches, epoch after
+// epoch in a seeded order; a last group of fewer than a step's is left out
+// of its epoch.
+class InstructionBatches final : public TrainingData {
+ public:
+  InstructionBatches(const std::vector<Example>& examples, const FinetuneSettings& settings, nlohmann::json fingerprint)
+      : examples_(examples), settings_(settings), fingerprint_(std::move(fingerprint)) {}
+
+  // Packed, a micro-batch holds up to seq_len × batch tokens; else the longest examples.
+  PlanShape plan_shape() const override {
+    size_t longest = 2;
+    for (const Example& example : examples_) longest = std::max(longest, example.tokens.size());
+    PlanShape shape;
+    shape.seq_len = static_cast<int>(settings_.pack ? static_cast<size_t>(settings_.seq_len) : longest);
+    shape.batch = settings_.batch;
+    return shape;
+  }
+  // Steps of `count` micro-batches an epoch holds.
+  int steps_per_epoch(int count) const { return static_cast<int>(batches(0).size() / count); }
+
+  // On to the next epoch while this one has no `count` micro-batches left
+  // (packing can leave an epoch with fewer than a step's).
+  int next_step(int count) override {
+    int new_epochs = 0;
+    while (next_ + count > epoch_batches().size()) ++epoch_, next_ = 0, ++new_epochs;
+    first_ = next_;
+    next_ += count;
+    return new_epochs;
+  }
+  Batch micro_batch(int i) const override { return make_training_batch(epoch_batches().at(first_ + i)); }
+  int epoch() const override { return epoch_ + 1; }
+
+  nlohmann::json position() const override {
+    return {{"data", fingerprint_}, {"epoch", epoch_}, {"next_micro_batch", next_}};
+  }
+  void seek(const nlohmann::json& position, const std::string& where) override {
+    expect_same_settings(position.at("data"), fingerprint_, "data setting", where);
+    epoch_ = json_integer<int>(position.at("epoch"), where + ": 'epoch'", 0);
+    next_ = json_integer<size_t>(position.at("next_micro_batch"), where + ": 'next_micro_batch'");
+  }
+  const char* command() const override { return "qft finetune"; }
+  const char* state_key() const override { return "finetune"; }
+
+ private:
+  std::vector<std::vector<const Example*>> batches(int epoch) const { return micro_batches(examples_, settings_, epoch); }
+  const std::vector<std::vector<const Example*>>& epoch_batches() const {
+    if (cached_epoch_ != epoch_) cached_ = batches(epoch_), cached_epoch_ = epoch_;
+    return cached_;
+  }
+
+  const std::vector<Example>& examples_;
+  const FinetuneSettings& settings_;
+  nlohmann::json fingerprint_;
+  int epoch_ = 0;
+  size_t first_ = 0, next_ = 0;  // the current step's micro-batches, and the next one's
+  mutable int cached_epoch_ = -1;
+  mutable std::vector<std::vector<const Example*>> cached_;
+};
 
 // Data-parallel, rank r scores batches r, r + N, … and the sums are shared.
 double evaluate_all(Training& training, const std::vector<Example>& examples, const FinetuneSettings& settings) {
@@ -106,104 +160,12 @@ nlohmann::json data_fingerprint(const std::vector<Example>& train, const Finetun
     hash = xxh64(example.trained.data(), example.trained.size(), hash);
   }
   return {{"examples", train.size()}, {"examples_checksum", hex64(hash)}, {"seq_len", settings.seq_len},
-          {"batch", settings.batch}, {"pack", settings.pack}, {"seed", settings.seed}};
+          {"batch", settings.batch}, {"pack", settings.pack}, {"seed", settings.run.training.seed}};
 }
 
 nlohmann::json schedule_json(const LrSchedule& schedule) {
   return {{"lr", schedule.peak}, {"total_steps", schedule.total_steps}, {"warmup_steps", schedule.warmup_steps},
           {"min_lr_ratio", schedule.min_ratio}};
-}
-
-// OUT/metrics.jsonl and OUT/loss.svg, rebuilt from a checkpoint's records
-// when resuming so they read as one run.
-class MetricsLog {
- public:
-  // Data-parallel, only rank 0 writes the files; every rank keeps the records.
-  MetricsLog(const fs::path& out, std::string title, std::vector<nlohmann::json> records)
-      : out_(out), title_(std::move(title)), records_(std::move(records)) {
-    std::string text;
-    for (const nlohmann::json& record : records_) {
-      text += record.dump() + "\n";
-      curve(record);
-    }
-    if (!dist::world().is_root()) return;
-    write_file_atomically((out_ / "metrics.jsonl").string(), text);
-    file_ = std::make_unique<AppendFile>((out_ / "metrics.jsonl").string());
-  }
-  void add(const nlohmann::json& record) {
-    records_.push_back(record);
-    curve(record);
-    if (file_) file_->append(record.dump() + "\n");
-    if (record.contains("eval_loss")) plot();
-  }
-  void plot() const {
-    if (file_) write_file_atomically((out_ / "loss.svg").string(), loss_curve_svg(train_, eval_, title_));
-  }
-  const std::vector<nlohmann::json>& records() const { return records_; }
-  std::optional<double> eval_loss_at(int step) const {
-    for (const auto& [at, loss] : eval_) {
-      if (at == step) return loss;
-    }
-    return std::nullopt;
-  }
-
- private:
-  void curve(const nlohmann::json& record) {
-    const int step = json_integer<int>(record.at("step"), "a metrics record's 'step'");
-    // A value that was not finite is stored as null.
-    if (record.contains("loss") && record.at("loss").is_number()) train_.emplace_back(step, record.at("loss").get<double>());
-    if (record.contains("eval_loss") && record.at("eval_loss").is_number()) {
-      eval_.emplace_back(step, record.at("eval_loss").get<double>());
-    }
-  }
-
-  fs::path out_;
-  std::string title_;
-  std::vector<nlohmann::json> records_;
-  std::vector<std::pair<int, double>> train_, eval_;
-  std::unique_ptr<AppendFile> file_;
-};
-
-// Between steps: the last step taken and the next micro-batch of its epoch.
-struct DataPosition {
-  int step = 0;
-  int epoch = 0;
-  size_t next_micro_batch = 0;
-};
-
-struct Resumed {
-  DataPosition position;
-  std::vector<nlohmann::json> metrics;
-  int skipped = 0, consecutive_skips = 0;
-};
-
-Resumed resume_training(Training& training, const FinetuneSettings& settings, const nlohmann::json& fingerprint,
-                        const LrSchedule& schedule, const std::function<void(const std::string&)>& log) {
-  const ResumePoint point = training.load_checkpoint(settings.resume);
-  const std::string manifest = point.directory + "/manifest.json";
-  if (point.directory != settings.resume) {
-    log(settings.resume + " is missing (a checkpoint write was interrupted); resuming from " + point.directory);
-  }
-  try {
-    const nlohmann::json& state = point.trainer_state.at("finetune");
-    expect_same_settings(state.at("data"), fingerprint, "data setting", manifest);
-    if (state.at("schedule") != schedule_json(schedule)) {
-      log("notice: the learning-rate schedule differs from the checkpoint's (" + state.at("schedule").dump() +
-          " there, " + schedule_json(schedule).dump() + " here); continuing with this run's");
-    }
-    Resumed resumed;
-    resumed.position = {point.step, json_integer<int>(state.at("epoch"), manifest + ": 'epoch'", 0),
-                        json_integer<size_t>(state.at("next_micro_batch"), manifest + ": 'next_micro_batch'")};
-    resumed.metrics = state.at("metrics").get<std::vector<nlohmann::json>>();
-    const nlohmann::json skips = state.value("nonfinite", nlohmann::json::object());
-    resumed.skipped = json_integer<int>(skips.value("skipped", nlohmann::json(0)), manifest + ": 'nonfinite.skipped'", 0);
-    resumed.consecutive_skips =
-        json_integer<int>(skips.value("consecutive", nlohmann::json(0)), manifest + ": 'nonfinite.consecutive'", 0);
-    log("resumed from " + point.directory + " after step " + std::to_string(point.step));
-    return resumed;
-  } catch (const nlohmann::json::exception& error) {
-    fail(manifest, ": not a qft finetune checkpoint (", error.what(), ")");
-  }
 }
 
 struct PreparedData {
@@ -227,7 +189,7 @@ PreparedData prepare_data(const FinetuneSettings& settings, const std::function<
   } else if (settings.eval_split > 0) {
     std::vector<size_t> order(train_records.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-    shuffle_indices(order, settings.seed);
+    shuffle_indices(order, settings.run.training.seed);
     const size_t held = std::max<size_t>(1, static_cast<size_t>(std::ceil(settings.eval_split * order.size())));
     std::vector<DataRecord> kept;
     for (size_t i = 0; i < order.size(); ++i) (i < held ? eval_records : kept).push_back(train_records[order[i]]);
@@ -239,30 +201,6 @@ PreparedData prepare_data(const FinetuneSettings& settings, const std::function<
                                *prepared.tokenizer, template_used, settings, log);
   if (prepared.train.empty()) fail(settings.data, ": no example has a token to train on");
   return prepared;
-}
-
-// Prints the plan and refuses one that does not fit.
-void check_memory_plan(const ModelConfig& config, const FinetuneSettings& settings, const std::vector<Example>& train,
-                       const std::function<void(const std::string&)>& log) {
-  size_t longest = 2;
-  for (const Example& example : train) longest = std::max(longest, example.tokens.size());
-  PlanSettings plan_settings;
-  plan_settings.optimizer = settings.training.optimizer;
-  plan_settings.lora = settings.training.lora;
-  plan_settings.grad_accum = settings.training.grad_accum;
-  plan_settings.seq_len = static_cast<int>(settings.pack ? static_cast<size_t>(settings.seq_len) : longest);
-  plan_settings.batch = settings.batch;
-  plan_settings.checkpointing = settings.training.checkpointing;
-  plan_settings.outlier_fraction = settings.training.qft.outlier_fraction;
-  plan_settings.ranks = dist::world().size();
-  plan_settings.rank = dist::world().rank();
-  const MemoryPlan plan = plan_memory(config, plan_settings);
-  log(plan_table(plan, config, plan_settings));
-  const size_t limit = settings.max_memory ? settings.max_memory : physical_memory_bytes();
-  if (plan.peak > limit) {
-    fail("the plan's peak of ", plan.peak / 1073741824.0, " GiB exceeds the allowed ", limit / 1073741824.0,
-         " GiB (--max-memory); try --checkpointing, a smaller --batch or --seq-len, or --optimizer qlion");
-  }
 }
 
 // What the export writes: OUT/model (HF) and, with --export-gguf, OUT/model.gguf;
@@ -280,7 +218,7 @@ ExportPlan export_plan(const ModelSource& source, const Tokenizer& tokenizer, co
   if (lora != "merged" && lora != "adapter" && lora != "both") {
     fail("--export-lora must be merged, adapter or both, got '", lora, "'");
   }
-  if (!settings.training.lora && lora != "merged") fail("--export-lora ", lora, " needs --method lora");
+  if (!settings.run.training.lora && lora != "merged") fail("--export-lora ", lora, " needs --method lora");
   plan.merged = lora != "adapter";
   plan.adapter = lora != "merged";
   if (!plan.merged && settings.export_gguf) fail("--export-gguf writes the merged model: use --export-lora both");
@@ -325,258 +263,170 @@ void export_model(Training& training, const ModelSource& source, const ExportPla
 std::string plot_title(const FinetuneSettings& settings) {
   const fs::path model = fs::path(settings.model).lexically_normal();
   const fs::path name = model.has_filename() ? model.filename() : model.parent_path().filename();
-  const std::string method = settings.training.lora ? "LoRA + " + settings.training.optimizer : settings.training.optimizer;
+  const std::string optimizer = optimizer_name(settings.run.training.optimizer);
+  const std::string method = settings.run.training.lora ? "LoRA + " + optimizer : optimizer;
   return name.string() + " fine-tuned with " + method + " on " +
          fs::path(settings.data).filename().string();
 }
 
-std::string escape_xml(const std::string& text) {
-  std::string escaped;
-  for (const char c : text) {
-    switch (c) {
-      case '&': escaped += "&amp;"; break;
-      case '<': escaped += "&lt;"; break;
-      case '>': escaped += "&gt;"; break;
-      case '"': escaped += "&quot;"; break;
-      default: escaped += c;
-    }
-  }
-  return escaped;
-}
-
-}  // namespace
-
-std::vector<std::pair<int, double>> moving_average(const std::vector<std::pair<int, double>>& series, int window) {
-  std::vector<std::pair<int, double>> averaged;
-  double sum = 0;
-  std::vector<double> finite;  // the finite losses so far, for a trailing window
-  for (const auto& [step, loss] : series) {
-    if (!std::isfinite(loss)) continue;
-    finite.push_back(loss);
-    sum += loss;
-    if (finite.size() > static_cast<size_t>(window)) sum -= finite[finite.size() - 1 - window];
-    averaged.emplace_back(step, sum / std::min<double>(finite.size(), window));
-  }
-  return averaged;
-}
-
-std::string loss_curve_svg(const std::vector<std::pair<int, double>>& train,
-                           const std::vector<std::pair<int, double>>& eval, const std::string& title) {
-  const double width = 760, height = 460, left = 70, right = 20, top = 60, bottom = 50;
-  double max_step = 1, low = INFINITY, high = -INFINITY;
-  for (const auto* series : {&train, &eval}) {
-    for (const auto& [step, loss] : *series) {
-      max_step = std::max(max_step, static_cast<double>(step));
-      if (std::isfinite(loss)) low = std::min(low, loss), high = std::max(high, loss);
-    }
-  }
-  if (!(low < high)) low -= 1, high += 1;
-  const auto x = [&](double step) { return left + (width - left - right) * step / max_step; };
-  const auto y = [&](double loss) { return top + (height - top - bottom) * (high - loss) / (high - low); };
-  std::ostringstream svg;
-  svg << std::fixed << std::setprecision(1);
-  svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
-      << "\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  svg << "<text x=\"" << width / 2 << "\" y=\"22\" text-anchor=\"middle\" font-size=\"14\">" << escape_xml(title)
-      << "</text>\n";
-  svg << "<line x1=\"" << left << "\" y1=\"" << height - bottom << "\" x2=\"" << width - right << "\" y2=\""
-      << height - bottom << "\" stroke=\"black\"/>\n<line x1=\"" << left << "\" y1=\"" << top << "\" x2=\"" << left
-      << "\" y2=\"" << height - bottom << "\" stroke=\"black\"/>\n";
-  for (int tick = 0; tick <= 4; ++tick) {
-    const double loss = low + (high - low) * tick / 4, step = max_step * tick / 4;
-    svg << "<text x=\"" << std::setprecision(1) << left - 6 << "\" y=\"" << y(loss) + 4 << "\" text-anchor=\"end\">"
-        << std::setprecision(2) << loss << "</text>\n";
-    svg << "<text x=\"" << std::setprecision(1) << x(step) << "\" y=\"" << height - bottom + 16
-        << "\" text-anchor=\"middle\">" << std::setprecision(0) << step << "</text>\n";
-  }
-  svg << std::setprecision(1) << "<text x=\"" << (width + left) / 2 << "\" y=\"" << height - 12
-      << "\" text-anchor=\"middle\">step</text>\n<text transform=\"translate(16," << (top + height - bottom) / 2
-      << ") rotate(-90)\" text-anchor=\"middle\">loss (nats per token)</text>\n";
-  double legend_x = left;  // one row of legend entries under the title: a line sample, then the name
-  const auto legend = [&](const char* color, const char* style, const std::string& name) {
-    svg << "<line x1=\"" << legend_x << "\" y1=\"38\" x2=\"" << legend_x + 24 << "\" y2=\"38\" stroke=\"" << color
-        << "\" " << style << "/>\n<text x=\"" << legend_x + 30 << "\" y=\"42\">" << name << "</text>\n";
-    legend_x += 30 + 7.0 * name.size() + 24;
-  };
-  const auto polyline = [&](const std::vector<std::pair<int, double>>& series, const char* color, const char* style) {
-    svg << "<polyline fill=\"none\" stroke=\"" << color << "\" " << style << " points=\"";
-    for (const auto& [step, loss] : series) {
-      if (std::isfinite(loss)) svg << x(step) << "," << y(loss) << " ";
-    }
-    svg << "\"/>\n";
-  };
-  // About a tenth of the run, at least 5 steps (all of a shorter run), at most 50.
-  const int steps = static_cast<int>(train.size());
-  const int window = std::max(1, std::clamp(steps / 10, std::min(steps, 5), 50));
-  const char* raw_style = "stroke-width=\"1\" stroke-opacity=\"0.3\"";
-  const char* average_style = "stroke-width=\"2\"";
-  const char* eval_style = "stroke-width=\"1\" stroke-dasharray=\"4 3\"";
-  polyline(train, "#1f77b4", raw_style);
-  polyline(moving_average(train, window), "#1f77b4", average_style);
-  legend("#1f77b4", raw_style, "training loss per step");
-  legend("#1f77b4", average_style, "training loss, mean of the last " + std::to_string(window) + " steps");
-  if (!eval.empty()) {
-    polyline(eval, "#d62728", eval_style);
-    for (const auto& [step, loss] : eval) {
-      if (std::isfinite(loss)) svg << "<circle cx=\"" << x(step) << "\" cy=\"" << y(loss) << "\" r=\"4\" fill=\"#d62728\"/>\n";
-    }
-    legend("#d62728", eval_style, "evaluation loss");
-  }
-  svg << "</svg>\n";
-  return svg.str();
-}
-
-FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCallbacks& callbacks) {
-  const auto& log = callbacks.log;
+void check_settings(const FinetuneSettings& settings) {
   if (settings.batch < 1 || settings.epochs < 1 || settings.seq_len < 2 || !(settings.lr > 0)) {
     fail("--batch, --epochs must be at least 1, --seq-len at least 2, --lr positive");
   }
   if (settings.eval_split < 0 || settings.eval_split >= 1) fail("--eval-split must be in [0, 1)");
-  if (settings.save_every < 0) fail("--save-every must not be negative");
-  if (settings.max_skips < 1) fail("--max-skips must be at least 1");
+  if (settings.run.max_skips < 1) fail("--max-skips must be at least 1");
   const fs::path out(settings.out);
   if (fs::exists(out / "model")) fail((out / "model").string(), ": already exists; choose a new --out");
   if (fs::exists(out) && !fs::is_directory(out)) fail(settings.out, ": exists and is not a directory");
-  const std::string checkpoint = settings.checkpoint.empty() ? (out / "checkpoint").string() : settings.checkpoint;
+}
 
-  const ModelSource source = ModelSource::open(settings.model);
-  const PreparedData data = prepare_data(settings, log);
-  // Data-parallel: a step takes the next ranks × grad_accum micro-batches of
-  // the epoch, rank r those at r, r + ranks, r + 2·ranks, …
-  const dist::World& world = dist::world();
-  const int grad_accum = settings.training.grad_accum, per_step = grad_accum * world.size();
-  // A last group of fewer than per_step micro-batches is left out of its epoch.
-  const int steps_per_epoch = static_cast<int>(micro_batches(data.train, settings, 0).size() / per_step);
-  if (steps_per_epoch == 0) {
-    fail(settings.data, ": fewer micro-batches than --grad-accum ", grad_accum, world.distributed() ? " x " + std::to_string(world.size()) + " ranks" : "");
+// One run of run_finetune: the data, the schedule, the trainer and its
+// hooks (metrics, evaluation, progress), and the export at the end.
+class Finetune {
+ public:
+  Finetune(const FinetuneSettings& settings, const FinetuneCallbacks& callbacks)
+      : settings_(settings),
+        callbacks_(callbacks),
+        source_(ModelSource::open(settings.model)),
+        data_(prepare_data(settings, callbacks.log)),
+        batches_(data_.train, settings, data_fingerprint(data_.train, settings)),
+        run_(trainer_settings()),
+        schedule_{settings.lr, run_.steps, static_cast<int>(std::round(settings.warmup_ratio * run_.steps)),
+                  settings.min_lr_ratio},
+        exports_(export_plan(source_, *data_.tokenizer, settings)) {}
+
+  FinetuneResult run() {
+    start();
+    FinetuneResult result;
+    result.eval_loss_before = trainer_->first_step() == 1 ? record_eval(0) : metrics_->eval_loss_at(0).value_or(NAN);
+    const TrainerResult trained = trainer_->run();
+    result.steps = trained.last_step;
+    result.stopped = trained.stopped;
+    result.checkpoint = trained.checkpoint;
+    result.skipped_steps = trained.skipped_steps;
+    if (!trained.stopped) result.eval_loss_after = record_eval(trained.last_step);
+    metrics_->plot();
+    if (!trained.stopped && dist::world().is_root()) export_model(trainer_->training(), source_, exports_, settings_, result);
+    return result;
   }
-  const int total_steps = settings.max_steps > 0 ? settings.max_steps : steps_per_epoch * settings.epochs;
-  check_memory_plan(source.config(), settings, data.train, log);
-  log(std::to_string(data.train.size()) + " training and " + std::to_string(data.eval.size()) +
-      " evaluation sequences; " + std::to_string(total_steps) + " steps (" + std::to_string(steps_per_epoch) +
-      " per epoch)");
 
-  const LrSchedule schedule{settings.lr, total_steps, static_cast<int>(std::round(settings.warmup_ratio * total_steps)),
-                            settings.min_lr_ratio};
-  const nlohmann::json fingerprint = data_fingerprint(data.train, settings);
-  const ExportPlan exports = export_plan(source, *data.tokenizer, settings);
-  // Data-parallel, rank 0 alone creates, locks and writes OUT.
-  const bool out_is_new = !fs::exists(out);
-  if (world.is_root()) fs::create_directories(out);
-  std::unique_ptr<Training> training;
-  std::optional<RunLock> out_lock, checkpoint_lock;  // held until the run returns
-  Resumed resumed;
-  try {  // a refused lock or resume leaves no new --out behind either
-    if (world.is_root()) {
-      out_lock.emplace((out / ".qft.lock").string(), settings.out);
-      checkpoint_lock.emplace(sibling_lock_file(checkpoint), checkpoint);
-      if (!settings.settings_file.empty()) write_file_atomically((out / "settings.yaml").string(), settings.settings_file);
+ private:
+  // The steps the data and --epochs (or --max-steps) make; checkpoints in OUT/checkpoint by default.
+  TrainerSettings trainer_settings() const {
+    TrainerSettings run = settings_.run;
+    const int grad_accum = run.training.grad_accum, ranks = dist::world().size();
+    const int steps_per_epoch = batches_.steps_per_epoch(grad_accum * ranks);
+    if (steps_per_epoch == 0) {
+      fail(settings_.data, ": fewer micro-batches than --grad-accum ", grad_accum,
+           ranks > 1 ? " x " + std::to_string(ranks) + " ranks" : "");
     }
-    training = make_training(source, settings.training);
-    if (!settings.resume.empty()) resumed = resume_training(*training, settings, fingerprint, schedule, log);
-    // Hours of training must not end at a full disk: room for a checkpoint and the export, now.
-    const uint64_t checkpoint_bytes = training->checkpoint_bytes();  // all ranks' shares
-    if (world.is_root()) {
-      require_free_space({{fs::path(checkpoint).parent_path().string(), checkpoint_bytes, "a checkpoint"},
-                          {settings.out, export_bytes(exports, *training), "the export"}});
-    }
-  } catch (...) {
-    if (out_is_new && world.is_root()) fs::remove_all(out);
-    throw;
+    run.steps = settings_.max_steps > 0 ? settings_.max_steps : steps_per_epoch * settings_.epochs;
+    if (run.checkpoint.empty()) run.checkpoint = (fs::path(settings_.out) / "checkpoint").string();
+    run.memory_advice = "try --checkpointing, a smaller --batch or --seq-len, or --optimizer qlion";
+    callbacks_.log(std::to_string(data_.train.size()) + " training and " + std::to_string(data_.eval.size()) +
+                   " evaluation sequences; " + std::to_string(run.steps) + " steps (" + std::to_string(steps_per_epoch) +
+                   " per epoch)");
+    return run;
   }
-  MetricsLog metrics(out, plot_title(settings), std::move(resumed.metrics));
-  DataPosition position = resumed.position;
-  NonFiniteGuard guard(settings.on_nonfinite, settings.max_skips, resumed.skipped, resumed.consecutive_skips);
-  int checkpoint_step = settings.resume.empty() ? -1 : position.step;  // of the last checkpoint written or read
 
-  const auto record_eval = [&](int step) {
-    const double loss = evaluate_all(*training, data.eval, settings);
+  // OUT is made (by rank 0) and locked, and the trainer set up; a run
+  // refused on the way leaves no new OUT behind.
+  void start() {
+    const fs::path out(settings_.out);
+    const bool out_is_new = !fs::exists(out);
+    const bool root = dist::world().is_root();
+    if (root) fs::create_directories(out);
+    try {
+      if (root) {
+        out_lock_.emplace((out / ".qft.lock").string(), settings_.out);
+        if (!settings_.settings_file.empty()) write_file_atomically((out / "settings.yaml").string(), settings_.settings_file);
+      }
+      trainer_ = std::make_unique<Trainer>(source_, run_, batches_, hooks());
+    } catch (...) {
+      if (out_is_new && root) fs::remove_all(out);
+      throw;
+    }
+    metrics_ = std::make_unique<MetricsLog>(out, plot_title(settings_), std::move(resumed_metrics_));
+  }
+
+  TrainerHooks hooks() {
+    TrainerHooks hooks;
+    hooks.log = callbacks_.log;
+    hooks.planned = [this](const MemoryPlan&, const std::string& table, bool) { callbacks_.log(table); };
+    hooks.learning_rate = [this](int step) { return schedule_.at(step); };
+    hooks.step_applied = [this](const StepReport& step) { applied(step); };
+    hooks.step_skipped = [this](const StepReport& step, const NonFinite& finding, const nlohmann::json& record,
+                                bool stopping) { skipped(step, finding, record, stopping); };
+    hooks.after_step = [this](int step) {
+      if (settings_.eval_every > 0 && step % settings_.eval_every == 0 && step < run_.steps) record_eval(step);
+    };
+    hooks.stop_requested = callbacks_.stop_requested;
+    hooks.save_state = [this](nlohmann::json& state) {
+      state["schedule"] = schedule_json(schedule_);
+      state["metrics"] = metrics_->records();
+    };
+    hooks.resumed = [this](const nlohmann::json& state, const std::string&) { resumed(state); };
+    hooks.space_needs = [this](const Training& training) {
+      return std::vector<SpaceNeed>{{settings_.out, export_bytes(exports_, training), "the export"}};
+    };
+    return hooks;
+  }
+
+  void applied(const StepReport& step) {
+    metrics_->add({{"step", step.step}, {"epoch", step.epoch}, {"loss", step.loss}, {"lr", step.lr},
+                   {"tokens", step.tokens}, {"seconds", step.seconds}});
+    callbacks_.progress({step.step, step.total_steps, step.epoch, step.loss, step.lr, step.tokens / step.seconds,
+                         step.seconds_left, step.memory_bytes, std::nullopt});
+  }
+
+  void skipped(const StepReport& step, const NonFinite& finding, nlohmann::json record, bool stopping) {
+    record["epoch"] = step.epoch;
+    metrics_->add(record);
+    if (stopping) return metrics_->plot();
+    callbacks_.log("step " + std::to_string(step.step) + " skipped: " + finding.describe() + " is NaN or Inf (" +
+                   record.at("skipped_steps").dump() + " skipped so far)");
+  }
+
+  // A changed schedule is allowed, with a notice (a run extended by --max-steps, say).
+  void resumed(const nlohmann::json& state) {
+    if (state.at("schedule") != schedule_json(schedule_)) {
+      callbacks_.log("notice: the learning-rate schedule differs from the checkpoint's (" + state.at("schedule").dump() +
+                     " there, " + schedule_json(schedule_).dump() + " here); continuing with this run's");
+    }
+    resumed_metrics_ = state.at("metrics").get<std::vector<nlohmann::json>>();
+  }
+
+  double record_eval(int step) {
+    const double loss = evaluate_all(trainer_->training(), data_.eval, settings_);
     if (std::isnan(loss)) return loss;
-    metrics.add({{"step", step}, {"eval_loss", loss}});
+    metrics_->add({{"step", step}, {"eval_loss", loss}});
     FinetuneProgress report;
     report.step = step;
-    report.total_steps = total_steps;
+    report.total_steps = run_.steps;
     report.eval_loss = loss;
-    callbacks.progress(report);
+    callbacks_.progress(report);
     return loss;
-  };
-  FinetuneResult result;
-  const auto save_checkpoint = [&] {
-    training->save_checkpoint(checkpoint, {{"finetune",
-                                            {{"data", fingerprint},
-                                             {"schedule", schedule_json(schedule)},
-                                             {"epoch", position.epoch},
-                                             {"next_micro_batch", position.next_micro_batch},
-                                             {"metrics", metrics.records()},
-                                             {"nonfinite", {{"skipped", guard.skipped()}, {"consecutive", guard.consecutive()}}}}}});
-    result.checkpoint = checkpoint;
-    checkpoint_step = position.step;
-  };
-  const auto stop_for_nonfinite = [&] {
-    metrics.plot();
-    fail(guard.stop_reason(), checkpoint_step >= 0 ? "; the last checkpoint is " + checkpoint + " (step " +
-                                                         std::to_string(checkpoint_step) + ", continue with --resume)"
-                                                   : "; no checkpoint was written (--save-every N keeps one)");
-  };
-
-  result.eval_loss_before = position.step == 0 ? record_eval(0) : metrics.eval_loss_at(0).value_or(NAN);
-  const auto start = Clock::now();
-  const int first_step = position.step + 1;
-  for (int epoch = position.epoch; position.step < total_steps; ++epoch) {
-    // A resumed run starts inside the epoch of its checkpoint, which has begun.
-    const bool begun = epoch == position.epoch && position.step > 0;
-    if (epoch > 0 && !begun) training->new_epoch();
-    size_t first = begun ? position.next_micro_batch : 0;
-    const auto batches = micro_batches(data.train, settings, epoch);
-    for (; first + per_step <= batches.size() && position.step < total_steps; first += per_step) {
-      const int step = position.step + 1;
-      std::vector<Batch> step_batches;
-      int64_t tokens = 0;
-      for (int i = 0; i < grad_accum; ++i) {
-        step_batches.push_back(make_training_batch(batches[first + world.rank() + static_cast<size_t>(i) * world.size()]));
-        tokens += step_batches.back().size();
-      }
-      tokens = world.sum(tokens);
-      const auto step_start = Clock::now();
-      const float lr = schedule.at(step);
-      const double loss = training->step(step, lr, step_batches);
-      if (settings.check_replicas) training->check_replicas();
-      const double seconds = std::chrono::duration<double>(Clock::now() - step_start).count();
-      const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
-      position = {step, epoch, first + per_step};
-      if (const auto outcome = guard.judge(step, training->nonfinite()); outcome != NonFiniteGuard::Outcome::Applied) {
-        nlohmann::json record = guard.record(step, *training->nonfinite(), outcome);
-        record["epoch"] = epoch + 1;
-        metrics.add(record);
-        if (outcome == NonFiniteGuard::Outcome::Stop) stop_for_nonfinite();
-        log("step " + std::to_string(step) + " skipped: " + training->nonfinite()->describe() + " is NaN or Inf (" +
-            std::to_string(guard.skipped()) + " skipped so far)");
-      } else {
-        metrics.add({{"step", step}, {"epoch", epoch + 1}, {"loss", loss}, {"lr", lr}, {"tokens", tokens},
-                     {"seconds", seconds}});
-        callbacks.progress({step, total_steps, epoch + 1, loss, lr, tokens / seconds,
-                            elapsed / (step - first_step + 1) * (total_steps - step), memory_stats().total_current,
-                            std::nullopt});
-      }
-      if (settings.eval_every > 0 && step % settings.eval_every == 0 && step < total_steps) record_eval(step);
-      const bool stop = world.any(callbacks.stop_requested());  // every rank stops at the same step
-      if (stop || (settings.save_every > 0 && step % settings.save_every == 0)) save_checkpoint();
-      if (stop) {
-        metrics.plot();
-        result.steps = step;
-        result.stopped = true;
-        result.skipped_steps = guard.skipped();
-        return result;
-      }
-    }
   }
-  result.steps = position.step;
-  result.skipped_steps = guard.skipped();
-  if (guard.skipped() > 0) log(std::to_string(guard.skipped()) + " steps were skipped for a NaN or Inf loss or gradient");
-  result.eval_loss_after = record_eval(position.step);
-  metrics.plot();
-  if (world.is_root()) export_model(*training, source, exports, settings, result);
-  return result;
+
+  const FinetuneSettings& settings_;
+  const FinetuneCallbacks& callbacks_;
+  const ModelSource source_;
+  const PreparedData data_;
+  InstructionBatches batches_;
+  const TrainerSettings run_;
+  const LrSchedule schedule_;
+  const ExportPlan exports_;
+  std::optional<RunLock> out_lock_;  // held until the run returns
+  std::unique_ptr<Trainer> trainer_;
+  std::vector<nlohmann::json> resumed_metrics_;
+  std::unique_ptr<MetricsLog> metrics_;
+};
+
+}  // namespace
+
+FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCallbacks& callbacks) {
+  check_settings(settings);
+  return Finetune(settings, callbacks).run();
 }
 
 }  // namespace qft

@@ -1,17 +1,15 @@
 #pragma once
 // qft finetune's pipeline: instruction data → masked examples → shuffled
-// micro-batches → training with a warm-up + cosine schedule, periodic
-// evaluation, a metrics log and a loss-curve plot → the model exported.
+// micro-batches → the trainer (train/trainer.h) with a warm-up + cosine
+// schedule, periodic evaluation, a metrics log and a loss-curve plot → the
+// model exported.
 #include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
-
 #include "data/instruction_data.h"
-#include "train/nonfinite.h"
-#include "train/training.h"
+#include "train/trainer.h"
 
 namespace qft {
 
@@ -29,23 +27,17 @@ struct FinetuneSettings {
   float lr = 2e-5f;
   float warmup_ratio = 0.03f;
   float min_lr_ratio = 0.0f;
-  uint64_t seed = 0;
-  float eval_split = 0.0f;
+  float eval_split = 0.0f;    // held out by run.training.seed, which also orders the data
   std::string eval_data;
   int eval_every = 0;         // steps; 0: before training and at the end only
   std::string export_dtype = "bf16";
   bool export_gguf = false;
   // LoRA: OUT/model holds the merged model (merged), OUT/adapter the PEFT adapter (adapter), or both.
   std::string export_lora = "merged";
-  size_t max_memory = 0;      // 0: physical RAM
-  std::string checkpoint;     // where checkpoints go; "": OUT/checkpoint
-  int save_every = 0;         // steps between checkpoints; 0: only when stopped
-  std::string resume;         // a checkpoint to continue from
   std::string settings_file;  // the resolved settings as a recipe: OUT/settings.yaml ("": none)
-  NonFinitePolicy on_nonfinite = NonFinitePolicy::Stop;
-  int max_skips = 10;         // consecutive skipped steps before the run stops (policy skip)
-  bool check_replicas = false;  // data-parallel debugging: Training::check_replicas after every step
-  TrainingSettings training;
+  // The trainer's settings; its steps come from the data (or max_steps), its
+  // checkpoints go to OUT/checkpoint unless run.checkpoint says where.
+  TrainerSettings run;
 };
 
 // What the pipeline reports as it goes; the CLI draws it.
@@ -90,13 +82,5 @@ struct FinetuneCallbacks {
 // policy stop (or a step that could not be undone, or max_skips skips in a
 // row) then throws, naming the step, the tensor and the last checkpoint.
 FinetuneResult run_finetune(const FinetuneSettings& settings, const FinetuneCallbacks& callbacks);
-
-// An SVG plot of a run: the training loss per step drawn faintly with a
-// trailing moving average over it, evaluation losses as marked points,
-// labelled axes (step; loss in nats per token) and `title` above.
-std::string loss_curve_svg(const std::vector<std::pair<int, double>>& train,
-                           const std::vector<std::pair<int, double>>& eval, const std::string& title);
-// The mean of each point and the window - 1 finite points before it.
-std::vector<std::pair<int, double>> moving_average(const std::vector<std::pair<int, double>>& series, int window);
 
 }  // namespace qft

@@ -167,28 +167,27 @@ class LoraStore::FrozenInt8 final : public TensorStore {
   std::vector<Buffer<float>> vectors_;
 };
 
-LoraMemory LoraStore::memory(const ModelConfig& config, const LoraSettings& settings) {
+LoraMemory LoraStore::memory(const ModelConfig& config, const TrainingSettings& settings) {
   LoraMemory memory;
-  if (settings.int8_base) {
-    QftSettings qft;
-    qft.outlier_fraction = settings.outlier_fraction;
-    memory.base = QftStore::memory(config, qft).weights;
+  if (settings.lora->int8_base) {
+    memory.base = QftStore::memory(config, settings).weights;  // the same hybrid matrices
     memory.workspace = TensorStore::working_memory(config, /*frozen=*/true).weights;
   } else {
     memory.base = ParamSet::bytes(parameter_specs(config));
   }
-  memory.adapters = memory.grads = ParamSet::bytes(lora_adapter_specs(config, settings));
+  memory.adapters = memory.grads = ParamSet::bytes(lora_adapter_specs(config, *settings.lora));
   return memory;
 }
 
-LoraStore::LoraStore(const ModelSource& source, const LoraSettings& settings)
-    : settings_(settings),
+LoraStore::LoraStore(const ModelSource& source, const TrainingSettings& settings)
+    : settings_(*settings.lora),
+      seed_(settings.seed),
       config_(source.config()),
       specs_(source.specs()),
-      adapters_(MemCategory::Weights, (check_settings(source.config(), settings), lora_adapter_specs(source.config(), settings))),
+      adapters_(MemCategory::Weights, (check_settings(source.config(), settings_), lora_adapter_specs(source.config(), settings_))),
       grads_(MemCategory::Gradients, adapters_.specs()) {
   if (settings_.int8_base) {
-    auto base = std::make_unique<FrozenInt8>(source, settings_.outlier_fraction, fingerprint_);
+    auto base = std::make_unique<FrozenInt8>(source, settings.qft.outlier_fraction, fingerprint_);
     int8_base_ = base.get();
     base_ = std::move(base);
   } else {
@@ -213,7 +212,7 @@ void LoraStore::initialise_adapters() {
   for (size_t i = 0; i < adapters_.specs().size(); i += 2) {
     const Shape& shape = adapters_.specs()[i].shape;  // A (R, IC)
     kernels::lora_initialise(adapters_.data(i), static_cast<int>(shape[0]), static_cast<int>(shape[1]),
-                             {settings_.seed, {static_cast<uint32_t>(i), kInitialisationStream}});
+                             {seed_, {static_cast<uint32_t>(i), kInitialisationStream}});
   }
 }
 
@@ -268,7 +267,7 @@ void LoraStore::bind_adapters() {
       view.rank = settings_.rank;
       view.scale = settings_.alpha / static_cast<float>(settings_.rank);
       view.dropout.p = settings_.dropout;
-      view.dropout.uniforms.seed = settings_.seed;
+      view.dropout.uniforms.seed = seed_;
     }
   }
 }

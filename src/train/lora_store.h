@@ -14,20 +14,9 @@
 #include "io/state_file.h"
 #include "model/parameter_store.h"
 #include "model/weights.h"
+#include "train/settings.h"
 
 namespace qft {
-
-struct LoraSettings {
-  int rank = 8;
-  float alpha = 16.0f;
-  float dropout = 0.05f;
-  // Every linear LoRA adapts (not Phi-3's fused ones).
-  std::vector<Linear> targets = {Linear::Q, Linear::K, Linear::V, Linear::O, Linear::Gate, Linear::Up, Linear::Down};
-  bool int8_base = false;
-  float outlier_fraction = 0.01f;  // of the INT8 base
-  uint64_t seed = 0;               // A's initialisation and the dropout masks
-  std::string initial_adapter;     // a PEFT adapter directory to start from, or empty
-};
 
 // PEFT's module names: "q_proj", "k_proj", …, "down_proj".
 const char* peft_module(Linear which);
@@ -50,9 +39,10 @@ struct LoraMemory {
 
 class LoraStore final : public ParameterStore {
  public:
-  static LoraMemory memory(const ModelConfig& config, const LoraSettings& settings);
-
-  LoraStore(const ModelSource& source, const LoraSettings& settings);
+  // settings.lora's adapters; an INT8 base by settings.qft; settings.seed
+  // keys A's initialisation and the dropout masks.
+  static LoraMemory memory(const ModelConfig& config, const TrainingSettings& settings);
+  LoraStore(const ModelSource& source, const TrainingSettings& settings);
   ~LoraStore() override;
 
   const LayerParams& layer_weights(int layer) override { return base_->layer_weights(layer); }
@@ -90,6 +80,7 @@ class LoraStore final : public ParameterStore {
   void load_initial_adapter(const std::string& directory);
 
   LoraSettings settings_;
+  uint64_t seed_ = 0;
   ModelConfig config_;
   std::vector<ParamSpec> specs_;
   std::unique_ptr<ParamSet> fp32_base_;  // FP32 base only

@@ -8,146 +8,88 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "dist/fp32_shards.h"
 #include "model/parameters.h"
 #include "model/transformer.h"
-#include "train/mixed_store.h"
-#include "train/qft_store.h"
+#include "train/lora_store.h"
+#include "train/optimizers.h"
+#include "train/tensor_store.h"
 
 namespace qft {
 namespace {
 
-constexpr size_t kBlockwiseBlock = 256;  // 8-bit AdamW: one FP32 absmax per 256 values
-
-struct ParamCounts {
-  int64_t params = 0;
-  size_t padded_floats = 0;  // ParamSet's storage: each parameter 64-byte aligned
-  size_t blocks = 0;         // 256-value blocks, per tensor
-};
-
-ParamCounts count_params(const std::vector<ParamSpec>& specs) {
-  ParamCounts counts;
-  for (const ParamSpec& spec : specs) {
-    const size_t count = static_cast<size_t>(shape_numel(spec.shape));
-    counts.params += static_cast<int64_t>(count);
-    counts.padded_floats += (count + 15) / 16 * 16;
-    counts.blocks += (count + kBlockwiseBlock - 1) / kBlockwiseBlock;
-  }
-  return counts;
-}
-
-// An FP32 optimizer's state over these parameters (ParamSet storage): false
-// when `optimizer` is not one.
-bool plan_fp32_optimizer(MemoryPlan& plan, const std::string& optimizer, const ParamCounts& counts) {
-  const size_t fp32 = counts.padded_floats * sizeof(float);
-  const size_t int8_blockwise = static_cast<size_t>(counts.params) + counts.blocks * sizeof(float);
-  if (optimizer == "lion" || optimizer == "adamw") {
-    plan.momentum = fp32;
-    plan.variances = optimizer == "adamw" ? fp32 : 0;
-  } else if (optimizer == "adamw8bit") {
-    plan.momentum = plan.variances = int8_blockwise;
-  } else {
-    return false;
-  }
-  return true;
-}
-
-void plan_lora(MemoryPlan& plan, const ModelConfig& config, const PlanSettings& settings) {
-  const LoraMemory memory = LoraStore::memory(config, *settings.lora);
+void plan_lora(MemoryPlan& plan, const ModelConfig& config, const TrainingSettings& settings) {
+  const LoraMemory memory = LoraStore::memory(config, settings);
   plan.weights = memory.base;
   plan.adapters = memory.adapters;
   plan.grads = memory.grads;
   plan.workspace += memory.workspace;
-  if (!plan_fp32_optimizer(plan, settings.optimizer, count_params(lora_adapter_specs(config, *settings.lora)))) {
-    fail("LoRA trains its adapters with adamw, lion or adamw8bit, not '", settings.optimizer, "'");
-  }
+  adapter_optimizer(settings.optimizer).plan_fp32_state(plan, lora_adapter_specs(config, *settings.lora));
 }
 
-}  // namespace
-
-MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings) {
-  if (settings.seq_len < 2 || settings.batch < 1 || settings.grad_accum < 1) {
-    fail("the plan needs seq_len >= 2, batch >= 1 and grad_accum >= 1");
-  }
-  if (settings.ranks < 1 || settings.rank >= settings.ranks) fail("the plan needs ranks >= 1 and rank < ranks");
-  if (settings.rank < 0) {  // every rank's, keeping the largest
-    MemoryPlan largest;
-    for (int rank = 0; rank < settings.ranks; ++rank) {
-      PlanSettings one = settings;
-      one.rank = rank;
-      const MemoryPlan plan = plan_memory(config, one);
-      if (rank == 0 || plan.peak > largest.peak) largest = plan;
-    }
-    return largest;
-  }
-  const Placement placement{settings.ranks, settings.rank};
-  if (settings.ranks > 1 && (settings.lora || settings.optimizer == "mixed-adamw")) {
-    fail(settings.lora ? "--method lora" : "--optimizer mixed-adamw", " does not run data-parallel yet");
-  }
-  const ParamCounts counts = count_params(parameter_specs(config));
-  const std::string& optimizer = settings.optimizer;
-  const bool tensor_store = !settings.lora && (optimizer == "qlion" || optimizer == "mixed-adamw");
+// The plan of rank shape.rank.
+MemoryPlan plan_rank(const ModelConfig& config, const TrainingSettings& settings, const PlanShape& shape) {
+  const OptimizerEntry& optimizer = optimizer_entry(settings.optimizer);
   const TransformerMemory transformer =
-      Transformer::memory(config, settings.seq_len * settings.batch, settings.seq_len, true,
+      Transformer::memory(config, shape.seq_len * shape.batch, shape.seq_len, true,
                           {.checkpointing = settings.checkpointing,
                            .adapter_rank = settings.lora ? settings.lora->rank : 0,
-                           .bf16_weights = tensor_store && TensorStore::bf16_weights(false)});
+                           .bf16_weights = !settings.lora && optimizer.materialises_weights &&
+                                           TensorStore::bf16_weights(false)});
   MemoryPlan plan;
-  plan.params = counts.params;
+  for (const ParamSpec& spec : parameter_specs(config)) plan.params += shape_numel(spec.shape);
   plan.activations = transformer.activation_bytes();
   plan.workspace = transformer.workspace_bytes();
-  const size_t fp32 = counts.padded_floats * sizeof(float);
   if (settings.lora) {
     plan_lora(plan, config, settings);
-  } else if (optimizer == "qlion") {
-    QftSettings qft;
-    qft.outlier_fraction = settings.outlier_fraction;
-    qft.grad_accum = settings.grad_accum;
-    const QftMemory memory = QftStore::memory(config, qft, placement);
-    plan.weights = memory.weights;
-    plan.grads = memory.stack + memory.fp32_grads + memory.exchange;
-    plan.momentum = memory.momentum;
-    plan.workspace += memory.workspace;
-  } else if (const ParamCounts state = settings.ranks == 1 ? counts : count_params(dist::fp32_shard_specs(
-                                                                       parameter_specs(config), settings.ranks, settings.rank));
-             plan_fp32_optimizer(plan, optimizer, state)) {
-    // Data-parallel (ZeRO-1): the whole weights and gradients; the state of this rank's share.
-    plan.weights = plan.grads = fp32;
-  } else if (optimizer == "mixed-adamw") {
-    const MixedMemory memory = MixedPrecisionStore::memory(config);
-    plan.weights = memory.weights;
-    plan.grads = memory.grads;
-    plan.weight_copies = memory.weight_copies;
-    plan.momentum = plan.variances = memory.moments / 2;
-    plan.workspace += memory.workspace;
   } else {
-    fail("unknown optimizer '", optimizer, "' (expected qlion, lion, adamw, adamw8bit or mixed-adamw)");
+    optimizer.plan(plan, config, settings, shape);
   }
   plan.total = plan.weights + plan.adapters + plan.grads + plan.weight_copies + plan.momentum + plan.variances + plan.activations;
   plan.peak = plan.total + plan.workspace;
   return plan;
 }
 
+}  // namespace
+
+MemoryPlan plan_memory(const ModelConfig& config, const TrainingSettings& settings, const PlanShape& shape) {
+  if (shape.seq_len < 2 || shape.batch < 1 || settings.grad_accum < 1) {
+    fail("the plan needs seq_len >= 2, batch >= 1 and grad_accum >= 1");
+  }
+  if (shape.ranks < 1 || shape.rank >= shape.ranks) fail("the plan needs ranks >= 1 and rank < ranks");
+  check_data_parallel(settings, shape.ranks);
+  if (shape.rank >= 0) return plan_rank(config, settings, shape);
+  MemoryPlan largest;  // every rank's, keeping the largest
+  for (int rank = 0; rank < shape.ranks; ++rank) {
+    PlanShape one = shape;
+    one.rank = rank;
+    const MemoryPlan plan = plan_rank(config, settings, one);
+    if (rank == 0 || plan.peak > largest.peak) largest = plan;
+  }
+  return largest;
+}
+
 nlohmann::json plan_to_json(const MemoryPlan& plan) {
-  return {{"params", plan.params},       {"weights", plan.weights},     {"adapters", plan.adapters},
+  return {{"params", plan.params},       {"device", device_name(plan.device)},
+          {"weights", plan.weights},     {"adapters", plan.adapters},
           {"grads", plan.grads},
           {"weight_copies", plan.weight_copies}, {"momentum", plan.momentum}, {"variances", plan.variances},
           {"activations", plan.activations}, {"total", plan.total},     {"workspace", plan.workspace},
           {"peak", plan.peak}};
 }
 
-std::string plan_table(const MemoryPlan& plan, const ModelConfig& config, const PlanSettings& settings) {
+std::string plan_table(const MemoryPlan& plan, const ModelConfig& config, const TrainingSettings& settings,
+                       const PlanShape& shape) {
   char line[256];
   std::string text;
+  const std::string optimizer = optimizer_name(settings.optimizer);
   const std::string method =
       settings.lora ? "LoRA r=" + std::to_string(settings.lora->rank) + (settings.lora->int8_base ? " INT8 base" : " FP32 base") +
-                          " + " + settings.optimizer
-                    : settings.optimizer;
-  const std::string ranks =
-      settings.ranks > 1 ? ", per rank (" + std::to_string(settings.ranks) + " ranks)" : std::string();
+                          " + " + optimizer
+                    : optimizer;
+  const std::string ranks = shape.ranks > 1 ? ", per rank (" + std::to_string(shape.ranks) + " ranks)" : std::string();
   std::snprintf(line, sizeof line, "memory plan: %s, %.3f B parameters, %s, seq %d x batch %d, grad-accum %d%s, %s compute%s\n",
                 architecture_name(config.architecture), plan.params / 1e9, method.c_str(),
-                settings.seq_len, settings.batch, settings.grad_accum,
+                shape.seq_len, shape.batch, settings.grad_accum,
                 settings.checkpointing ? ", checkpointing" : "",
                 kernels::compute() == kernels::Compute::BF16 ? "bf16" : "fp32", ranks.c_str());
   text += line;

@@ -8,25 +8,15 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "core/memory.h"
 #include "model/config.h"
-#include "train/lora_store.h"
+#include "train/settings.h"
 
 namespace qft {
 
-struct PlanSettings {
-  std::string optimizer = "qlion";  // qlion | lion | adamw | adamw8bit | mixed-adamw
-  std::optional<LoraSettings> lora;  // LoRA: the optimizer updates the adapters only
-  int grad_accum = 1;
-  int seq_len = 2048;
-  int batch = 1;
-  bool checkpointing = false;
-  float outlier_fraction = 0.01f;
-  // Data-parallel: the plan of rank `rank` of `ranks` (-1: the rank that needs the most).
-  int ranks = 1, rank = -1;
-};
-
 struct MemoryPlan {
   int64_t params = 0;
+  Device device = Device::Host;  // where the bytes below live
   // LoRA: weights are the frozen base, grads and optimizer state the adapters'.
   size_t weights = 0, adapters = 0, grads = 0, weight_copies = 0, momentum = 0, variances = 0, activations = 0;
   size_t total = 0;      // the columns above
@@ -34,12 +24,15 @@ struct MemoryPlan {
   size_t peak = 0;       // total + workspace, or more while QLion's state is built
 };
 
-// Throws on an unknown optimizer (or one LoRA cannot use).
-MemoryPlan plan_memory(const ModelConfig& config, const PlanSettings& settings);
+// What training with `settings` on micro-batches of `shape` allocates, for
+// one rank. Throws on an optimizer LoRA cannot use, or one that does not run
+// data-parallel over shape.ranks.
+MemoryPlan plan_memory(const ModelConfig& config, const TrainingSettings& settings, const PlanShape& shape);
 
 nlohmann::json plan_to_json(const MemoryPlan& plan);
 // A table in GiB and bytes per parameter, with a heading naming the settings.
-std::string plan_table(const MemoryPlan& plan, const ModelConfig& config, const PlanSettings& settings);
+std::string plan_table(const MemoryPlan& plan, const ModelConfig& config, const TrainingSettings& settings,
+                       const PlanShape& shape);
 
 // Bytes of physical memory of this machine.
 size_t physical_memory_bytes();

@@ -57,18 +57,18 @@ struct QftStore::Param {
   QuantizedRows momentum;  // (owned rows, cols)
 };
 
-QftMemory QftStore::memory(const ModelConfig& config, const QftSettings& settings, Placement placement) {
+QftMemory QftStore::memory(const ModelConfig& config, const TrainingSettings& settings, Placement placement) {
   QftMemory memory;
   for (const ParamSpec& spec : parameter_specs(config)) {
     const auto [rows, cols] = stored_shape(spec);
     const int64_t count = shape_numel(spec.shape);
     memory.weights += is_matrix(spec.role)
-                          ? HybridMatrix::bytes(rows, cols, HybridMatrix::outliers_for(count, settings.outlier_fraction))
+                          ? HybridMatrix::bytes(rows, cols, HybridMatrix::outliers_for(count, settings.qft.outlier_fraction))
                           : static_cast<size_t>(count) * sizeof(float);
     memory.momentum += QuantizedRows::bytes(dist::share(rows, placement.ranks, placement.rank).size(), cols);
     memory.stack += QuantizedRows::bytes(rows, cols);  // the same per-row INT8 layout, every row
   }
-  const bool stacked = settings.grad_accum > 1 || settings.stack_gradients;
+  const bool stacked = settings.grad_accum > 1 || settings.qft.stack_gradients;
   if (!stacked) memory.stack = 0;
   const auto [in_flight, owned] = exchange_floats(config, placement);
   memory.exchange = (in_flight + owned) * sizeof(float);
@@ -78,7 +78,7 @@ QftMemory QftStore::memory(const ModelConfig& config, const QftSettings& setting
   return memory;
 }
 
-QftStore::QftStore(const ModelSource& source, const QftSettings& settings)
+QftStore::QftStore(const ModelSource& source, const TrainingSettings& settings)
     : TensorStore(source.config(), source.specs()), settings_(settings), world_(dist::world()) {
   if (settings_.grad_accum < 1) fail("--grad-accum must be at least 1");
   const Placement placement = Placement::of_world();
@@ -93,7 +93,7 @@ QftStore::QftStore(const ModelSource& source, const QftSettings& settings)
     source.fill(i, staging);
     if (is_matrix(specs_[i].role)) {
       param->matrix = std::make_unique<HybridMatrix>(specs_[i].name, param->rows, param->cols);
-      param->matrix->assign(staging, settings_.outlier_fraction, rounding(i, kWeight, 0));
+      param->matrix->assign(staging, settings_.qft.outlier_fraction, rounding(i, kWeight, 0));
     } else {
       param->vector = Buffer<float>(MemCategory::Weights, param->cols);
       kernels::copy(param->vector.data(), staging, param->cols * sizeof(float));
@@ -111,7 +111,7 @@ QftStore::~QftStore() = default;
 RoundingContext QftStore::rounding(size_t index, int purpose, uint32_t step) const {
   // The initial split and the per-epoch refresh change nothing on average,
   // so they round to nearest; updates use the configured rounding.
-  const Rounding mode = purpose == kWeight && step == 0 ? Rounding::Nearest : settings_.rounding;
+  const Rounding mode = purpose == kWeight && step == 0 ? Rounding::Nearest : settings_.qft.rounding;
   return {mode, settings_.seed, static_cast<uint32_t>(index) * kPurposes + purpose, step};
 }
 
@@ -154,7 +154,7 @@ void QftStore::end_step(bool apply) {
 void QftStore::refresh_thresholds() {
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!params_[i]->matrix) continue;
-    params_[i]->matrix->refresh(settings_.outlier_fraction, rounding(i, kWeight, 0));
+    params_[i]->matrix->refresh(settings_.qft.outlier_fraction, rounding(i, kWeight, 0));
     invalidate(i);
   }
 }
@@ -242,7 +242,7 @@ void QftStore::update(size_t index, const float* fp32_grad, const QuantizedRows*
   state.cols = param.cols;
   const QLionRounding rounds{rounding(index, kWeight, step_), rounding(index, kMomentum, step_)};
   qlion_update_rows(state, static_cast<int>(param.owned.begin), static_cast<int>(param.owned.end), lr_,
-                    settings_.lion, rounds, param.spec->name);
+                    settings_.hyper, rounds, param.spec->name);
   invalidate(index);
   ++updates_;
 }

@@ -11,21 +11,11 @@
 #include "io/state_file.h"
 #include "model/weights.h"
 #include "optim/gradient_stack.h"
-#include "optim/optimizer.h"
 #include "quant/hybrid.h"
+#include "train/settings.h"
 #include "train/tensor_store.h"
 
 namespace qft {
-
-struct QftSettings {
-  float outlier_fraction = 0.01f;  // paper, Appendix C
-  Rounding rounding = Rounding::Stochastic;
-  uint64_t seed = 0;
-  OptimizerSettings lion = default_optimizer_settings("lion");
-  int grad_accum = 1;  // 1: update each tensor inside backward (fused)
-  // Use the gradient stack even with one micro-batch (the paper's pipeline).
-  bool stack_gradients = false;
-};
 
 // This process's place in a data-parallel run: rank `rank` of `ranks`
 // updates its share of every parameter's rows (dist/partition.h).
@@ -46,10 +36,12 @@ struct QftMemory {
 
 class QftStore final : public TensorStore {
  public:
-  static QftMemory memory(const ModelConfig& config, const QftSettings& settings, Placement placement = {});
+  static QftMemory memory(const ModelConfig& config, const TrainingSettings& settings, Placement placement = {});
 
+  // QLion with settings.hyper, settings.qft and settings.seed; fused (an
+  // update inside backward) with one micro-batch per step and no stack.
   // Data-parallel when the process is one of several ranks (dist::world()).
-  QftStore(const ModelSource& source, const QftSettings& settings);
+  QftStore(const ModelSource& source, const TrainingSettings& settings);
   ~QftStore() override;
 
   // Brackets one optimizer step (step counts from 1) of grad_accum
@@ -79,7 +71,7 @@ class QftStore final : public TensorStore {
   int64_t outlier_count() const;
   // Parameters this rank updated in the current step.
   int updates() const { return updates_; }
-  bool fused() const { return settings_.grad_accum == 1 && !settings_.stack_gradients; }
+  bool fused() const { return settings_.grad_accum == 1 && !settings_.qft.stack_gradients; }
   bool updates_in_backward() const override { return fused(); }
 
  private:
@@ -102,7 +94,7 @@ class QftStore final : public TensorStore {
   bool hands_over_every_gradient() const override { return world_.distributed() && fused(); }
   RoundingContext rounding(size_t index, int purpose, uint32_t step) const;
 
-  QftSettings settings_;
+  TrainingSettings settings_;
   std::vector<std::unique_ptr<Param>> params_;
   std::unique_ptr<GradientStack> stack_;
   const dist::World& world_;

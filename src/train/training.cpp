@@ -12,7 +12,10 @@
 #include "model/peft_adapter.h"
 #include "model/transformer.h"
 #include "train/checkpoint.h"
+#include "train/lora_store.h"
 #include "train/mixed_store.h"
+#include "train/optimizers.h"
+#include "train/qft_store.h"
 
 namespace qft {
 namespace {
@@ -86,7 +89,7 @@ class Fp32Training final : public Training {
         grads_(MemCategory::Gradients, source.specs()),
         transformer_(model_config_, *weights_, &grads_, {.checkpointing = settings.checkpointing}) {
     if (!world_.distributed()) {
-      optimizer_ = make_optimizer(settings.fp32, source.specs(), weights_->total_numel());
+      optimizer_ = make_fp32_optimizer(settings.optimizer, settings.hyper, source.specs());
       return;
     }
     // Views: this rank's share of the weights in place, and of the summed
@@ -99,7 +102,7 @@ class Fp32Training final : public Training {
     }
     shard_weights_ = std::make_unique<ParamSet>(specs, std::move(weights));
     shard_grads_ = std::make_unique<ParamSet>(specs, std::move(grads));
-    optimizer_ = make_optimizer(settings.fp32, specs, shard_weights_->total_numel());
+    optimizer_ = make_fp32_optimizer(settings.optimizer, settings.hyper, specs);
   }
 
   double step(int step, float lr, const std::vector<Batch>& micro_batches) override {
@@ -113,7 +116,7 @@ class Fp32Training final : public Training {
 
   double evaluate(const Batch& batch) override { return transformer_.loss(batch); }
   void parameter(size_t index, float* out) override {
-    std::copy(weights_->data(index), weights_->data(index) + weights_->numel(index), out);
+    kernels::copy(out, weights_->data(index), weights_->numel(index) * sizeof(float));
   }
 
  protected:
@@ -179,7 +182,7 @@ class StoreTraining : public Training {
 class QftTraining final : public StoreTraining<QftStore> {
  public:
   QftTraining(const ModelSource& source, const TrainingSettings& settings)
-      : StoreTraining(source, settings, settings.qft) {}
+      : StoreTraining(source, settings, settings) {}
 
   double step(int step, float lr, const std::vector<Batch>& micro_batches) override {
     if (static_cast<int>(micro_batches.size()) != settings_.grad_accum) {
@@ -206,7 +209,7 @@ class QftTraining final : public StoreTraining<QftStore> {
 class MixedPrecisionTraining final : public StoreTraining<MixedPrecisionStore> {
  public:
   MixedPrecisionTraining(const ModelSource& source, const TrainingSettings& settings)
-      : StoreTraining(source, settings, settings.fp32) {}
+      : StoreTraining(source, settings, settings.hyper) {}
 
   double step(int step, float lr, const std::vector<Batch>& micro_batches) override {
     store_.begin_step(step);
@@ -230,10 +233,10 @@ class LoraTraining final : public Training {
  public:
   LoraTraining(const ModelSource& source, const TrainingSettings& settings)
       : Training(source.config(), settings),
-        store_(source, *settings.lora),
+        store_(source, settings),
         transformer_(model_config_, store_,
                      {.checkpointing = settings.checkpointing, .adapter_rank = settings.lora->rank}),
-        optimizer_(make_optimizer(settings.fp32, store_.adapters().specs(), store_.adapters().total_numel())) {}
+        optimizer_(adapter_optimizer(settings.optimizer).fp32_optimizer(settings.hyper, store_.adapters().specs())) {}
 
   double step(int step, float lr, const std::vector<Batch>& micro_batches) override {
     ParamSet& grads = store_.adapter_grads();
@@ -310,22 +313,22 @@ void Training::save(const std::string& directory) {
 // checkpoint resumes at another number of ranks with --grad-accum making up
 // the same global batch.
 nlohmann::json checkpoint_settings_json(const TrainingSettings& settings) {
-  nlohmann::json json = {{"optimizer", settings.optimizer},
-                         {"beta1", settings.fp32.beta1},
-                         {"beta2", settings.fp32.beta2},
-                         {"eps", settings.fp32.eps},
-                         {"weight_decay", settings.fp32.weight_decay},
+  nlohmann::json json = {{"optimizer", optimizer_name(settings.optimizer)},
+                         {"beta1", settings.hyper.beta1},
+                         {"beta2", settings.hyper.beta2},
+                         {"eps", settings.hyper.eps},
+                         {"weight_decay", settings.hyper.weight_decay},
                          {"grad_accum", settings.grad_accum * dist::world().size()}};
   if (settings.lora) {
     const LoraSettings& lora = *settings.lora;
     json["lora"] = {{"rank", lora.rank},         {"alpha", lora.alpha}, {"dropout", lora.dropout},
                     {"targets", lora_targets_text(lora.targets)}, {"base", lora.int8_base ? "int8" : "fp32"},
-                    {"seed", lora.seed}};
-    if (lora.int8_base) json["lora"]["outlier_fraction"] = lora.outlier_fraction;
-  } else if (settings.optimizer == "qlion") {
+                    {"seed", settings.seed}};
+    if (lora.int8_base) json["lora"]["outlier_fraction"] = settings.qft.outlier_fraction;
+  } else if (settings.optimizer == OptimizerKind::QLion) {
     json["outlier_fraction"] = settings.qft.outlier_fraction;
     json["rounding"] = settings.qft.rounding == Rounding::Stochastic ? "stochastic" : "nearest";
-    json["seed"] = settings.qft.seed;
+    json["seed"] = settings.seed;
     json["stack_gradients"] = settings.qft.stack_gradients;
   }
   return json;
@@ -383,27 +386,28 @@ ResumePoint Training::load_checkpoint(const std::string& directory) {
 
 std::unique_ptr<Training> make_training(const ModelSource& source, const TrainingSettings& settings) {
   if (settings.grad_accum < 1) fail("--grad-accum must be at least 1");
-  if (dist::world().distributed() && (settings.lora || settings.optimizer == "mixed-adamw")) {
-    fail(settings.lora ? "--method lora" : "--optimizer mixed-adamw", " does not run data-parallel yet (",
-         dist::world().size(), " ranks); qlion, lion, adamw and adamw8bit do");
-  }
+  check_data_parallel(settings, dist::world().size());
   if (settings.lora) {
-    if (settings.optimizer != "adamw" && settings.optimizer != "lion" && settings.optimizer != "adamw8bit") {
-      fail("LoRA trains its adapters with adamw, lion or adamw8bit, not '", settings.optimizer, "'");
-    }
-    return std::make_unique<LoraTraining>(source, settings);
+    adapter_optimizer(settings.optimizer);  // refuses one that is not
+    return make_lora_training(source, settings);
   }
-  if (settings.optimizer == "qlion") {
-    TrainingSettings qlion = settings;
-    qlion.qft.lion = settings.fp32;
-    qlion.qft.grad_accum = settings.grad_accum;
-    return std::make_unique<QftTraining>(source, qlion);
-  }
-  if (settings.optimizer == "lion" || settings.optimizer == "adamw" || settings.optimizer == "adamw8bit") {
-    return std::make_unique<Fp32Training>(source, settings);
-  }
-  if (settings.optimizer == "mixed-adamw") return std::make_unique<MixedPrecisionTraining>(source, settings);
-  fail("unknown optimizer '", settings.optimizer, "' (expected qlion, lion, adamw, adamw8bit or mixed-adamw)");
+  return optimizer_entry(settings.optimizer).make_training(source, settings);
+}
+
+std::unique_ptr<Training> make_fp32_training(const ModelSource& source, const TrainingSettings& settings) {
+  return std::make_unique<Fp32Training>(source, settings);
+}
+
+std::unique_ptr<Training> make_qft_training(const ModelSource& source, const TrainingSettings& settings) {
+  return std::make_unique<QftTraining>(source, settings);
+}
+
+std::unique_ptr<Training> make_mixed_training(const ModelSource& source, const TrainingSettings& settings) {
+  return std::make_unique<MixedPrecisionTraining>(source, settings);
+}
+
+std::unique_ptr<Training> make_lora_training(const ModelSource& source, const TrainingSettings& settings) {
+  return std::make_unique<LoraTraining>(source, settings);
 }
 
 }  // namespace qft

@@ -12,26 +12,10 @@
 #include "data/batch.h"
 #include "io/state_file.h"
 #include "model/weights.h"
-#include "optim/optimizer.h"
-#include "train/lora_store.h"
 #include "train/nonfinite.h"
-#include "train/qft_store.h"
+#include "train/settings.h"
 
 namespace qft {
-
-// Data-parallel (several ranks, dist::world()): each rank runs step() on its
-// own micro-batches; the loss and gradients are those of all ranks' together
-// (one shared denominator), each rank updates its share of every parameter
-// and the shares are gathered, so every rank holds the same weights.
-struct TrainingSettings {
-  std::string optimizer = "qlion";  // qlion | lion | adamw | adamw8bit | mixed-adamw
-  OptimizerSettings fp32;           // betas, eps, weight decay (all optimizers)
-  QftSettings qft;                  // qlion only; lion settings come from fp32
-  int grad_accum = 1;               // micro-batches per step on each rank
-  bool checkpointing = false;
-  // LoRA: a frozen base with adapters that `optimizer` (adamw, lion or adamw8bit) trains.
-  std::optional<LoraSettings> lora;
-};
 
 // What load_checkpoint restored besides the training state.
 struct ResumePoint {
@@ -111,6 +95,16 @@ class Training {
   std::optional<NonFinite> nonfinite_;
 };
 
+// The training `settings` describe (its optimizer's, train/optimizers.h), after
+// checking they can run here: --grad-accum, LoRA's optimizer, data-parallel ranks.
 std::unique_ptr<Training> make_training(const ModelSource& source, const TrainingSettings& settings);
+
+// The ways qft trains, which the optimizer table picks from: a whole FP32
+// set and an FP32 optimizer (lion, adamw, adamw8bit); QFT's INT8 store with
+// QLion; the BF16 store of mixed-precision AdamW; LoRA's adapters.
+std::unique_ptr<Training> make_fp32_training(const ModelSource& source, const TrainingSettings& settings);
+std::unique_ptr<Training> make_qft_training(const ModelSource& source, const TrainingSettings& settings);
+std::unique_ptr<Training> make_mixed_training(const ModelSource& source, const TrainingSettings& settings);
+std::unique_ptr<Training> make_lora_training(const ModelSource& source, const TrainingSettings& settings);
 
 }  // namespace qft

@@ -11,6 +11,9 @@
 #include "core/error.h"
 #include "kernels/kernels.h"
 #include "quant/quantizer.h"
+#include "train/memory_plan.h"
+#include "train/lora_store.h"
+#include "train/optimizers.h"
 
 namespace qft::cli {
 
@@ -135,14 +138,9 @@ Rounding parse_rounding(const std::string& name) {
 
 OptionSpec optimizer_option() {
   return {"optimizer", "NAME",
-          "qlion (INT8 weights, gradients, momentum) | lion | adamw (FP32) | adamw8bit (8-bit block-wise moments) | "
-          "mixed-adamw (BF16 weights and gradients, FP32 master and moments); LoRA adapters: adamw | lion | adamw8bit "
-          "(default: qlion; adamw with --method lora)",
+          optimizer_help() + " (default: " + optimizer_name(default_optimizer(false)) + "; " +
+              optimizer_name(default_optimizer(true)) + " with --method lora)",
           ""};
-}
-
-std::string chosen_optimizer(const Args& args, bool lora) {
-  return args.has("optimizer") ? args.get("optimizer") : lora ? "adamw" : "qlion";
 }
 
 std::vector<OptionSpec> lora_options(bool initial_adapter) {
@@ -179,8 +177,6 @@ std::optional<LoraSettings> lora_settings(const Args& args) {
   const std::string base = args.get("lora-base");
   if (base != "fp32" && base != "int8") fail("--lora-base must be fp32 or int8, got '", base, "'");
   lora.int8_base = base == "int8";
-  lora.outlier_fraction = args.get_float("outlier-fraction");
-  if (args.declares("seed")) lora.seed = static_cast<uint64_t>(args.get_int64("seed"));
   if (args.declares("lora-adapter") && args.has("lora-adapter")) lora.initial_adapter = args.get("lora-adapter");
   return lora;
 }
@@ -188,20 +184,41 @@ std::optional<LoraSettings> lora_settings(const Args& args) {
 TrainingSettings training_settings(const Args& args) {
   TrainingSettings settings;
   settings.lora = lora_settings(args);
-  settings.optimizer = chosen_optimizer(args, settings.lora.has_value());
-  const std::string& name = settings.optimizer;
-  settings.fp32 = default_optimizer_settings(name == "qlion" ? "lion" : name == "mixed-adamw" ? "adamw" : name);
-  if (args.has("beta1")) settings.fp32.beta1 = args.get_float("beta1");
-  if (args.has("beta2")) settings.fp32.beta2 = args.get_float("beta2");
-  settings.fp32.eps = args.get_float("eps");
-  settings.fp32.weight_decay = args.get_float("weight-decay");
-  settings.qft.rounding = parse_rounding(args.get("rounding"));
-  settings.qft.outlier_fraction = args.get_float("outlier-fraction");
-  settings.qft.seed = static_cast<uint64_t>(args.get_int64("seed"));
-  settings.grad_accum = args.get_int("grad-accum");
-  settings.checkpointing = args.flag("checkpointing");
-  settings.qft.stack_gradients = args.flag("stack-gradients");
+  settings.optimizer = args.has("optimizer") ? parse_optimizer(args.get("optimizer"))
+                                             : default_optimizer(settings.lora.has_value());
+  settings.hyper = optimizer_entry(settings.optimizer).defaults;
+  // An option the command declares, given or with a default, replaces the library's default.
+  const auto read = [&](const char* name, auto& value, auto parse) {
+    if (args.declares(name) && args.find(name)) value = parse(name);
+  };
+  const auto real = [&](const std::string& name) { return args.get_float(name); };
+  read("beta1", settings.hyper.beta1, real);
+  read("beta2", settings.hyper.beta2, real);
+  read("eps", settings.hyper.eps, real);
+  read("weight-decay", settings.hyper.weight_decay, real);
+  read("outlier-fraction", settings.qft.outlier_fraction, real);
+  read("rounding", settings.qft.rounding, [&](const std::string& name) { return parse_rounding(args.get(name)); });
+  read("seed", settings.seed, [&](const std::string& name) { return static_cast<uint64_t>(args.get_int64(name)); });
+  read("grad-accum", settings.grad_accum, [&](const std::string& name) { return args.get_int(name); });
+  settings.checkpointing = args.declares("checkpointing") && args.flag("checkpointing");
+  settings.qft.stack_gradients = args.declares("stack-gradients") && args.flag("stack-gradients");
   return settings;
+}
+
+TrainerSettings trainer_settings(const Args& args) {
+  TrainerSettings run;
+  run.training = training_settings(args);
+  if (args.has("max-memory")) run.max_memory = parse_memory_size(args.get("max-memory"));
+  if (args.has("checkpoint")) run.checkpoint = args.get("checkpoint");
+  if (args.has("resume")) run.resume = args.get("resume");
+  if (args.has("save-every")) {
+    run.save_every = args.get_int("save-every");
+    if (run.save_every < 1) fail("--save-every must be at least 1");
+  }
+  run.on_nonfinite = parse_nonfinite_policy(args.get("on-nonfinite"));
+  run.max_skips = args.get_int("max-skips");
+  run.check_replicas = args.flag("check-replicas");
+  return run;
 }
 
 std::vector<OptionSpec> nonfinite_options() {
@@ -209,11 +226,6 @@ std::vector<OptionSpec> nonfinite_options() {
            "a NaN/Inf loss or gradient: stop (save nothing of that step, keep the last checkpoint) | "
            "skip (drop that step's update, count it)", "stop"},
           {"max-skips", "K", "with skip: stop after K skipped steps in a row", "10"}};
-}
-
-NonFiniteGuard nonfinite_guard(const Args& args, int skipped_before, int consecutive_before) {
-  return NonFiniteGuard(parse_nonfinite_policy(args.get("on-nonfinite")), args.get_int("max-skips"), skipped_before,
-                        consecutive_before);
 }
 
 }  // namespace qft::cli

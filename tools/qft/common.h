@@ -4,7 +4,7 @@
 
 #include "args.h"
 #include "model/weights.h"
-#include "train/training.h"
+#include "train/trainer.h"
 
 namespace qft::cli {
 
@@ -24,14 +24,17 @@ std::string apply_compute(const Args& args, Products products = Products::Batche
 // The default of --compute on this machine, and why.
 std::string default_compute_description();
 
-// The optimizer and QFT options shared by train and finetune: --optimizer,
-// --beta1, --beta2, --eps, --weight-decay, --rounding, --outlier-fraction,
-// --seed, --grad-accum, --checkpointing, --stack-gradients, and the LoRA
-// options below.
+// The optimizer and QFT options shared by train, finetune and memory (each
+// reads those it declares): --optimizer, --beta1, --beta2, --eps,
+// --weight-decay, --rounding, --outlier-fraction, --seed, --grad-accum,
+// --checkpointing, --stack-gradients, and the LoRA options below.
 TrainingSettings training_settings(const Args& args);
 // --optimizer: qlion, or adamw (the QFT paper's LoRA setting) with --method lora.
 OptionSpec optimizer_option();
-std::string chosen_optimizer(const Args& args, bool lora);
+// The loop's options shared by train and finetune: --max-memory,
+// --checkpoint, --save-every, --resume, --on-nonfinite, --max-skips,
+// --check-replicas, and the training settings above.
+TrainerSettings trainer_settings(const Args& args);
 
 // --method full|lora, --lora-rank, --lora-alpha, --lora-dropout,
 // --lora-targets, --lora-base fp32|int8, --lora-adapter DIR (train, finetune;
@@ -39,10 +42,8 @@ std::string chosen_optimizer(const Args& args, bool lora);
 std::vector<OptionSpec> lora_options(bool initial_adapter = true);
 std::optional<LoraSettings> lora_settings(const Args& args);
 
-// --on-nonfinite stop|skip and --max-skips K (train and finetune), and the
-// guard they describe, continuing a resumed run's counts.
+// --on-nonfinite stop|skip and --max-skips K (train and finetune).
 std::vector<OptionSpec> nonfinite_options();
-NonFiniteGuard nonfinite_guard(const Args& args, int skipped_before = 0, int consecutive_before = 0);
 
 // SIGINT and SIGTERM are never handled asynchronously: main() blocks them
 // before any other thread exists and one watcher thread waits for them, so no

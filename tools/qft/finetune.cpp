@@ -11,7 +11,7 @@
 #include "core/error.h"
 #include "dist/world.h"
 #include "train/finetune.h"
-#include "train/memory_plan.h"
+#include "train/optimizers.h"
 
 namespace qft::cli {
 namespace {
@@ -57,9 +57,44 @@ class ProgressPrinter {
   bool open_line_ = false;
 };
 
-}  // namespace
+// Data-parallel, rank 0 reports for all: notices and the progress on stderr.
+FinetuneCallbacks reporting(ProgressPrinter& printer) {
+  FinetuneCallbacks callbacks;
+  const bool reports = dist::world().is_root();
+  callbacks.log = [&printer, reports](const std::string& line) {
+    if (reports) printer.end_line(), std::fprintf(stderr, "%s\n", line.c_str());
+  };
+  callbacks.progress = [&printer, reports](const FinetuneProgress& progress) {
+    if (reports) printer(progress);
+  };
+  callbacks.stop_requested = [] { return StopSignals::received() != 0; };
+  return callbacks;
+}
 
-int run_finetune(int argc, char** argv) {
+// The result as one JSON line on stdout; a run a signal stopped exits 128 + signal.
+int report_result(const FinetuneResult& result, int signal) {
+  const auto path_or_null = [](const std::string& path) { return path.empty() ? nlohmann::json() : nlohmann::json(path); };
+  if (result.stopped) {
+    std::fprintf(stderr, "qft finetune: %s after step %d; checkpoint in %s (continue with the same command and --resume %s)\n",
+                 StopSignals::name(signal), result.steps, result.checkpoint.c_str(), result.checkpoint.c_str());
+    std::printf("%s\n", nlohmann::json{{"interrupted", true}, {"signal", StopSignals::name(signal)},
+                                       {"step", result.steps}, {"checkpoint", result.checkpoint}}
+                            .dump()
+                            .c_str());
+    return 128 + signal;
+  }
+  std::printf("%s\n", nlohmann::json{{"steps", result.steps},
+                                     {"eval_loss_before", result.eval_loss_before},
+                                     {"eval_loss_after", result.eval_loss_after},
+                                     {"model", path_or_null(result.model_directory)},
+                                     {"adapter", path_or_null(result.adapter_directory)},
+                                     {"peak_rss_bytes", process_peak_rss_bytes()}}
+                          .dump()
+                          .c_str());
+  return 0;
+}
+
+std::vector<OptionSpec> finetune_options() {
   std::vector<OptionSpec> options = {
              {"config", "FILE", "recipe (YAML map of these options by long name; paths relative to the working directory)", ""},
              {"model", "PATH", "HF model directory or GGUF file", ""},
@@ -103,22 +138,11 @@ int run_finetune(int argc, char** argv) {
              nonfinite_options()[0], nonfinite_options()[1],
              compute_option(), threads_option()};
   for (const OptionSpec& option : lora_options()) options.push_back(option);
-  Args args("finetune",
-            "Fine-tunes every parameter of --model (an HF directory or a GGUF file) on instruction data\n"
-            "(Alpaca, ShareGPT, messages or plain text; JSON or JSONL), with the loss on the assistant's\n"
-            "tokens only, and exports the result to OUT/model (HF; OUT/model.gguf with --export-gguf).\n"
-            "--method lora trains PEFT-style adapters on a frozen FP32 or INT8 base instead (--export-lora).\n"
-            "Defaults follow the QFT paper: QLion with INT8 state, lr 2e-5, 3 epochs, cosine schedule\n"
-            "with warm-up, segments of 2048 tokens. Writes OUT/metrics.jsonl and OUT/loss.svg as it goes.\n"
-            "SIGINT/SIGTERM finish the step, write a checkpoint and exit 130/143; --resume continues it.\n"
-            "Any option can come from a recipe file (--config FILE.yaml: `lr: 2e-5`, `pack: true`, ...);\n"
-            "the command line overrides it, and OUT/settings.yaml records the resolved settings.",
-            options);
-  if (!args.parse(argc, argv)) return 0;
-  if (args.has("config")) args.apply_recipe(read_recipe(args.get("config")), "config");
-  args.require({"model", "data", "out"});
-  apply_threads(args);
-  const std::string compute = apply_compute(args);
+  return options;
+}
+
+// The options as the library's settings; OUT/settings.yaml gets them resolved.
+FinetuneSettings finetune_settings(Args& args) {
   FinetuneSettings settings;
   settings.model = args.get("model");
   settings.data = args.get("data");
@@ -135,70 +159,54 @@ int run_finetune(int argc, char** argv) {
   settings.lr = args.get_float("lr");
   settings.warmup_ratio = args.get_float("warmup-ratio");
   settings.min_lr_ratio = args.get_float("min-lr-ratio");
-  settings.seed = static_cast<uint64_t>(args.get_int64("seed"));
   settings.eval_split = args.get_float("eval-split");
   if (args.has("eval-data")) settings.eval_data = args.get("eval-data");
   settings.eval_every = args.get_int("eval-every");
   settings.export_dtype = args.get("export-dtype");
   settings.export_gguf = args.flag("export-gguf");
   settings.export_lora = args.get("export-lora");
-  if (args.has("save-every")) {
-    settings.save_every = args.get_int("save-every");
-    if (settings.save_every < 1) fail("--save-every must be at least 1");
-  }
-  if (args.has("checkpoint")) settings.checkpoint = args.get("checkpoint");
-  if (args.has("resume")) settings.resume = args.get("resume");
-  if (args.has("max-memory")) settings.max_memory = parse_memory_size(args.get("max-memory"));
-  settings.training = training_settings(args);
-  args.resolve("optimizer", settings.training.optimizer);
-  settings.on_nonfinite = parse_nonfinite_policy(args.get("on-nonfinite"));
-  settings.max_skips = args.get_int("max-skips");
-  settings.check_replicas = args.flag("check-replicas");
+  settings.run = trainer_settings(args);
+  args.resolve("optimizer", optimizer_name(settings.run.training.optimizer));
   settings.settings_file = args.resolved_recipe(
       "config", {"qft finetune settings: the recipe" + (args.has("config") ? " " + args.get("config") : std::string()) +
                      " and the command line, resolved",
                  std::string("by qft ") + QFT_VERSION + " (commit " + QFT_GIT_COMMIT + ")",
                  "repeat the run with: qft finetune --config settings.yaml --out NEW_DIR"});
+  return settings;
+}
+}  // namespace
+
+int run_finetune(int argc, char** argv) {
+  Args args("finetune",
+            "Fine-tunes every parameter of --model (an HF directory or a GGUF file) on instruction data\n"
+            "(Alpaca, ShareGPT, messages or plain text; JSON or JSONL), with the loss on the assistant's\n"
+            "tokens only, and exports the result to OUT/model (HF; OUT/model.gguf with --export-gguf).\n"
+            "--method lora trains PEFT-style adapters on a frozen FP32 or INT8 base instead (--export-lora).\n"
+            "Defaults follow the QFT paper: QLion with INT8 state, lr 2e-5, 3 epochs, cosine schedule\n"
+            "with warm-up, segments of 2048 tokens. Writes OUT/metrics.jsonl and OUT/loss.svg as it goes.\n"
+            "SIGINT/SIGTERM finish the step, write a checkpoint and exit 130/143; --resume continues it.\n"
+            "Any option can come from a recipe file (--config FILE.yaml: `lr: 2e-5`, `pack: true`, ...);\n"
+            "the command line overrides it, and OUT/settings.yaml records the resolved settings.",
+            finetune_options());
+  if (!args.parse(argc, argv)) return 0;
+  if (args.has("config")) args.apply_recipe(read_recipe(args.get("config")), "config");
+  args.require({"model", "data", "out"});
+  apply_threads(args);
+  const std::string compute = apply_compute(args);
+  const FinetuneSettings settings = finetune_settings(args);
   const int log_every = args.get_int("log-every");
   if (log_every < 1) fail("--log-every must be at least 1");
 
   ProgressPrinter printer(log_every);
-  FinetuneCallbacks callbacks;
-  // Data-parallel, rank 0 reports for all.
-  const bool reports = dist::world().is_root();
-  callbacks.log = [&](const std::string& line) {
-    if (reports) printer.end_line(), std::fprintf(stderr, "%s\n", line.c_str());
-  };
-  callbacks.progress = [&](const FinetuneProgress& progress) {
-    if (reports) printer(progress);
-  };
-  callbacks.stop_requested = [] { return StopSignals::received() != 0; };
-  std::optional<StopSignals> stop_signals(std::in_place);
+  const FinetuneCallbacks callbacks = reporting(printer);
   callbacks.log(compute);
   if (dist::world().distributed()) callbacks.log("data-parallel: " + std::to_string(dist::world().size()) + " ranks");
+  std::optional<StopSignals> stop_signals(std::in_place);
   const FinetuneResult result = run_finetune(settings, callbacks);
-  // The signal one rank received stopped them all.
-  const int signal = static_cast<int>(dist::world().max(StopSignals::received()));
+  const int signal = static_cast<int>(dist::world().max(StopSignals::received()));  // one rank's stopped them all
   stop_signals.reset();
   printer.end_line();
-  if (result.stopped) {
-    std::fprintf(stderr, "qft finetune: %s after step %d; checkpoint in %s (continue with the same command and --resume %s)\n",
-                 StopSignals::name(signal), result.steps, result.checkpoint.c_str(), result.checkpoint.c_str());
-    std::printf("%s\n", nlohmann::json{{"interrupted", true}, {"signal", StopSignals::name(signal)},
-                                       {"step", result.steps}, {"checkpoint", result.checkpoint}}
-                            .dump()
-                            .c_str());
-    return 128 + signal;
-  }
-  std::printf("%s\n", nlohmann::json{{"steps", result.steps},
-                                     {"eval_loss_before", result.eval_loss_before},
-                                     {"eval_loss_after", result.eval_loss_after},
-                                     {"model", result.model_directory.empty() ? nlohmann::json() : nlohmann::json(result.model_directory)},
-                                     {"adapter", result.adapter_directory.empty() ? nlohmann::json() : nlohmann::json(result.adapter_directory)},
-                                     {"peak_rss_bytes", process_peak_rss_bytes()}}
-                          .dump()
-                          .c_str());
-  return 0;
+  return report_result(result, signal);
 }
 
 }  // namespace qft::cli

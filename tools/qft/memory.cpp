@@ -19,6 +19,7 @@ int run_memory(int argc, char** argv) {
              {"seq-len", "T", "tokens per sequence", "2048"},
              {"batch", "B", "sequences per micro-batch", "1"},
              {"checkpointing", "", "recompute each layer's activations during backward", ""},
+             {"stack-gradients", "", "qlion: the INT8 gradient stack even with --grad-accum 1 (the paper's pipeline)", ""},
              {"outlier-fraction", "F", "qlion and the INT8 LoRA base: fraction of each matrix kept as FP32 outliers", "0.01"},
              {"json", "", "print one JSON object with integer byte counts", ""},
              {"ranks", "N", "data-parallel over N ranks (mpirun -np N): the plan of the rank that needs the most", "1"},
@@ -36,21 +37,17 @@ int run_memory(int argc, char** argv) {
   if (args.has("model") == args.has("config")) fail("give exactly one of --model DIR or --config FILE");
   const ModelConfig config = args.has("model") ? ModelSource::open(args.get("model")).config()
                                                 : load_model_config(args.get("config"));
-  PlanSettings settings;
-  settings.lora = lora_settings(args);
-  settings.optimizer = chosen_optimizer(args, settings.lora.has_value());
-  settings.grad_accum = args.get_int("grad-accum");
-  settings.seq_len = args.get_int("seq-len");
-  settings.batch = args.get_int("batch");
-  settings.checkpointing = args.flag("checkpointing");
-  settings.outlier_fraction = args.get_float("outlier-fraction");
-  settings.ranks = args.get_int("ranks");
-  if (settings.ranks < 1) fail("--ranks must be at least 1");
-  const MemoryPlan plan = plan_memory(config, settings);
+  const TrainingSettings settings = training_settings(args);  // as train and finetune read them
+  PlanShape shape;
+  shape.seq_len = args.get_int("seq-len");
+  shape.batch = args.get_int("batch");
+  shape.ranks = args.get_int("ranks");
+  if (shape.ranks < 1) fail("--ranks must be at least 1");
+  const MemoryPlan plan = plan_memory(config, settings, shape);
   if (args.flag("json")) {
     std::printf("%s\n", plan_to_json(plan).dump().c_str());
   } else {
-    std::fputs(plan_table(plan, config, settings).c_str(), stdout);
+    std::fputs(plan_table(plan, config, settings, shape).c_str(), stdout);
   }
   return 0;
 }
