@@ -1,13 +1,15 @@
 #pragma once
 // Autoregressive inference with a key/value cache: the prompt is fed in
-// chunks, then one token at a time; each call returns the next-token logits.
+// chunks, then one token at a time, through the transformer's own layers
+// (Transformer::forward_cached); each call returns the next-token logits.
 #include <cstdint>
 #include <random>
 #include <vector>
 
-#include "core/memory.h"
 #include "model/config.h"
 #include "model/parameter_store.h"
+#include "model/rope.h"
+#include "model/transformer.h"
 
 namespace qft {
 
@@ -20,24 +22,19 @@ class Generator {
   // With longrope, a context growing past original_max_position_embeddings is
   // recomputed with the long factors, as transformers' Phi-3 generate does.
   const float* append(const std::vector<int>& tokens);
-  int position() const { return position_; }
-  void reset() { position_ = 0, context_.clear(); }
+  int position() const { return cache_.length; }
+  void reset() { cache_.length = 0, context_.clear(); }
 
  private:
   // `long_rope`: the longrope rows of the RoPE tables.
-  void forward_chunk(const int* tokens, int N, bool long_rope);
   void forward(const std::vector<int>& tokens, bool long_rope);
 
   ModelConfig config_;
-  ParameterStore& store_;
-  int max_positions_;
-  int position_ = 0;
+  Transformer transformer_;
+  KvCache cache_;
   RopeFrequencies rope_;
-  std::vector<int> context_;         // the tokens so far, kept for longrope's recomputation
-  Buffer<float> k_cache_, v_cache_;  // (L, max_positions, KV·D)
-  Buffer<float> rope_cos_, rope_sin_;  // (max_positions, D/2); longrope: short, then long rows
-  Buffer<float> workspace_;
-  Buffer<float> logits_;  // (V)
+  std::vector<int> context_;  // the tokens so far, kept for longrope's recomputation
+  const float* logits_ = nullptr;  // (V) after the last token
 };
 
 struct SamplingSettings {

@@ -70,18 +70,21 @@ struct Transformer::Scratch {
   float* logits;   // (R, V)
 };
 
-Transformer::Scratch Transformer::carve_scratch(Carver& carver, const ModelConfig& c, int N) {
+Transformer::Scratch Transformer::carve_scratch(Carver& carver, const ModelConfig& c, int N, bool gradients,
+                                                int logits_rows) {
   const size_t n = static_cast<size_t>(N);
-  Scratch s;
+  Scratch s{};
   s.tmp = carver.take(n * c.hidden_size);
-  s.dresid = carver.take(n * c.hidden_size);
-  s.dln = carver.take(n * c.hidden_size);
-  s.dattn = carver.take(n * c.q_dim());
-  s.dq = carver.take(n * c.q_dim());
-  s.dk = carver.take(n * c.kv_dim());
-  s.dv = carver.take(n * c.kv_dim());
-  s.dhidden = carver.take(n * c.intermediate_size);
-  s.logits = carver.take(static_cast<size_t>(logits_chunk_rows(c, N)) * c.vocab_size);
+  if (gradients) {
+    s.dresid = carver.take(n * c.hidden_size);
+    s.dln = carver.take(n * c.hidden_size);
+    s.dattn = carver.take(n * c.q_dim());
+    s.dq = carver.take(n * c.q_dim());
+    s.dk = carver.take(n * c.kv_dim());
+    s.dv = carver.take(n * c.kv_dim());
+    s.dhidden = carver.take(n * c.intermediate_size);
+  }
+  s.logits = carver.take(static_cast<size_t>(logits_rows) * c.vocab_size);
   return s;
 }
 
@@ -124,6 +127,12 @@ Transformer::LayerActivations Transformer::carve_layer(Carver& carver, const Mod
   return a;
 }
 
+KvCache::KvCache(const ModelConfig& config, int capacity)
+    : capacity(capacity),
+      row_floats(static_cast<size_t>(config.kv_dim())),
+      keys_(MemCategory::Activations, static_cast<size_t>(config.num_layers) * capacity * config.kv_dim()),
+      values_(MemCategory::Activations, static_cast<size_t>(config.num_layers) * capacity * config.kv_dim()) {}
+
 Transformer::Transformer(const ModelConfig& config, ParamSet& weights, ParamSet* grads,
                          TransformerOptions options)
     : config_(config),
@@ -149,7 +158,7 @@ TransformerMemory Transformer::memory(const ModelConfig& c, int N, int max_lengt
   memory.layer_floats = layer.used();
   memory.stored_layers = training && !options.checkpointing ? c.num_layers : 1;
   Carver scratch(nullptr);
-  carve_scratch(scratch, c, N);
+  carve_scratch(scratch, c, N, true, logits_chunk_rows(c, N));
   memory.scratch_floats = scratch.used();
   Carver adapter(nullptr);
   carve_adapter_scratch(adapter, c, N, options.adapter_rank);
@@ -180,23 +189,31 @@ size_t TransformerMemory::workspace_bytes() const {
          loss_doubles * sizeof(double) + compute_staging_bytes;
 }
 
+void Transformer::ensure_rope_tables(int positions) {
+  if (positions <= rope_positions_) return;
+  const ModelConfig& c = config_;
+  rope_positions_ = std::max(positions, c.max_position_embeddings);
+  const size_t floats = rope_table_floats(c.rope_scaling, c.head_dim, rope_positions_) / 2;
+  rope_cos_ = Buffer<float>(MemCategory::Workspace, floats);
+  rope_sin_ = Buffer<float>(MemCategory::Workspace, floats);
+  fill_rope_tables(rope_cos_.data(), rope_sin_.data(), rope_positions_, c.head_dim,
+                   rope_frequencies(c.rope_scaling, c.head_dim, c.rope_theta, c.max_position_embeddings));
+}
+
 void Transformer::prepare(const Batch& batch, bool training) {
   if (batch.predicted == 0) fail("the batch predicts no tokens: each sequence needs at least 2");
   if (training && !has_grads_) fail("this model was built without gradients");
   const ModelConfig& c = config_;
   const int N = batch.size();
   batch_ = &batch;
+  cache_ = nullptr;
+  rows_ = N;
+  residual_slots_ = c.num_layers + 1;
   training_ = training;
   const TransformerMemory sizes = memory(c, N, batch.max_length, training, options_);
-
-  const RopeFrequencies rope = rope_frequencies(c.rope_scaling, c.head_dim, c.rope_theta, c.max_position_embeddings);
-  if (batch.max_length > rope_positions_) {
-    rope_positions_ = sizes.rope_positions;
-    rope_cos_ = Buffer<float>(MemCategory::Workspace, sizes.rope_floats / 2);
-    rope_sin_ = Buffer<float>(MemCategory::Workspace, sizes.rope_floats / 2);
-    fill_rope_tables(rope_cos_.data(), rope_sin_.data(), rope_positions_, c.head_dim, rope);
-  }
+  ensure_rope_tables(batch.max_length);
   rope_rows_.assign(batch.positions.begin(), batch.positions.end());
+  const RopeFrequencies rope = rope_frequencies(c.rope_scaling, c.head_dim, c.rope_theta, c.max_position_embeddings);
   if (!rope.long_inverse.empty()) {
     for (const kernels::SequenceSpan& sequence : batch.sequences) {
       if (sequence.length <= rope.long_beyond) continue;
@@ -214,7 +231,7 @@ void Transformer::prepare(const Batch& batch, bool training) {
   }
   ensure_capacity(scratch_buffer_, MemCategory::Workspace, sizes.scratch_floats);
   Carver scratch_carver(scratch_buffer_.data());
-  scratch_ = std::make_unique<Scratch>(carve_scratch(scratch_carver, c, N));
+  scratch_ = std::make_unique<Scratch>(carve_scratch(scratch_carver, c, N, true, logits_chunk_rows(c, N)));
   ensure_capacity(adapter_buffer_, MemCategory::Workspace, sizes.adapter_floats);
   Carver adapter_carver(adapter_buffer_.data());
   adapter_scratch_ = carve_adapter_scratch(adapter_carver, c, N, options_.adapter_rank);
@@ -222,8 +239,38 @@ void Transformer::prepare(const Batch& batch, bool training) {
   ensure_capacity(losses_, MemCategory::Workspace, sizes.loss_doubles);
 }
 
+// Two residual slices, one layer's activations, the forward's temporary, one
+// row of logits; the attention scratch grows in steps of 256 positions.
+void Transformer::prepare_cached(int N, const KvCache& cache, bool long_rope) {
+  const ModelConfig& c = config_;
+  batch_ = nullptr;
+  rows_ = N;
+  residual_slots_ = 2;
+  training_ = false;
+  ensure_rope_tables(cache.capacity);
+  rope_rows_.resize(N);
+  for (int i = 0; i < N; ++i) rope_rows_[i] = cache.length + i + (long_rope ? rope_positions_ : 0);
+  const size_t n = static_cast<size_t>(N);
+  ensure_capacity(residuals_, MemCategory::Activations, 2 * n * c.hidden_size);
+  ensure_capacity(final_norm_out_, MemCategory::Activations, c.hidden_size);
+  ensure_capacity(final_rstd_, MemCategory::Activations, 1);
+  Carver layer_size(nullptr);
+  carve_layer(layer_size, c, N);
+  ensure_capacity(layer_storage_, MemCategory::Activations, layer_size.used());
+  Carver layer_carver(layer_storage_.data());
+  layers_.assign(1, carve_layer(layer_carver, c, N));
+  Carver scratch_size(nullptr);
+  carve_scratch(scratch_size, c, N, false, 1);
+  ensure_capacity(scratch_buffer_, MemCategory::Workspace, scratch_size.used());
+  Carver scratch_carver(scratch_buffer_.data());
+  scratch_ = std::make_unique<Scratch>(carve_scratch(scratch_carver, c, N, false, 1));
+  const int keys = (cache.length + N + 255) / 256 * 256;
+  ensure_capacity(attention_workspace_, MemCategory::Workspace,
+                  kernels::attention_cached_workspace_floats(N, keys - N, c.num_heads));
+}
+
 float* Transformer::residual(int layer) {
-  return residuals_.data() + static_cast<size_t>(layer) * batch_->size() * config_.hidden_size;
+  return residuals_.data() + static_cast<size_t>(layer % residual_slots_) * rows_ * config_.hidden_size;
 }
 
 Transformer::LayerActivations& Transformer::activations_for(int layer) {
@@ -236,7 +283,7 @@ kernels::AttentionShape Transformer::attention_shape(const ModelConfig& c, int N
 }
 
 void Transformer::linear_forward(int layer, Linear which, float* out, const float* inp, int IC, int OC) {
-  const int N = batch_->size();
+  const int N = rows_;
   kernels::linear_forward(out, inp, store_.linear_weight(layer, which), linear_of(store_.layer_weights(layer), which).bias,
                           N, IC, OC);
   const LoraAdapter* adapter = store_.adapter(layer, which);
@@ -250,7 +297,7 @@ void Transformer::linear_forward(int layer, Linear which, float* out, const floa
 
 void Transformer::linear_backward(int layer, Linear which, float* dinp, const float* dout, const float* inp, int IC,
                                   int OC) {
-  const int N = batch_->size();
+  const int N = rows_;
   const kernels::WeightMatrix weight = store_.linear_weight(layer, which);
   kernels::linear_backward(dinp, store_.linear_grad(layer, which), linear_of(store_.layer_grads(layer), which).bias,
                            dout, inp, weight, N, IC, OC);
@@ -265,7 +312,7 @@ void Transformer::linear_backward(int layer, Linear which, float* dinp, const fl
 void Transformer::fused_forward(int layer, Linear which, std::initializer_list<RowBlock> outputs, const float* inp,
                                 int IC) {
   linear_forward_blocks(outputs, inp, store_.linear_weight(layer, which), linear_of(store_.layer_weights(layer), which).bias,
-                        batch_->size(), IC);
+                        rows_, IC);
 }
 
 void Transformer::fused_backward(int layer, Linear which, float* dinp, std::initializer_list<RowBlock> douts,
@@ -276,7 +323,7 @@ void Transformer::fused_backward(int layer, Linear which, float* dinp, std::init
   size_t first = 0;
   for (const RowBlock& block : douts) {
     kernels::linear_backward(dinp, dweight ? dweight + first * IC : nullptr, dbias ? dbias + first : nullptr,
-                             block.values, inp, weight.from_row(first, IC), batch_->size(), IC, block.rows);
+                             block.values, inp, weight.from_row(first, IC), rows_, IC, block.rows);
     first += block.rows;
   }
   store_.linear_grad_done(layer, which);
@@ -285,8 +332,7 @@ void Transformer::fused_backward(int layer, Linear which, float* dinp, std::init
 void Transformer::layer_forward(int layer, LayerActivations& a, const float* x_in, float* x_out) {
   const ModelConfig& c = config_;
   const LayerParams& w = store_.layer_weights(layer);
-  const Batch& batch = *batch_;
-  const int N = batch.size(), C = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
+  const int N = rows_, C = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
   float* tmp = scratch_->tmp;  // (N, C)
   const auto linear = [&](Linear which, float* out, const float* inp, int in, int out_features) {
     linear_forward(layer, which, out, inp, in, out_features);
@@ -303,8 +349,7 @@ void Transformer::layer_forward(int layer, LayerActivations& a, const float* x_i
   }
   kernels::rope_forward(a.q, rope_rows(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
   kernels::rope_forward(a.k, rope_rows(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
-  kernels::attention_forward(a.attn, a.lse, attention_workspace_.data(), a.q, a.k, a.v, batch.layout(),
-                             attention_shape(c, N, batch.max_length, layer));
+  attend(layer, a);
   if (c.sandwich_norms()) {
     linear(Linear::O, a.attn_proj, a.attn, Q, C);
     kernels::rmsnorm_forward(tmp, a.attn_proj_rstd, a.attn_proj, w.attn_out_norm, N, C, c.rms_norm_eps, offset);
@@ -328,6 +373,23 @@ void Transformer::layer_forward(int layer, LayerActivations& a, const float* x_i
     linear(Linear::Down, tmp, a.hidden, I, C);
   }
   kernels::residual_forward(x_out, a.mid, tmp, static_cast<size_t>(N) * C);
+}
+
+void Transformer::attend(int layer, LayerActivations& a) {
+  const ModelConfig& c = config_;
+  const int N = rows_;
+  if (!cache_) {
+    kernels::attention_forward(a.attn, a.lse, attention_workspace_.data(), a.q, a.k, a.v, batch_->layout(),
+                               attention_shape(c, N, batch_->max_length, layer));
+    return;
+  }
+  KvCache& cache = *cache_;
+  const size_t rows = static_cast<size_t>(N) * c.kv_dim();
+  kernels::copy(cache.keys(layer) + static_cast<size_t>(cache.length) * c.kv_dim(), a.k, rows * sizeof(float));
+  kernels::copy(cache.values(layer) + static_cast<size_t>(cache.length) * c.kv_dim(), a.v, rows * sizeof(float));
+  kernels::attention_cached(a.attn, attention_workspace_.data(), a.q, cache.keys(layer), cache.values(layer), N,
+                            cache.length, c.num_heads, c.num_kv_heads, c.head_dim, c.attention_scale(),
+                            c.attn_logit_softcapping, c.attention_window(layer));
 }
 
 void Transformer::layer_backward(int layer, const LayerActivations& a, const float* x_in, float* dresid) {
@@ -433,11 +495,10 @@ double Transformer::head_forward_backward(bool training, int64_t denominator) {
   return *loss_sum / static_cast<double>(denominator);
 }
 
-void Transformer::forward() {
-  const Batch& batch = *batch_;
-  store_.embed(residual(0), batch.tokens.data(), batch.size());
+void Transformer::forward(const int* tokens) {
+  store_.embed(residual(0), tokens, rows_);
   if (config_.embedding_scale() != 1.0f) {
-    kernels::scale_forward(residual(0), static_cast<size_t>(batch.size()) * config_.hidden_size, config_.embedding_scale());
+    kernels::scale_forward(residual(0), static_cast<size_t>(rows_) * config_.hidden_size, config_.embedding_scale());
   }
   for (int layer = 0; layer < config_.num_layers; ++layer) {
     layer_forward(layer, activations_for(layer), residual(layer), residual(layer + 1));
@@ -446,7 +507,7 @@ void Transformer::forward() {
 
 double Transformer::forward_backward(const Batch& batch, int64_t denominator) {
   prepare(batch, true);
-  forward();
+  forward(batch.tokens.data());
   const double loss = head_forward_backward(true, denominator > 0 ? denominator : batch.predicted);
   float* dresid = scratch_->dresid;  // (N, C)
   for (int layer = config_.num_layers - 1; layer >= 0; --layer) {
@@ -467,15 +528,33 @@ double Transformer::forward_backward(const Batch& batch, int64_t denominator) {
 
 double Transformer::loss(const Batch& batch) {
   prepare(batch, false);
-  forward();
+  forward(batch.tokens.data());
   return head_forward_backward(false, batch.predicted);
 }
 
 std::vector<double> Transformer::token_losses(const Batch& batch) {
   prepare(batch, false);
-  forward();
+  forward(batch.tokens.data());
   head_forward_backward(false, batch.predicted);
   return std::vector<double>(losses_.data(), losses_.data() + batch.size());
+}
+
+const float* Transformer::forward_cached(const int* tokens, int N, KvCache& cache, bool long_rope) {
+  if (cache.length + N > cache.capacity) fail("the cache holds ", cache.capacity, " positions, not ", cache.length + N);
+  const ModelConfig& c = config_;
+  prepare_cached(N, cache, long_rope);
+  cache_ = &cache;
+  forward(tokens);
+  cache_ = nullptr;
+  cache.length += N;
+  const float* last = residual(c.num_layers) + static_cast<size_t>(N - 1) * c.hidden_size;  // (C)
+  ensure_capacity(logits_, MemCategory::Workspace, c.vocab_size);
+  kernels::rmsnorm_forward(final_norm_out_.data(), final_rstd_.data(), last, store_.head_weights().final_norm, 1,
+                           c.hidden_size, c.rms_norm_eps, c.norm_offset());
+  kernels::linear_forward(logits_.data(), final_norm_out_.data(), store_.lm_head_weight(), nullptr, 1, c.hidden_size,
+                          c.vocab_size);
+  if (c.final_logit_softcapping > 0) kernels::softcap_forward(logits_.data(), c.vocab_size, c.final_logit_softcapping);
+  return logits_.data();
 }
 
 }  // namespace qft

@@ -56,6 +56,21 @@ struct TransformerMemory {
   size_t workspace_bytes() const;
 };
 
+// Keys and values (after RoPE) of every layer at the positions so far, for
+// generation: Transformer::forward_cached appends to it.
+struct KvCache {
+  KvCache(const ModelConfig& config, int capacity);
+  float* keys(int layer) { return keys_.data() + static_cast<size_t>(layer) * capacity * row_floats; }      // (capacity, KV·D)
+  float* values(int layer) { return values_.data() + static_cast<size_t>(layer) * capacity * row_floats; }  // (capacity, KV·D)
+
+  int capacity;    // positions it holds
+  int length = 0;  // positions filled
+  size_t row_floats;
+
+ private:
+  Buffer<float> keys_, values_;  // (L, capacity, KV·D)
+};
+
 class Transformer {
  public:
   static TransformerMemory memory(const ModelConfig& config, int N, int max_length, bool training,
@@ -77,6 +92,11 @@ class Transformer {
   // (N): −log p(target) of every row of the batch, 0 where nothing is
   // predicted (target < 0); what evaluation sums per sequence or choice.
   std::vector<double> token_losses(const Batch& batch);
+  // Generation: tokens (N) at positions cache.length … through the layers,
+  // each attending to the cache, to which their keys and values are added;
+  // returns the logits (V) that follow the last. long_rope: positions in
+  // longrope's long-factor rows of the RoPE tables.
+  const float* forward_cached(const int* tokens, int N, KvCache& cache, bool long_rope);
 
   const ModelConfig& config() const { return config_; }
 
@@ -112,9 +132,14 @@ class Transformer {
   };
 
   static LayerActivations carve_layer(Carver& carver, const ModelConfig& config, int N);
-  static Scratch carve_scratch(Carver& carver, const ModelConfig& config, int N);
+  // With gradients for backward (and loss evaluation), or only the forward's
+  // temporary; logits for that many rows at a time.
+  static Scratch carve_scratch(Carver& carver, const ModelConfig& config, int N, bool gradients, int logits_rows);
   static AdapterScratch carve_adapter_scratch(Carver& carver, const ModelConfig& config, int N, int rank);
   void prepare(const Batch& batch, bool training);
+  void prepare_cached(int N, const KvCache& cache, bool long_rope);
+  // RoPE tables of at least `positions` rows.
+  void ensure_rope_tables(int positions);
   float* residual(int layer);  // (N, C) input of `layer`; layer L feeds the final norm
   LayerActivations& activations_for(int layer);
   static kernels::AttentionShape attention_shape(const ModelConfig& config, int N, int max_length, int layer);
@@ -128,8 +153,11 @@ class Transformer {
                       int IC);
   const int* rope_rows() const { return rope_rows_.data(); }  // (N) rows of the RoPE tables
 
-  void forward();
+  void forward(const int* tokens);
   void layer_forward(int layer, LayerActivations& acts, const float* x_in, float* x_out);
+  // acts.attn of acts.q over the batch's keys and values, or with a cache
+  // over every cached position (acts.k and acts.v added to it first).
+  void attend(int layer, LayerActivations& acts);
   // dresid (N, C): gradient of the layer's output in, of its input out.
   void layer_backward(int layer, const LayerActivations& acts, const float* x_in, float* dresid);
   // Final norm, LM head and loss in row chunks; when training, also their
@@ -143,7 +171,10 @@ class Transformer {
   ParameterStore& store_;
   bool has_grads_;
 
-  const Batch* batch_ = nullptr;
+  const Batch* batch_ = nullptr;  // a packed batch's pass; nullptr in a cached one
+  KvCache* cache_ = nullptr;      // a cached pass's
+  int rows_ = 0;                  // N: the pass's rows
+  int residual_slots_ = 0;        // L + 1, or 2 that the layers of a cached pass alternate between
   bool training_ = false;
   int rope_positions_ = 0;
   Buffer<float> rope_cos_, rope_sin_;  // (positions, D/2); longrope: short, then long rows
@@ -158,6 +189,7 @@ class Transformer {
   AdapterScratch adapter_scratch_{};
   Buffer<float> attention_workspace_;
   Buffer<double> losses_;  // (N) each row's loss, then (1) their sum
+  Buffer<float> logits_;   // (V) a cached pass's last row
 };
 
 }  // namespace qft

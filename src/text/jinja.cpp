@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdint>
 #include <ctime>
+#include <functional>
+#include <map>
 #include <unordered_map>
 
 #include "text/jinja_parse.h"
@@ -383,6 +385,355 @@ bool apply_test_arguments(const Value& value, CallArgs& args, size_t first) {
   CallArgs rest;
   rest.positional.assign(args.positional.begin() + first + 1, args.positional.end());
   return test(as_string(args.positional[first], "select/reject"), value, rest);
+}
+
+// ---- methods of dicts and strings ----
+
+Value dict_method(const Value& object, const std::string& name, Arguments& a) {
+  if (name == "get") {
+    const Value key = a.get(0, "key");
+    const Value* found = key.is_string() ? object.find(key.string()) : nullptr;
+    return found ? *found : a.get(1, "default", Value::none());
+  }
+  List out;  // items, keys or values
+  for (const auto& [key, value] : object.dict()) {
+    out.push_back(name == "items" ? Value::tuple(List{Value(key), value}) : name == "keys" ? Value(key) : value);
+  }
+  return Value(std::move(out));
+}
+
+// One string method called: its name, the string, its arguments.
+struct MethodCall {
+  const std::string& name;
+  const std::string& text;
+  Arguments& a;
+};
+
+Value method_startswith(const MethodCall& m) {
+  const Value prefix = m.a.get(0, "prefix");
+  List candidates = prefix.type() == Value::Type::List ? prefix.list() : List{prefix};
+  bool matched = false;
+  for (const Value& candidate : candidates) {
+    const std::string& p = as_string(candidate, m.name.c_str());
+    matched = matched || (m.name == "startswith" ? m.text.compare(0, p.size(), p) == 0
+                                                 : m.text.size() >= p.size() &&
+                                                       m.text.compare(m.text.size() - p.size(), p.size(), p) == 0);
+  }
+  return Value(matched);
+}
+
+Value method_split(const MethodCall& m) {
+  const Value separator = m.a.get(0, "sep");
+  if (separator.is_string() && separator.string().empty()) throw Error("empty separator");
+  const Value max_splits = m.a.get(1, "maxsplit", Value(int64_t{-1}));
+  return string_list(split(m.text, separator, as_integer(max_splits, "split")));
+}
+
+Value method_replace(const MethodCall& m) {
+  const std::string from = as_string(m.a.get(0, "old"), "replace"), to = as_string(m.a.get(1, "new"), "replace");
+  return Value(replace_all(m.text, from, to, as_integer(m.a.get(2, "count", Value(int64_t{-1})), "replace")));
+}
+
+Value method_find(const MethodCall& m) {
+  const std::string needle = as_string(m.a.get(0, "sub"), m.name.c_str());
+  const size_t found = m.text.find(needle);
+  return Value(found == std::string::npos ? int64_t{-1} : length(Value(m.text.substr(0, found))));
+}
+
+Value method_count(const MethodCall& m) {
+  const std::string needle = as_string(m.a.get(0, "sub"), m.name.c_str());
+  int64_t count = 0;
+  for (size_t pos = m.text.find(needle); pos != std::string::npos;
+       pos = m.text.find(needle, pos + std::max<size_t>(1, needle.size()))) {
+    ++count;
+  }
+  return Value(count);
+}
+
+Value method_join(const MethodCall& m) {
+  std::string out;
+  const List items = iterate(m.a.get(0, "iterable"));
+  for (size_t i = 0; i < items.size(); ++i) out += (i ? m.text : "") + as_string(items[i], "join");
+  return Value(std::move(out));
+}
+
+// isdigit and isspace: every code point is one (and there is one).
+Value method_is(const MethodCall& m) {
+  bool all = !m.text.empty();
+  size_t pos = 0;
+  while (all && pos < m.text.size()) {
+    const char32_t c = text::next_code_point(m.text, pos);
+    all = m.name == "isdigit" ? (c >= '0' && c <= '9') : python_space(c);
+  }
+  return Value(all);
+}
+
+Value string_method(const std::string& text, const std::string& name, Arguments& a) {
+  using Method = Value (*)(const MethodCall&);
+  static const std::map<std::string, Method> methods = {
+      {"startswith", method_startswith},
+      {"endswith", method_startswith},
+      {"strip", [](const MethodCall& m) { return Value(strip(m.text, m.a.get(0, "chars"), true, true)); }},
+      {"lstrip", [](const MethodCall& m) { return Value(strip(m.text, m.a.get(0, "chars"), true, false)); }},
+      {"rstrip", [](const MethodCall& m) { return Value(strip(m.text, m.a.get(0, "chars"), false, true)); }},
+      {"split", method_split},
+      {"upper", [](const MethodCall& m) { return Value(text::uppercase(m.text)); }},
+      {"lower", [](const MethodCall& m) { return Value(text::lowercase(m.text)); }},
+      {"title", [](const MethodCall& m) { return Value(title(m.text)); }},
+      {"capitalize", [](const MethodCall& m) { return Value(capitalize(m.text)); }},
+      {"replace", method_replace},
+      {"find", method_find},
+      {"count", method_count},
+      {"join", method_join},
+      {"isdigit", method_is},
+      {"isspace", method_is},
+  };
+  const auto found = methods.find(name);
+  if (found == methods.end()) throw Error("str has no method '" + name + "' here");
+  return found->second({name, text, a});
+}
+
+// ---- filters ----
+
+// One filter applied: its name, the filtered value, its arguments, and
+// `by_name` to apply another filter (what map's first argument names).
+struct FilterCall {
+  const std::string& name;
+  const Value& value;
+  Arguments& a;
+  CallArgs& args;
+  std::function<Value(const std::string&, const Value&, CallArgs&)> by_name;
+};
+
+Value filter_tojson(const FilterCall& f) {
+  const bool ensure_ascii = f.a.get(0, "ensure_ascii", Value(false)).truthy();
+  const Value indent = f.a.get(1, "indent", Value::none());
+  if (!f.a.get(2, "separators", Value::none()).is_none()) throw Error("tojson's separators are not supported");
+  const bool sort_keys = f.a.get(3, "sort_keys", Value(false)).truthy();
+  return Value(to_json(f.value, indent.is_none() ? -1 : static_cast<int>(as_integer(indent, "tojson indent")), sort_keys,
+                       ensure_ascii));
+}
+
+Value filter_items(const FilterCall& f) {
+  if (f.value.is_undefined()) return Value(List{});
+  if (f.value.type() != Value::Type::Dict) throw Error("items needs a dict, not " + std::string(f.value.type_name()));
+  List out;
+  for (const auto& [key, item] : f.value.dict()) out.push_back(Value::tuple(List{Value(key), item}));
+  return Value(std::move(out));
+}
+
+Value filter_dictsort(const FilterCall& f) {
+  if (f.value.type() != Value::Type::Dict) throw Error("dictsort needs a dict");
+  List out = filter_items(f).list();
+  std::stable_sort(out.begin(), out.end(), [](const Value& x, const Value& y) { return compare(x.list()[0], y.list()[0]) < 0; });
+  return Value(std::move(out));
+}
+
+Value filter_join(const FilterCall& f) {
+  const std::string separator = f.a.get(0, "d", Value("")).str();
+  const Value attribute_name = f.a.get(1, "attribute");
+  std::string out;
+  const List items = iterate(f.value);
+  for (size_t i = 0; i < items.size(); ++i) {
+    out += (i ? separator : "") + (attribute_name.is_undefined() ? items[i] : attribute_path(items[i], attribute_name.str())).str();
+  }
+  return Value(std::move(out));
+}
+
+Value filter_default(const FilterCall& f) {
+  const Value fallback = f.a.get(0, "default_value", Value(""));
+  const bool boolean = f.a.get(1, "boolean", Value(false)).truthy();
+  return f.value.is_undefined() || (boolean && !f.value.truthy()) ? fallback : f.value;
+}
+
+Value filter_replace(const FilterCall& f) {
+  const std::string from = f.a.get(0, "old").str(), to = f.a.get(1, "new").str();
+  const Value count = f.a.get(2, "count", Value::none());
+  return Value(replace_all(f.value.str(), from, to, count.is_none() ? -1 : as_integer(count, "replace")));
+}
+
+Value filter_first_or_last(const FilterCall& f) {
+  const List items = iterate(f.value);
+  if (items.empty()) return Value();
+  return f.name == "first" ? items.front() : items.back();
+}
+
+Value filter_reverse(const FilterCall& f) {
+  if (f.value.is_string()) {
+    std::vector<std::string> chars = code_points(f.value.string());
+    std::string out;
+    for (auto c = chars.rbegin(); c != chars.rend(); ++c) out += *c;
+    return Value(std::move(out));
+  }
+  List items = iterate(f.value);
+  std::reverse(items.begin(), items.end());
+  return Value(std::move(items));
+}
+
+Value filter_unique(const FilterCall& f) {
+  List out;
+  for (const Value& item : iterate(f.value)) {
+    if (std::find(out.begin(), out.end(), item) == out.end()) out.push_back(item);
+  }
+  return Value(std::move(out));
+}
+
+Value filter_sort(const FilterCall& f) {
+  const bool reverse = f.a.get(0, "reverse", Value(false)).truthy();
+  f.a.get(1, "case_sensitive");
+  const Value attribute_name = f.a.get(2, "attribute");
+  List items = iterate(f.value);
+  const auto key = [&](const Value& v) { return attribute_name.is_undefined() ? v : attribute_path(v, attribute_name.str()); };
+  std::stable_sort(items.begin(), items.end(), [&](const Value& x, const Value& y) {
+    return reverse ? compare(key(y), key(x)) < 0 : compare(key(x), key(y)) < 0;
+  });
+  return Value(std::move(items));
+}
+
+Value filter_int(const FilterCall& f) {
+  const Value& value = f.value;
+  if (value.type() == Value::Type::Float) return Value(static_cast<int64_t>(value.number()));
+  if (value.type() == Value::Type::Int || value.type() == Value::Type::Bool) return Value(as_integer(value, "int"));
+  try {
+    return Value(static_cast<int64_t>(std::stoll(strip(value.str(), Value(), true, true))));
+  } catch (const std::exception&) {
+    return f.a.get(0, "default", Value(int64_t{0}));
+  }
+}
+
+Value filter_float(const FilterCall& f) {
+  if (f.value.is_number()) return Value(f.value.number());
+  try {
+    return Value(std::stod(f.value.str()));
+  } catch (const std::exception&) {
+    return f.a.get(0, "default", Value(0.0));
+  }
+}
+
+Value filter_abs(const FilterCall& f) {
+  if (f.value.type() == Value::Type::Int) return Value(f.value.integer() < 0 ? -f.value.integer() : f.value.integer());
+  if (f.value.type() == Value::Type::Float) return Value(std::fabs(f.value.number()));
+  throw Error("abs needs a number");
+}
+
+Value filter_round(const FilterCall& f) {
+  const int64_t precision = as_integer(f.a.get(0, "precision", Value(int64_t{0})), "round");
+  const std::string method_name = f.a.get(1, "method", Value("common")).str();
+  const double scale = std::pow(10.0, static_cast<double>(precision)), x = f.value.number() * scale;
+  const double rounded = method_name == "ceil" ? std::ceil(x) : method_name == "floor" ? std::floor(x) : std::round(x);
+  return Value(rounded / scale);
+}
+
+Value filter_sum(const FilterCall& f) {
+  Value total = f.a.get(1, "start", Value(int64_t{0}));
+  for (const Value& item : iterate(f.value)) total = arithmetic("+", total, item);
+  return total;
+}
+
+Value filter_min_or_max(const FilterCall& f) {
+  const List items = iterate(f.value);
+  if (items.empty()) return Value();
+  Value best = items[0];
+  for (const Value& item : items) {
+    if ((f.name == "min") == (compare(item, best) < 0) && !(item == best)) best = item;
+  }
+  return best;
+}
+
+Value filter_indent(const FilterCall& f) {
+  const Value width = f.a.get(0, "width", Value(int64_t{4}));
+  const bool first = f.a.get(1, "first", Value(false)).truthy(), blank = f.a.get(2, "blank", Value(false)).truthy();
+  const std::string pad = width.is_string() ? width.string() : std::string(as_integer(width, "indent"), ' ');
+  std::vector<std::string> lines = split(f.value.str(), Value("\n"), -1);
+  std::string out;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const bool indent_line = (i > 0 || first) && (blank || !strip(lines[i], Value(), true, true).empty());
+    out += (i ? "\n" : "") + (indent_line ? pad : "") + lines[i];
+  }
+  return Value(std::move(out));
+}
+
+// select/reject by a test of the item; selectattr/rejectattr of one of its attributes.
+Value filter_select(const FilterCall& f) {
+  const bool of_attribute = f.name == "selectattr" || f.name == "rejectattr";
+  const bool keep = f.name == "select" || f.name == "selectattr";
+  const std::string path = of_attribute ? as_string(f.a.get(0, "attribute"), f.name.c_str()) : "";
+  List out;
+  for (const Value& item : iterate(f.value)) {
+    const Value tested = of_attribute ? attribute_path(item, path) : item;
+    if (apply_test_arguments(tested, f.args, of_attribute ? 1 : 0) == keep) out.push_back(item);
+  }
+  f.a.take_rest();
+  return Value(std::move(out));
+}
+
+Value filter_map(const FilterCall& f) {
+  const Value attribute_name = f.a.named("attribute");
+  List out;
+  if (!attribute_name.is_undefined()) {
+    const Value fallback = f.a.named("default");
+    for (const Value& item : iterate(f.value)) {
+      Value found = attribute_path(item, attribute_name.str());
+      out.push_back(found.is_undefined() ? fallback : found);
+    }
+    return Value(std::move(out));
+  }
+  if (f.args.positional.empty()) throw Error("map needs a filter name or attribute=");
+  const std::string filter_name = as_string(f.args.positional[0], "map");
+  for (const Value& item : iterate(f.value)) {
+    CallArgs rest;
+    rest.positional.assign(f.args.positional.begin() + 1, f.args.positional.end());
+    out.push_back(f.by_name(filter_name, item, rest));
+  }
+  f.a.take_rest();
+  return Value(std::move(out));
+}
+
+// Every filter by name.
+Value apply_filter(const FilterCall& f) {
+  using Filter = Value (*)(const FilterCall&);
+  static const std::map<std::string, Filter> filters = {
+      {"trim", [](const FilterCall& f) { return Value(strip(f.value.str(), f.a.get(0, "chars"), true, true)); }},
+      {"tojson", filter_tojson},
+      {"length", [](const FilterCall& f) { return Value(length(f.value)); }},
+      {"count", [](const FilterCall& f) { return Value(length(f.value)); }},
+      {"items", filter_items},
+      {"dictsort", filter_dictsort},
+      {"join", filter_join},
+      {"default", filter_default},
+      {"d", filter_default},
+      {"upper", [](const FilterCall& f) { return Value(text::uppercase(f.value.str())); }},
+      {"lower", [](const FilterCall& f) { return Value(text::lowercase(f.value.str())); }},
+      {"capitalize", [](const FilterCall& f) { return Value(capitalize(f.value.str())); }},
+      {"title", [](const FilterCall& f) { return Value(title(f.value.str())); }},
+      {"string", [](const FilterCall& f) { return Value(f.value.str()); }},
+      {"safe", [](const FilterCall& f) { return f.value; }},
+      {"e", [](const FilterCall& f) { return Value(escape_html(f.value.str())); }},
+      {"escape", [](const FilterCall& f) { return Value(escape_html(f.value.str())); }},
+      {"replace", filter_replace},
+      {"first", filter_first_or_last},
+      {"last", filter_first_or_last},
+      {"list", [](const FilterCall& f) { return Value(iterate(f.value)); }},
+      {"reverse", filter_reverse},
+      {"unique", filter_unique},
+      {"sort", filter_sort},
+      {"int", filter_int},
+      {"float", filter_float},
+      {"abs", filter_abs},
+      {"round", filter_round},
+      {"sum", filter_sum},
+      {"min", filter_min_or_max},
+      {"max", filter_min_or_max},
+      {"indent", filter_indent},
+      {"select", filter_select},
+      {"reject", filter_select},
+      {"selectattr", filter_select},
+      {"rejectattr", filter_select},
+      {"map", filter_map},
+  };
+  const auto found = filters.find(f.name);
+  if (found == filters.end()) throw Error("no filter named '" + f.name + "'");
+  return found->second(f);
 }
 
 // ---- the renderer ----
@@ -782,271 +1133,23 @@ class Renderer {
   // The methods of str and dict that templates call.
   Value method(const Value& object, const std::string& name, CallArgs& args) {
     Arguments a(args, name + "()");
-    Value result;
-    if (object.type() == Value::Type::Dict) {
-      if (name == "items" || name == "keys" || name == "values") {
-        List out;
-        for (const auto& [key, value] : object.dict()) {
-          out.push_back(name == "items" ? Value::tuple(List{Value(key), value}) : name == "keys" ? Value(key) : value);
-        }
-        result = Value(std::move(out));
-      } else if (name == "get") {
-        const Value key = a.get(0, "key");
-        const Value* found = key.is_string() ? object.find(key.string()) : nullptr;
-        result = found ? *found : a.get(1, "default", Value::none());
-      } else {
-        const Value* found = object.find(name);
-        if (!found || found->type() != Value::Type::Function) throw Error("dict has no method '" + name + "'");
-        return found->callable()(args);
-      }
-      a.done();
-      return result;
+    if (object.type() == Value::Type::Dict && name != "items" && name != "keys" && name != "values" && name != "get") {
+      const Value* found = object.find(name);  // a callable the context put in the dict
+      if (!found || found->type() != Value::Type::Function) throw Error("dict has no method '" + name + "'");
+      return found->callable()(args);
     }
-    const std::string& text = object.string();
-    if (name == "startswith" || name == "endswith") {
-      const Value prefix = a.get(0, "prefix");
-      List candidates = prefix.type() == Value::Type::List ? prefix.list() : List{prefix};
-      bool matched = false;
-      for (const Value& candidate : candidates) {
-        const std::string& p = as_string(candidate, name.c_str());
-        matched = matched || (name == "startswith" ? text.compare(0, p.size(), p) == 0
-                                                   : text.size() >= p.size() && text.compare(text.size() - p.size(), p.size(), p) == 0);
-      }
-      result = Value(matched);
-    } else if (name == "strip" || name == "lstrip" || name == "rstrip") {
-      result = Value(strip(text, a.get(0, "chars"), name != "rstrip", name != "lstrip"));
-    } else if (name == "split") {
-      const Value separator = a.get(0, "sep");
-      if (separator.is_string() && separator.string().empty()) throw Error("empty separator");
-      const Value max_splits = a.get(1, "maxsplit", Value(int64_t{-1}));
-      result = string_list(split(text, separator, as_integer(max_splits, "split")));
-    } else if (name == "upper") {
-      result = Value(text::uppercase(text));
-    } else if (name == "lower") {
-      result = Value(text::lowercase(text));
-    } else if (name == "title") {
-      result = Value(title(text));
-    } else if (name == "capitalize") {
-      result = Value(capitalize(text));
-    } else if (name == "replace") {
-      const std::string from = as_string(a.get(0, "old"), "replace"), to = as_string(a.get(1, "new"), "replace");
-      result = Value(replace_all(text, from, to, as_integer(a.get(2, "count", Value(int64_t{-1})), "replace")));
-    } else if (name == "find" || name == "count") {
-      const std::string needle = as_string(a.get(0, "sub"), name.c_str());
-      if (name == "find") {
-        const size_t found = text.find(needle);
-        result = Value(found == std::string::npos ? int64_t{-1} : length(Value(text.substr(0, found))));
-      } else {
-        int64_t count = 0;
-        for (size_t pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + std::max<size_t>(1, needle.size()))) ++count;
-        result = Value(count);
-      }
-    } else if (name == "join") {
-      std::string out;
-      const List items = iterate(a.get(0, "iterable"));
-      for (size_t i = 0; i < items.size(); ++i) out += (i ? text : "") + as_string(items[i], "join");
-      result = Value(std::move(out));
-    } else if (name == "isdigit" || name == "isspace") {
-      bool all = !text.empty();
-      size_t pos = 0;
-      while (all && pos < text.size()) {
-        const char32_t c = text::next_code_point(text, pos);
-        all = name == "isdigit" ? (c >= '0' && c <= '9') : python_space(c);
-      }
-      result = Value(all);
-    } else {
-      throw Error("str has no method '" + name + "' here");
-    }
+    Value result = object.type() == Value::Type::Dict ? dict_method(object, name, a) : string_method(object.string(), name, a);
     a.done();
     return result;
   }
 
   Value filter(const std::string& name, const Value& value, CallArgs& args) {
     Arguments a(args, "filter " + name);
-    Value result = filter_value(name, value, a, args);
+    const FilterCall call{name, value, a, args,
+                          [this](const std::string& other, const Value& item, CallArgs& rest) { return filter(other, item, rest); }};
+    Value result = apply_filter(call);
     a.done();
     return result;
-  }
-
-  Value filter_value(const std::string& name, const Value& value, Arguments& a, CallArgs& args) {
-    if (name == "trim") return Value(strip(value.str(), a.get(0, "chars"), true, true));
-    if (name == "tojson") {
-      const bool ensure_ascii = a.get(0, "ensure_ascii", Value(false)).truthy();
-      const Value indent = a.get(1, "indent", Value::none());
-      if (!a.get(2, "separators", Value::none()).is_none()) throw Error("tojson's separators are not supported");
-      const bool sort_keys = a.get(3, "sort_keys", Value(false)).truthy();
-      return Value(to_json(value, indent.is_none() ? -1 : static_cast<int>(as_integer(indent, "tojson indent")), sort_keys, ensure_ascii));
-    }
-    if (name == "length" || name == "count") return Value(length(value));
-    if (name == "items") {
-      if (value.is_undefined()) return Value(List{});
-      if (value.type() != Value::Type::Dict) throw Error("items needs a dict, not " + std::string(value.type_name()));
-      List out;
-      for (const auto& [key, item] : value.dict()) out.push_back(Value::tuple(List{Value(key), item}));
-      return Value(std::move(out));
-    }
-    if (name == "dictsort") {
-      if (value.type() != Value::Type::Dict) throw Error("dictsort needs a dict");
-      List out = filter_value("items", value, a, args).list();
-      std::stable_sort(out.begin(), out.end(), [](const Value& x, const Value& y) { return compare(x.list()[0], y.list()[0]) < 0; });
-      return Value(std::move(out));
-    }
-    if (name == "join") {
-      const std::string separator = a.get(0, "d", Value("")).str();
-      const Value attribute_name = a.get(1, "attribute");
-      std::string out;
-      const List items = iterate(value);
-      for (size_t i = 0; i < items.size(); ++i) {
-        out += (i ? separator : "") + (attribute_name.is_undefined() ? items[i] : attribute_path(items[i], attribute_name.str())).str();
-      }
-      return Value(std::move(out));
-    }
-    if (name == "default" || name == "d") {
-      const Value fallback = a.get(0, "default_value", Value(""));
-      const bool boolean = a.get(1, "boolean", Value(false)).truthy();
-      return value.is_undefined() || (boolean && !value.truthy()) ? fallback : value;
-    }
-    if (name == "upper") return Value(text::uppercase(value.str()));
-    if (name == "lower") return Value(text::lowercase(value.str()));
-    if (name == "capitalize") return Value(capitalize(value.str()));
-    if (name == "title") return Value(title(value.str()));
-    if (name == "string") return Value(value.str());
-    if (name == "safe") return value;
-    if (name == "e" || name == "escape") return Value(escape_html(value.str()));
-    if (name == "replace") {
-      const std::string from = a.get(0, "old").str(), to = a.get(1, "new").str();
-      const Value count = a.get(2, "count", Value::none());
-      return Value(replace_all(value.str(), from, to, count.is_none() ? -1 : as_integer(count, "replace")));
-    }
-    if (name == "first" || name == "last") {
-      const List items = iterate(value);
-      if (items.empty()) return Value();
-      return name == "first" ? items.front() : items.back();
-    }
-    if (name == "list") return Value(iterate(value));
-    if (name == "reverse") {
-      if (value.is_string()) {
-        std::vector<std::string> chars = code_points(value.string());
-        std::string out;
-        for (auto c = chars.rbegin(); c != chars.rend(); ++c) out += *c;
-        return Value(std::move(out));
-      }
-      List items = iterate(value);
-      std::reverse(items.begin(), items.end());
-      return Value(std::move(items));
-    }
-    if (name == "unique") {
-      List out;
-      for (const Value& item : iterate(value)) {
-        if (std::find(out.begin(), out.end(), item) == out.end()) out.push_back(item);
-      }
-      return Value(std::move(out));
-    }
-    if (name == "sort") {
-      const bool reverse = a.get(0, "reverse", Value(false)).truthy();
-      a.get(1, "case_sensitive");
-      const Value attribute_name = a.get(2, "attribute");
-      List items = iterate(value);
-      const auto key = [&](const Value& v) { return attribute_name.is_undefined() ? v : attribute_path(v, attribute_name.str()); };
-      std::stable_sort(items.begin(), items.end(), [&](const Value& x, const Value& y) {
-        return reverse ? compare(key(y), key(x)) < 0 : compare(key(x), key(y)) < 0;
-      });
-      return Value(std::move(items));
-    }
-    if (name == "int") {
-      if (value.type() == Value::Type::Float) return Value(static_cast<int64_t>(value.number()));
-      if (value.type() == Value::Type::Int || value.type() == Value::Type::Bool) return Value(as_integer(value, "int"));
-      try {
-        return Value(static_cast<int64_t>(std::stoll(strip(value.str(), Value(), true, true))));
-      } catch (const std::exception&) {
-        return a.get(0, "default", Value(int64_t{0}));
-      }
-    }
-    if (name == "float") {
-      if (value.is_number()) return Value(value.number());
-      try {
-        return Value(std::stod(value.str()));
-      } catch (const std::exception&) {
-        return a.get(0, "default", Value(0.0));
-      }
-    }
-    if (name == "abs") {
-      if (value.type() == Value::Type::Int) return Value(value.integer() < 0 ? -value.integer() : value.integer());
-      if (value.type() == Value::Type::Float) return Value(std::fabs(value.number()));
-      throw Error("abs needs a number");
-    }
-    if (name == "round") {
-      const int64_t precision = as_integer(a.get(0, "precision", Value(int64_t{0})), "round");
-      const std::string method_name = a.get(1, "method", Value("common")).str();
-      const double scale = std::pow(10.0, static_cast<double>(precision)), x = value.number() * scale;
-      const double rounded = method_name == "ceil" ? std::ceil(x) : method_name == "floor" ? std::floor(x) : std::round(x);
-      return Value(rounded / scale);
-    }
-    if (name == "sum" || name == "min" || name == "max") {
-      const List items = iterate(value);
-      if (name == "sum") {
-        Value total = a.get(1, "start", Value(int64_t{0}));
-        for (const Value& item : items) total = arithmetic("+", total, item);
-        return total;
-      }
-      if (items.empty()) return Value();
-      Value best = items[0];
-      for (const Value& item : items) {
-        if ((name == "min") == (compare(item, best) < 0) && !(item == best)) best = item;
-      }
-      return best;
-    }
-    if (name == "indent") {
-      const Value width = a.get(0, "width", Value(int64_t{4}));
-      const bool first = a.get(1, "first", Value(false)).truthy(), blank = a.get(2, "blank", Value(false)).truthy();
-      const std::string pad = width.is_string() ? width.string() : std::string(as_integer(width, "indent"), ' ');
-      std::vector<std::string> lines = split(value.str(), Value("\n"), -1);
-      std::string out;
-      for (size_t i = 0; i < lines.size(); ++i) {
-        const bool indent_line = (i > 0 || first) && (blank || !strip(lines[i], Value(), true, true).empty());
-        out += (i ? "\n" : "") + (indent_line ? pad : "") + lines[i];
-      }
-      return Value(std::move(out));
-    }
-    if (name == "select" || name == "reject") {
-      List out;
-      for (const Value& item : iterate(value)) {
-        if (apply_test_arguments(item, args, 0) == (name == "select")) out.push_back(item);
-      }
-      a.take_rest();
-      return Value(std::move(out));
-    }
-    if (name == "selectattr" || name == "rejectattr") {
-      const std::string path = as_string(a.get(0, "attribute"), name.c_str());
-      List out;
-      for (const Value& item : iterate(value)) {
-        if (apply_test_arguments(attribute_path(item, path), args, 1) == (name == "selectattr")) out.push_back(item);
-      }
-      a.take_rest();
-      return Value(std::move(out));
-    }
-    if (name == "map") {
-      const Value attribute_name = a.named("attribute");
-      List out;
-      if (!attribute_name.is_undefined()) {
-        const Value fallback = a.named("default");
-        for (const Value& item : iterate(value)) {
-          Value found = attribute_path(item, attribute_name.str());
-          out.push_back(found.is_undefined() ? fallback : found);
-        }
-        return Value(std::move(out));
-      }
-      if (args.positional.empty()) throw Error("map needs a filter name or attribute=");
-      const std::string filter_name = as_string(args.positional[0], "map");
-      for (const Value& item : iterate(value)) {
-        CallArgs rest;
-        rest.positional.assign(args.positional.begin() + 1, args.positional.end());
-        out.push_back(filter(filter_name, item, rest));
-      }
-      a.take_rest();
-      return Value(std::move(out));
-    }
-    throw Error("no filter named '" + name + "'");
   }
 
   const std::string& name_;

@@ -43,6 +43,11 @@ std::optional<ChatTemplate> chat_template(const Args& args, const Tokenizer& tok
   return ChatTemplate::choose(args.has("chat-template") ? args.get("chat-template") : "", tokenizer.chat_template());
 }
 
+// The records of --task choice, and the solved examples' (--fewshot-data).
+struct ChoiceData {
+  std::vector<ChoiceRecord> records, fewshot;
+};
+
 // One JSON line per question: its line in --data, label, predictions and
 // log-likelihoods, to compare with another harness question by question.
 void write_details(const std::string& path, const ChoiceResult& result) {
@@ -55,10 +60,93 @@ void write_details(const std::string& path, const ChoiceResult& result) {
   write_file_atomically(path, text);
 }
 
-}  // namespace
+// Tokens run through the model (rows of packed batches, contexts of
+// next-token scoring), for the throughput figure.
+struct Throughput {
+  int64_t rows = 0;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  double seconds() const { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); }
+};
 
-int run_eval(int argc, char** argv) {
-  Args args("eval",
+void check_task_options(const Args& args, const std::string& task) {
+  if (task != "perplexity" && task != "choice") fail("--task must be perplexity or choice, got '", task, "'");
+  if (task == "perplexity") {
+    for (const char* name : {"shots", "fewshot-data", "limit-per-subject", "add-bos", "details", "one-forward-per-choice"}) {
+      if (args.has(name)) fail("--", name, " applies to --task choice only");
+    }
+  } else if (args.has("chat-template")) {
+    fail("--chat-template applies to --task perplexity only");
+  }
+}
+
+json evaluate_perplexity_task(const Args& args, const std::vector<ScoredSequence>& sequences, const TokenScorer& scorer,
+                              int seq_len, size_t batch_tokens) {
+  const int window = seq_len ? seq_len : 1024;
+  const PerplexityResult result = evaluate_perplexity(sequences, scorer, window, batch_tokens, progress_printer("windows"));
+  if (!args.flag("json")) {
+    std::printf("loss %.6f nats/token, perplexity %.4f over %lld tokens (%lld sequences, %lld windows of <= %d)\n",
+                result.mean_loss, result.perplexity, static_cast<long long>(result.tokens),
+                static_cast<long long>(result.sequences), static_cast<long long>(result.windows), window);
+  }
+  return {{"loss", result.mean_loss}, {"perplexity", result.perplexity}, {"tokens", result.tokens},
+          {"sequences", result.sequences}, {"windows", result.windows}, {"seq_len", window}};
+}
+
+json score_json(const ChoiceScore& score) {
+  return json{{"count", score.count}, {"acc", score.acc()}, {"acc_norm", score.acc_norm()},
+              {"acc_stderr", score.acc_stderr()}, {"acc_norm_stderr", score.acc_norm_stderr()}};
+}
+
+void print_choice(const ChoiceResult& result, int shots) {
+  for (const auto& [subject, score] : result.subjects) {
+    std::printf("%-40s acc %.4f  acc_norm %.4f  (%lld)\n", subject.c_str(), score.acc(), score.acc_norm(),
+                static_cast<long long>(score.count));
+  }
+  if (!result.subjects.empty()) {
+    std::printf("macro average over %zu subjects: acc %.4f  acc_norm %.4f\n", result.subjects.size(),
+                result.macro_acc, result.macro_acc_norm);
+  }
+  std::printf("acc %.4f ± %.4f, acc_norm %.4f ± %.4f over %lld questions, %d-shot\n", result.overall.acc(),
+              result.overall.acc_stderr(), result.overall.acc_norm(), result.overall.acc_norm_stderr(),
+              static_cast<long long>(result.overall.count), shots);
+}
+
+ChoiceOptions choice_options(const Args& args, int limit, int seq_len, size_t batch_tokens, const ModelConfig& config) {
+  ChoiceOptions options;
+  options.shots = positive(args, "shots", 0);
+  options.seed = static_cast<uint64_t>(args.get_int64("seed"));
+  options.limit = limit;
+  options.limit_per_subject = args.has("limit-per-subject") ? positive(args, "limit-per-subject", 1) : 0;
+  options.add_bos = args.flag("add-bos");
+  options.max_length = seq_len ? seq_len : config.max_position_embeddings;
+  options.batch_tokens = batch_tokens;
+  return options;
+}
+
+// Multiple choice, the single-token choices of a question scored after one forward of its context.
+json evaluate_choice_task(const Args& args, const ChoiceData& data, const Tokenizer& tokenizer, LoadedModel& model,
+                          const TokenScorer& scorer, const ChoiceOptions& options, Throughput& throughput) {
+  GeneratorScorer generator(model.config, *model.weights);
+  const NextTokenScorer next_token = [&](const std::vector<int>& context, const std::vector<int>& candidates) {
+    throughput.rows += static_cast<int64_t>(context.size());
+    return generator(context, candidates);
+  };
+  const ChoiceResult result =
+      evaluate_choice(data.records, data.fewshot, tokenizer, scorer, options, progress_printer("questions"),
+                      args.flag("one-forward-per-choice") ? NextTokenScorer{} : next_token);
+  json out = score_json(result.overall);
+  out["shots"] = options.shots;
+  if (!result.subjects.empty()) {
+    json subjects = json::object();
+    for (const auto& [subject, score] : result.subjects) subjects[subject] = score_json(score);
+    out.update({{"subjects", subjects}, {"macro_acc", result.macro_acc}, {"macro_acc_norm", result.macro_acc_norm}});
+  }
+  if (args.has("details") && dist::world().is_root()) write_details(args.get("details"), result);
+  if (!args.flag("json")) print_choice(result, options.shots);
+  return out;
+}
+
+const char* const kEvalSummary =
             "Evaluates a model (an HF directory or a GGUF file).\n"
             "  --task perplexity: the mean next-token loss (nats/token) and its exp over --data:\n"
             "    plain text (.txt, or JSON/JSONL {\"text\"} records), where every token after the\n"
@@ -73,8 +161,10 @@ int run_eval(int argc, char** argv) {
             "    subject (MMLU) are also reported per subject with macro averages. A question whose\n"
             "    choices are each one token after the context (MMLU's A-D) runs one forward of the\n"
             "    context for all its choices.\n"
-            "Prints a summary, or with --json one JSON object.",
-            {{"model", "PATH", "HF model directory or GGUF file", ""},
+            "Prints a summary, or with --json one JSON object.";
+
+std::vector<OptionSpec> eval_options() {
+  return {{"model", "PATH", "HF model directory or GGUF file", ""},
              {"data", "FILE", "evaluation data (see above)", ""},
              {"task", "NAME", "perplexity or choice", ""},
              {"shots", "K", "choice: solved examples before each question", "0"},
@@ -91,29 +181,28 @@ int run_eval(int argc, char** argv) {
              {"one-forward-per-choice", "", "choice: no shared forward for single-token choices (for comparison)", ""},
              {"details", "FILE", "choice: write each question's log-likelihoods and predictions (JSONL)", ""},
              {"json", "", "print one JSON object", ""},
-             compute_option(), threads_option()});
+             compute_option(), threads_option()};
+}
+
+}  // namespace
+
+int run_eval(int argc, char** argv) {
+  Args args("eval", kEvalSummary, eval_options());
   if (!args.parse(argc, argv)) return 0;
   args.require({"model", "data", "task"});
   apply_threads(args);
   apply_compute(args);
   const std::string task = args.get("task");
-  if (task != "perplexity" && task != "choice") fail("--task must be perplexity or choice, got '", task, "'");
-  if (task == "perplexity") {
-    for (const char* name : {"shots", "fewshot-data", "limit-per-subject", "add-bos", "details", "one-forward-per-choice"}) {
-      if (args.has(name)) fail("--", name, " applies to --task choice only");
-    }
-  } else if (args.has("chat-template")) {
-    fail("--chat-template applies to --task perplexity only");
-  }
+  check_task_options(args, task);
   const int limit = args.has("limit") ? positive(args, "limit", 1) : 0;
   const size_t batch_tokens = static_cast<size_t>(positive(args, "batch-tokens", 2));
 
   // The data is read and checked before the model is loaded, so a bad file fails at once.
   const int seq_len = args.has("seq-len") ? positive(args, "seq-len", 2) : 0;
-  std::vector<ChoiceRecord> records, fewshot;
+  ChoiceData choices;
   if (task == "choice") {
-    records = read_choice_data(args.get("data"));
-    if (args.has("fewshot-data")) fewshot = read_choice_data(args.get("fewshot-data"));
+    choices.records = read_choice_data(args.get("data"));
+    if (args.has("fewshot-data")) choices.fewshot = read_choice_data(args.get("fewshot-data"));
   }
   const std::string path = args.get("model");
   const auto tokenizer = load_model_tokenizer(path);
@@ -128,75 +217,22 @@ int run_eval(int argc, char** argv) {
     fail("the tokenizer has ", tokenizer->vocab_size(), " tokens but the model only ", model.config.vocab_size);
   }
   Transformer transformer(model.config, *model.weights, nullptr);
-  // Rows run through the model, for the throughput figure.
-  int64_t rows = 0;
+  Throughput throughput;
   const TokenScorer scorer = [&](const Batch& batch) {
-    rows += batch.size();
+    throughput.rows += batch.size();
     return transformer.token_losses(batch);
   };
-  const auto start = std::chrono::steady_clock::now();
-  auto seconds = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
-
   json out = {{"task", task}};
-  if (task == "perplexity") {
-    const int window = seq_len ? seq_len : 1024;
-    const PerplexityResult result = evaluate_perplexity(sequences, scorer, window, batch_tokens, progress_printer("windows"));
-    out.update({{"loss", result.mean_loss}, {"perplexity", result.perplexity}, {"tokens", result.tokens},
-                {"sequences", result.sequences}, {"windows", result.windows}, {"seq_len", window}});
-    if (!args.flag("json")) {
-      std::printf("loss %.6f nats/token, perplexity %.4f over %lld tokens (%lld sequences, %lld windows of <= %d)\n",
-                  result.mean_loss, result.perplexity, static_cast<long long>(result.tokens),
-                  static_cast<long long>(result.sequences), static_cast<long long>(result.windows), window);
-    }
-  } else {
-    ChoiceOptions options;
-    options.shots = positive(args, "shots", 0);
-    options.seed = static_cast<uint64_t>(args.get_int64("seed"));
-    options.limit = limit;
-    options.limit_per_subject = args.has("limit-per-subject") ? positive(args, "limit-per-subject", 1) : 0;
-    options.add_bos = args.flag("add-bos");
-    options.max_length = seq_len ? seq_len : model.config.max_position_embeddings;
-    options.batch_tokens = batch_tokens;
-    GeneratorScorer generator(model.config, *model.weights);
-    const NextTokenScorer next_token = [&](const std::vector<int>& context, const std::vector<int>& candidates) {
-      rows += static_cast<int64_t>(context.size());
-      return generator(context, candidates);
-    };
-    const ChoiceResult result =
-        evaluate_choice(records, fewshot, *tokenizer, scorer, options, progress_printer("questions"),
-                        args.flag("one-forward-per-choice") ? NextTokenScorer{} : next_token);
-    auto score_json = [](const ChoiceScore& score) {
-      return json{{"count", score.count}, {"acc", score.acc()}, {"acc_norm", score.acc_norm()},
-                  {"acc_stderr", score.acc_stderr()}, {"acc_norm_stderr", score.acc_norm_stderr()}};
-    };
-    out.update(score_json(result.overall));
-    out["shots"] = options.shots;
-    if (!result.subjects.empty()) {
-      json subjects = json::object();
-      for (const auto& [subject, score] : result.subjects) subjects[subject] = score_json(score);
-      out.update({{"subjects", subjects}, {"macro_acc", result.macro_acc}, {"macro_acc_norm", result.macro_acc_norm}});
-    }
-    if (args.has("details") && dist::world().is_root()) write_details(args.get("details"), result);
-    if (!args.flag("json")) {
-      for (const auto& [subject, score] : result.subjects) {
-        std::printf("%-40s acc %.4f  acc_norm %.4f  (%lld)\n", subject.c_str(), score.acc(), score.acc_norm(),
-                    static_cast<long long>(score.count));
-      }
-      if (!result.subjects.empty()) {
-        std::printf("macro average over %zu subjects: acc %.4f  acc_norm %.4f\n", result.subjects.size(),
-                    result.macro_acc, result.macro_acc_norm);
-      }
-      std::printf("acc %.4f ± %.4f, acc_norm %.4f ± %.4f over %lld questions, %d-shot\n", result.overall.acc(),
-                  result.overall.acc_stderr(), result.overall.acc_norm(), result.overall.acc_norm_stderr(),
-                  static_cast<long long>(result.overall.count), options.shots);
-    }
-  }
-  const double elapsed = seconds();
-  out.update({{"seconds", elapsed}, {"tokens_per_second", rows / elapsed}});
+  out.update(task == "perplexity"
+                 ? evaluate_perplexity_task(args, sequences, scorer, seq_len, batch_tokens)
+                 : evaluate_choice_task(args, choices, *tokenizer, model, scorer,
+                                        choice_options(args, limit, seq_len, batch_tokens, model.config), throughput));
+  const double elapsed = throughput.seconds();
+  out.update({{"seconds", elapsed}, {"tokens_per_second", throughput.rows / elapsed}});
   if (args.flag("json")) {
     std::printf("%s\n", out.dump().c_str());
   } else {
-    std::printf("%.1f s, %.0f tokens/s\n", elapsed, rows / elapsed);
+    std::printf("%.1f s, %.0f tokens/s\n", elapsed, throughput.rows / elapsed);
   }
   return 0;
 }

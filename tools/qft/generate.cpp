@@ -1,5 +1,6 @@
 // qft generate: text from a model, streamed as it is produced.
 #include <cstdio>
+#include <optional>
 #include <random>
 
 #include "commands.h"
@@ -41,6 +42,30 @@ class TextStream {
   size_t printed_ = 0;
 };
 
+// The prompt's tokens: wrapped in the chat template with --chat (and the
+// token that ends the assistant's turn), else as they are with BOS.
+struct Prompt {
+  std::vector<int> tokens;
+  std::optional<int> end_of_turn;
+};
+
+Prompt encode_prompt(const Args& args, const Tokenizer& tokenizer) {
+  Prompt prompt;
+  if (args.flag("chat") || args.has("chat-template")) {
+    const ChatTemplate chat = ChatTemplate::choose(args.has("chat-template") ? args.get("chat-template") : "", tokenizer.chat_template());
+    const ChatTokens tokens = chat_tokens_of(tokenizer);
+    std::vector<ChatMessage> messages;
+    if (args.has("system")) messages.push_back({"system", args.get("system")});
+    messages.push_back({"user", args.get("prompt")});
+    prompt.tokens = tokenizer.encode(chat.render_text(messages, true, tokens), false);
+    if (const std::string marker = chat.end_of_turn(tokens); !marker.empty()) prompt.end_of_turn = tokenizer.token_to_id(marker);
+  } else {
+    prompt.tokens = tokenizer.encode(args.get("prompt"), true);
+  }
+  if (prompt.tokens.empty()) fail("the prompt encodes to no tokens");
+  return prompt;
+}
+
 }  // namespace
 
 int run_generate(int argc, char** argv) {
@@ -70,21 +95,7 @@ int run_generate(int argc, char** argv) {
 
   const std::string path = args.get("model");
   const auto tokenizer = load_model_tokenizer(path);
-  std::vector<int> prompt;
-  std::optional<int> end_of_turn;
-  if (args.flag("chat") || args.has("chat-template")) {
-    const ChatTemplate chat = ChatTemplate::choose(args.has("chat-template") ? args.get("chat-template") : "", tokenizer->chat_template());
-    const ChatTokens tokens = chat_tokens_of(*tokenizer);
-    std::vector<ChatMessage> messages;
-    if (args.has("system")) messages.push_back({"system", args.get("system")});
-    messages.push_back({"user", args.get("prompt")});
-    const std::string text = chat.render_text(messages, true, tokens);
-    prompt = tokenizer->encode(text, false);
-    if (const std::string marker = chat.end_of_turn(tokens); !marker.empty()) end_of_turn = tokenizer->token_to_id(marker);
-  } else {
-    prompt = tokenizer->encode(args.get("prompt"), true);
-  }
-  if (prompt.empty()) fail("the prompt encodes to no tokens");
+  const Prompt prompt = encode_prompt(args, *tokenizer);
 
   const ModelSource source = ModelSource::open(path);
   if (tokenizer->vocab_size() > source.config().vocab_size) {
@@ -92,13 +103,13 @@ int run_generate(int argc, char** argv) {
   }
   const auto weights = load_fp32_weights(source);
   Fp32ParameterStore store(source.config(), *weights, nullptr);
-  Generator generator(source.config(), store, static_cast<int>(prompt.size()) + max_new_tokens);
+  Generator generator(source.config(), store, static_cast<int>(prompt.tokens.size()) + max_new_tokens);
   std::mt19937_64 random(static_cast<uint64_t>(args.get_int64("seed")));
   TextStream stream(*tokenizer);
-  const float* logits = generator.append(prompt);
+  const float* logits = generator.append(prompt.tokens);
   for (int produced = 0; produced < max_new_tokens; ++produced) {
     const int token = sample_token(logits, source.config().vocab_size, sampling, random);
-    if (token == tokenizer->eos_id() || token == end_of_turn) break;
+    if (token == tokenizer->eos_id() || token == prompt.end_of_turn) break;
     stream.push(token, produced + 1 == max_new_tokens);
     if (produced + 1 < max_new_tokens) logits = generator.append({token});
   }
