@@ -61,12 +61,15 @@ void tile_scores(float* scores, const float* q_tile, const float* k, int rows, c
 }
 
 // Floats of a task's slot per row of its sequence (length L): the tile's
-// probabilities and their gradients (≤ kTile rows × L keys each) and its
-// products' staged operands — a (rows × max(D, keys) ≤ L·(D + kTile)
-// values) and b (keys × D ≤ L·D). A multiple of 16: slots stay 64-byte aligned.
+// probabilities and their gradients (rows ≤ min(kTile, L) by keys ≤ L each)
+// and the staged operands of one product at a time: at most rows·D + keys·D
+// (scores and their gradient) or rows·keys + keys·D values (the rest), so
+// L·(D + max(D, kTile)), and 32 more per row for b's 64-byte alignment. A
+// multiple of 16 floats, so slots stay 64-byte aligned.
 size_t slot_floats_per_row(int D) {
-  const size_t staging_bytes = gemm_staging_value_bytes() * (kTile + 2 * static_cast<size_t>(D));
-  return (2 * kTile + (staging_bytes + sizeof(float) - 1) / sizeof(float) + 15) / 16 * 16;
+  const size_t values = static_cast<size_t>(D) + std::max(D, kTile) + 32;
+  const size_t staging_floats = (gemm_staging_value_bytes() * values + sizeof(float) - 1) / sizeof(float);
+  return (2 * kTile + staging_floats + 15) / 16 * 16;
 }
 
 // One task's scratch. It lies after the slots of every earlier sequence
