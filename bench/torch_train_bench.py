@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
-"""Peer benchmark: full-parameter FP32 training of a SmolLM2-135M-shaped
+"""Peer benchmark: full-parameter training of a SmolLM2-135M-shaped
 LlamaForCausalLM with PyTorch + transformers on the CPU.
 
-Run with the venv from scripts/setup-python-env.sh:
-    build/pyenv/bin/python bench/torch_train_bench.py [--seq-len 512] [--steps 6]
-        [--warmup 2] [--threads 2] [--layers 30]
+Run with the newest PyTorch from PyPI (bench/peer-env.sh):
+    build/peer-env/bin/python bench/torch_train_bench.py --mode autocast --attention sdpa
+        [--seq-len 512] [--steps 6] [--warmup 2] [--threads 2] [--layers 30]
 
 Model: hidden 576, 30 layers, 9 heads, 3 kv heads, intermediate 1536, vocab
 49152, tied embeddings, rope_theta 1e5, rms_norm_eps 1e-5 (SmolLM2-135M's
-shape), random HF init, float32, eager attention (torch 1.13 has no SDPA).
-Each step: batch 1 of random token ids, forward with labels = input ids
-(HF's shifted mean cross entropy), backward, torch.optim.AdamW step
-(lr 1e-4, betas (0.9, 0.999), eps 1e-8, weight decay 0.1 on every parameter),
-zero_grad. --warmup steps are run first and not timed. --autocast runs the
-forward and the loss under torch.autocast("cpu", dtype=torch.bfloat16) — what
-HF Trainer's bf16=True does on a CPU: BF16 matmuls, FP32 master weights,
-gradients and AdamW.
+shape), random HF init; --attention sdpa (torch.nn.functional's
+scaled_dot_product_attention) or eager. Each step: batch 1 of random token
+ids, forward with labels = input ids (HF's shifted mean cross entropy),
+backward, torch.optim.AdamW step (lr 1e-4, betas (0.9, 0.999), eps 1e-8,
+weight decay 0.1 on every parameter), zero_grad. --warmup steps are run first
+and not timed. --mode:
+  fp32      everything in float32;
+  autocast  forward and loss under torch.autocast("cpu", dtype=torch.bfloat16)
+            — what HF Trainer's bf16=True does on a CPU: BF16 matmuls, FP32
+            master weights, gradients and AdamW;
+  bf16      the model and AdamW's state in bfloat16 (pure BF16 training).
 
 Prints one JSON line: median step seconds, median tokens/s, peak RSS (GiB,
 from resource.getrusage ru_maxrss, i.e. the whole process's high-water mark).
@@ -41,7 +44,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     ap.add_argument("--layers", type=int, default=30, help="number of decoder layers (30 = SmolLM2-135M)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--autocast", action="store_true", help="bf16 autocast for forward and loss")
+    ap.add_argument("--mode", choices=["fp32", "autocast", "bf16"], default="fp32")
+    ap.add_argument("--attention", choices=["eager", "sdpa"], default="eager")
     args = ap.parse_args()
     if args.steps < 1 or args.warmup < 0 or args.seq_len < 2 or args.layers < 1 or args.threads < 1:
         ap.error("need --steps >= 1, --warmup >= 0, --seq-len >= 2, --layers >= 1, --threads >= 1")
@@ -58,8 +62,9 @@ def main():
         attention_bias=False, mlp_bias=False,
         use_cache=False, bos_token_id=1, eos_token_id=2,
     )
-    cfg._attn_implementation = "eager"
-    model = LlamaForCausalLM(cfg).float()
+    cfg._attn_implementation = args.attention
+    model = LlamaForCausalLM(cfg)
+    model = model.to(torch.bfloat16) if args.mode == "bf16" else model.float()
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
 
@@ -70,7 +75,7 @@ def main():
     def step():
         ids = torch.randint(0, cfg.vocab_size, (batch, args.seq_len), generator=gen)
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.mode == "autocast"):
             loss = model(input_ids=ids, labels=ids, use_cache=False).loss
         loss.backward()
         opt.step()
@@ -89,7 +94,9 @@ def main():
     tokens = batch * args.seq_len
     peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 ** 2)  # KiB on Linux
     print(json.dumps({
-        "bench": "torch_train_autocast_bf16" if args.autocast else "torch_train",
+        "bench": "torch_train",
+        "mode": args.mode,
+        "attention": args.attention,
         "model": "llama-smollm2-135m-shape",
         "layers": args.layers,
         "params": n_params,

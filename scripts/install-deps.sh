@@ -12,6 +12,8 @@ PACKAGES=(
   # needs the OpenCL headers and ICD loader even though qft runs on the CPU.
   libdnnl-dev opencl-c-headers ocl-icd-opencl-dev
   nlohmann-json3-dev libyaml-cpp-dev libopenblas-openmp-dev
+  # SLEEF: vector exponentials for the CPU kernels.
+  libsleef-dev
   libgtest-dev libbenchmark-dev
   libpcre2-dev libicu-dev libsentencepiece-dev
   # Data-parallel training (src/dist) and its tests: mpirun and the MPI

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/vector_math.h"
 #include "kernels/kernels.h"
 
 namespace qft::kernels {
@@ -537,6 +538,61 @@ TEST(KernelsTest, CrossEntropySoftCapped) {
   Floats capped = logits;
   softcap_forward(capped.data(), capped.size(), cap);
   for (size_t i = 0; i < capped.size(); ++i) EXPECT_NEAR(capped[i], cap * std::tanh(x[i] / cap), 1e-6) << i;
+}
+
+}  // namespace
+}  // namespace qft::kernels
+
+// ---- the vector exponentials (kernels/cpu/vector_math.h) against float64 ----
+
+namespace qft::kernels {
+namespace {
+
+// SLEEF's u10 functions promise 1.0 ULP; float's ULP at x is ≤ 2⁻²³·|x|.
+constexpr double kOneUlp = 0x1.0p-23;
+
+TEST(VectorMath, ExponentialsAreWithinOneUlpOfFloat64) {
+  const Floats x = random_floats(1000, 91, 20.0f);  // 1000: full vectors and a tail
+  Floats e = x;
+  const float shift = 3.0f;
+  const float sum = vmath::exp_sum(e.data(), static_cast<int>(e.size()), shift);
+  double want_sum = 0.0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double want = std::exp(double(x[i] - shift));  // of the float argument the kernel sees
+    want_sum += want;
+    ASSERT_LE(std::abs(e[i] - want), kOneUlp * want * 1.01) << "exp at " << x[i];
+  }
+  EXPECT_NEAR(sum, want_sum, 1e-6 * want_sum);
+  EXPECT_NEAR(vmath::exp_sum_double(x.data(), static_cast<int>(x.size()), shift), want_sum, 1e-6 * want_sum);
+  Floats scaled = x;
+  vmath::exp_scale(scaled.data(), static_cast<int>(scaled.size()), shift, 0.25f);
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(scaled[i], e[i] * 0.25f) << i;
+}
+
+TEST(VectorMath, GatesAndCapsFollowFloat64) {
+  const Floats g = random_floats(517, 92, 8.0f), u = random_floats(517, 93);
+  Floats silu(g.size()), gelu(g.size()), capped = g;
+  vmath::silu_mul(silu.data(), g.data(), u.data(), g.size());
+  vmath::gelu_mul(gelu.data(), g.data(), u.data(), g.size());
+  vmath::softcap(capped.data(), capped.size(), 5.0f);
+  for (size_t i = 0; i < g.size(); ++i) {
+    const double x = g[i];
+    const double want_silu = x / (1.0 + std::exp(-x)) * u[i];
+    const double want_gelu = 0.5 * x * (1.0 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))) * u[i];
+    ASSERT_NEAR(silu[i], want_silu, 4 * kOneUlp * std::abs(x * u[i]) + 1e-30) << x;
+    ASSERT_NEAR(gelu[i], want_gelu, 8 * kOneUlp * std::abs(x * u[i]) + 1e-30) << x;
+    ASSERT_NEAR(capped[i], 5.0 * std::tanh(x / 5.0), 4 * kOneUlp * 5.0) << x;
+  }
+}
+
+TEST(VectorMath, SinesAndCosinesOfRopeAnglesAreWithinOneDoubleUlp) {
+  std::vector<double> angle(301), c(301), s(301);
+  for (size_t i = 0; i < angle.size(); ++i) angle[i] = 1.7 * i;  // positions × a frequency, up to 510 rad
+  vmath::sincos(c.data(), s.data(), angle.data(), angle.size());
+  for (size_t i = 0; i < angle.size(); ++i) {
+    ASSERT_NEAR(c[i], std::cos(angle[i]), 0x1.0p-52) << angle[i];
+    ASSERT_NEAR(s[i], std::sin(angle[i]), 0x1.0p-52) << angle[i];
+  }
 }
 
 }  // namespace

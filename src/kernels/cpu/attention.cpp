@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/vector_math.h"
 #include "kernels/kernels.h"
 
 namespace qft::kernels {
@@ -92,11 +93,7 @@ TaskSlot task_slot(float* slots, const SequenceSpan& sequence, int head, const A
 // visible keys first … last (zero elsewhere); returns the row's log-sum-exp.
 float softmax_row(float* row, int first, int last, int width) {
   const float max = *std::max_element(row + first, row + last + 1);
-  float sum = 0.0f;
-  for (int j = first; j <= last; ++j) {
-    row[j] = std::exp(row[j] - max);
-    sum += row[j];
-  }
+  const float sum = vmath::exp_sum(row + first, last - first + 1, max);
   const float inverse = 1.0f / sum;
   for (int j = first; j <= last; ++j) row[j] *= inverse;
   std::fill(row, row + first, 0.0f);
@@ -128,12 +125,17 @@ void score_gradient_row(float* p, float* ds, const float* dout_row, const float*
                         int last, int width, const AttentionShape& shape) {
   float delta = 0.0f;  // Σⱼ pⱼ·dpⱼ = dout·out
   for (int d = 0; d < shape.D; ++d) delta += dout_row[d] * out_row[d];
-  for (int j = first; j <= last; ++j) {
-    // Through the cap: d(c·tanh(z/c))/dz = 1 − (score/c)².
-    const float tanh = shape.softcap > 0 ? p[j] / shape.softcap : 0.0f;
-    p[j] = std::exp(p[j] - row_lse);
-    ds[j] = p[j] * (ds[j] - delta) * (1.0f - tanh * tanh);
+  if (shape.softcap > 0) {
+    for (int j = first; j <= last; ++j) {
+      // Through the cap: d(c·tanh(z/c))/dz = 1 − (score/c)².
+      const float tanh = p[j] / shape.softcap;
+      ds[j] = (ds[j] - delta) * (1.0f - tanh * tanh);
+    }
+  } else {
+    for (int j = first; j <= last; ++j) ds[j] -= delta;
   }
+  vmath::exp_scale(p + first, last - first + 1, row_lse, 1.0f);
+  for (int j = first; j <= last; ++j) ds[j] *= p[j];
   std::fill(p, p + first, 0.0f);
   std::fill(ds, ds + first, 0.0f);
   std::fill(p + last + 1, p + width, 0.0f);

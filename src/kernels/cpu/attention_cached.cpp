@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu/vector_math.h"
 #include "kernels/kernels.h"
 
 namespace qft::kernels {
@@ -32,11 +33,7 @@ void attention_cached(float* out, float* workspace, const float* q, const float*
       if (softcap > 0) s[j] = softcap * std::tanh(s[j] / softcap);
       max = std::max(max, s[j]);
     }
-    float sum = 0.0f;
-    for (int j = first; j < keys; ++j) {
-      s[j] = std::exp(s[j] - max);
-      sum += s[j];
-    }
+    const float sum = vmath::exp_sum(s + first, keys - first, max);
     float* o = out + i * q_stride + static_cast<size_t>(head) * D;
     std::fill(o, o + D, 0.0f);
     for (int j = first; j < keys; ++j) {

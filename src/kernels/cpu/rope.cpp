@@ -1,5 +1,7 @@
 #include <cmath>
+#include <vector>
 
+#include "kernels/cpu/vector_math.h"
 #include "kernels/kernels.h"
 
 namespace qft::kernels {
@@ -30,13 +32,16 @@ void rotate(float* x, const int* positions, const float* cos, const float* sin, 
 void rope_tables(float* cos, float* sin, int max_positions, int D, const float* inverse_frequencies,
                  float attention_factor) {
   const int half = D / 2;
+#pragma omp parallel for schedule(static)
   for (int i = 0; i < half; ++i) {
     // HF computes the inverse frequency in float32; the angle and its
     // cosine are taken in double so the table is as exact as float allows.
+    std::vector<double> angles(max_positions), c(max_positions), s(max_positions);
+    for (int p = 0; p < max_positions; ++p) angles[p] = static_cast<double>(p) * inverse_frequencies[i];
+    vmath::sincos(c.data(), s.data(), angles.data(), static_cast<size_t>(max_positions));
     for (int p = 0; p < max_positions; ++p) {
-      const double angle = static_cast<double>(p) * inverse_frequencies[i];
-      cos[static_cast<size_t>(p) * half + i] = static_cast<float>(std::cos(angle) * attention_factor);
-      sin[static_cast<size_t>(p) * half + i] = static_cast<float>(std::sin(angle) * attention_factor);
+      cos[static_cast<size_t>(p) * half + i] = static_cast<float>(c[p] * attention_factor);
+      sin[static_cast<size_t>(p) * half + i] = static_cast<float>(s[p] * attention_factor);
     }
   }
 }

@@ -1,53 +1,43 @@
-#include <cmath>
+// The gated activations: element-wise, in chunks a thread each, through
+// the vector exponentials of vector_math.h.
+#include <algorithm>
 
+#include "kernels/cpu/vector_math.h"
 #include "kernels/kernels.h"
 
 namespace qft::kernels {
+namespace {
+
+constexpr size_t kChunk = 1 << 14;
+
+template <class Chunk>
+void in_chunks(size_t n, Chunk&& chunk) {
+#pragma omp parallel for schedule(static)
+  for (size_t begin = 0; begin < n; begin += kChunk) chunk(begin, std::min(kChunk, n - begin));
+}
+
+}  // namespace
 
 void swiglu_forward(float* out, const float* gate, const float* up, size_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (size_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    out[i] = g / (1.0f + std::exp(-g)) * up[i];
-  }
+  in_chunks(n, [&](size_t b, size_t count) { vmath::silu_mul(out + b, gate + b, up + b, count); });
 }
 
 void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up,
                      size_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (size_t i = 0; i < n; ++i) {
-    const float g = gate[i], u = up[i], d = dout[i];  // read before writing: in place is allowed
-    const float sigmoid = 1.0f / (1.0f + std::exp(-g));
-    dup[i] = d * g * sigmoid;
-    dgate[i] = d * u * sigmoid * (1.0f + g * (1.0f - sigmoid));
-  }
+  in_chunks(n, [&](size_t b, size_t count) {
+    vmath::silu_mul_backward(dgate + b, dup + b, dout + b, gate + b, up + b, count);
+  });
 }
 
-namespace {
-
-constexpr float kSqrt2OverPi = 0.7978845608028654f, kGeluCubic = 0.044715f;
-
-}  // namespace
-
 void geglu_forward(float* out, const float* gate, const float* up, size_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (size_t i = 0; i < n; ++i) {
-    const float g = gate[i];
-    out[i] = 0.5f * g * (1.0f + std::tanh(kSqrt2OverPi * (g + kGeluCubic * g * g * g))) * up[i];
-  }
+  in_chunks(n, [&](size_t b, size_t count) { vmath::gelu_mul(out + b, gate + b, up + b, count); });
 }
 
 void geglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up,
                     size_t n) {
-#pragma omp parallel for simd schedule(static)
-  for (size_t i = 0; i < n; ++i) {
-    const float g = gate[i], u = up[i], d = dout[i];  // read before writing: in place is allowed
-    const float t = std::tanh(kSqrt2OverPi * (g + kGeluCubic * g * g * g));
-    const float gelu = 0.5f * g * (1.0f + t);
-    const float dgelu = 0.5f * (1.0f + t) + 0.5f * g * (1.0f - t * t) * kSqrt2OverPi * (1.0f + 3.0f * kGeluCubic * g * g);
-    dup[i] = d * gelu;
-    dgate[i] = d * u * dgelu;
-  }
+  in_chunks(n, [&](size_t b, size_t count) {
+    vmath::gelu_mul_backward(dgate + b, dup + b, dout + b, gate + b, up + b, count);
+  });
 }
 
 }  // namespace qft::kernels
