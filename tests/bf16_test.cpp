@@ -149,10 +149,10 @@ TEST(Bf16Kernels, ABf16WeightGivesTheProductOfItsFp32Original) {
   }
   for (const Compute mode : {Compute::BF16, Compute::FP32}) {
     set_compute(mode);
-    const WeightMatrix fp32 = mode == Compute::BF16 ? weight.data() : widened.data();
+    const Operand fp32 = mode == Compute::BF16 ? weight.data() : widened.data();
     std::vector<float> got(N * OC), want(N * OC), got_dinp(N * IC, 0.5f), want_dinp(N * IC, 0.5f);
     linear_forward(want.data(), inp.data(), fp32.from_row(first, IC), nullptr, N, IC, rows);
-    linear_forward(got.data(), inp.data(), WeightMatrix(weight16.data()).from_row(first, IC), nullptr, N, IC, rows);
+    linear_forward(got.data(), inp.data(), Operand(weight16.data()).from_row(first, IC), nullptr, N, IC, rows);
     linear_backward(want_dinp.data(), nullptr, nullptr, dout.data(), inp.data(), fp32, N, IC, OC);
     linear_backward(got_dinp.data(), nullptr, nullptr, dout.data(), inp.data(), weight16.data(), N, IC, OC);
     set_compute(Compute::FP32);

@@ -43,29 +43,36 @@ void copy(void* dst, const void* src, size_t bytes);
 // first (1) = the index of the first NaN or Inf of x (n), or −1 when every value is finite.
 void find_nonfinite(int64_t* first, const float* x, size_t n);
 
-// ---- a weight matrix (rows, cols) that products multiply by: FP32, or in
-// BF16 compute already BF16 — a store that materialises each weight for its
-// use rounds it there once, so no product rounds or stages it again.
-struct WeightMatrix {
+// ---- a matrix a product reads: FP32, or in BF16 compute already BF16 —
+// rounded once where it was made (a weight by the store that materialised
+// it, an activation by the kernel that produced it), so no product rounds or
+// stages it again. The values are those BF16 compute would round the FP32
+// ones to, so a product gives the same result either way.
+struct Operand {
   const float* fp32 = nullptr;
   const uint16_t* bf16 = nullptr;
-  WeightMatrix(const float* values) : fp32(values) {}
-  WeightMatrix(const uint16_t* values) : bf16(values) {}
+  Operand(const float* values) : fp32(values) {}
+  Operand(const uint16_t* values) : bf16(values) {}
+  // The values from element `offset` on.
+  Operand at(size_t offset) const { return bf16 ? Operand(bf16 + offset) : Operand(fp32 + offset); }
   // The rows from `first` on (a block of a fused projection).
-  WeightMatrix from_row(size_t first, int cols) const;
+  Operand from_row(size_t first, int cols) const { return at(first * static_cast<size_t>(cols)); }
 };
 
+// ---- rounding to BF16 (nearest even): out (n) = in (n), for an activation
+// whose producer cannot round it itself.
+void round_to_bf16(uint16_t* out, const float* in, size_t n);
+
 // ---- linear: out (N, OC) = inp (N, IC) · weight (OC, IC)ᵀ + bias (OC)
-void linear_forward(float* out, const float* inp, WeightMatrix weight, const float* bias,
-                    int N, int IC, int OC);
+void linear_forward(float* out, Operand inp, Operand weight, const float* bias, int N, int IC, int OC);
 // dinp (N, IC) += dout · weight; dweight (OC, IC) += doutᵀ · inp; dbias (OC) += Σₙ dout.
 // dinp may be nullptr (no input gradient wanted); dweight and dbias may be nullptr (a frozen
 // weight, no bias).
-void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     WeightMatrix weight, int N, int IC, int OC);
-// Forward and backward; `bf16_weight`: the weight arrives in BF16, so only
-// the other operands are staged.
-GemmOperands linear_gemm_operands(int N, int IC, int OC, bool bf16_weight);
+void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, Operand inp,
+                     Operand weight, int N, int IC, int OC);
+// Forward and backward; `bf16_input`, `bf16_weight`: those arrive in BF16,
+// so only the other operands are staged.
+GemmOperands linear_gemm_operands(int N, int IC, int OC, bool bf16_input, bool bf16_weight);
 
 // ---- residual: out (n) = a + b. Its backward passes the gradient through.
 void residual_forward(float* out, const float* a, const float* b, size_t n);
@@ -81,6 +88,9 @@ void embedding_backward(float* dtable, const float* dout, const int* tokens, int
 // ---- RMSNorm: out (N, C) = inp · rstd · (offset + weight (C)), rstd (N) = 1/√(mean(inp²) + eps);
 // offset 1 is Gemma's norm, whose stored weight is the deviation from one.
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
+                     float eps, float offset = 0.0f);
+// The same with out (N, C) rounded to BF16 as it is written.
+void rmsnorm_forward(uint16_t* out, float* rstd, const float* inp, const float* weight, int N, int C,
                      float eps, float offset = 0.0f);
 // dweight may be nullptr (a frozen norm).
 void rmsnorm_backward(float* dinp, float* dweight, const float* dout, const float* inp,
@@ -125,13 +135,17 @@ void rope_forward(float* x, const int* positions, const float* cos, const float*
                   int D);
 void rope_backward(float* dx, const int* positions, const float* cos, const float* sin, int N,
                    int H, int D);
+// out (N, H, D) = x rotated and rounded to BF16; x is not changed.
+void rope_forward(uint16_t* out, const float* x, const int* positions, const float* cos, const float* sin, int N,
+                  int H, int D);
 // Fills the (max_positions, D/2) tables: cos and sin of position × inverse
 // frequency (D/2), times attention_factor (YaRN's; 1 otherwise).
 void rope_tables(float* cos, float* sin, int max_positions, int D, const float* inverse_frequencies,
                  float attention_factor);
 
-// ---- SwiGLU: out (n) = silu(gate) · up
+// ---- SwiGLU: out (n) = silu(gate) · up, in FP32 or rounded to BF16
 void swiglu_forward(float* out, const float* gate, const float* up, size_t n);
+void swiglu_forward(uint16_t* out, const float* gate, const float* up, size_t n);
 // dgate, dup (n) are written (not accumulated); they may alias gate and up.
 void swiglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up,
                      size_t n);
@@ -139,6 +153,7 @@ void swiglu_backward(float* dgate, float* dup, const float* dout, const float* g
 // ---- GeGLU (Gemma): out (n) = gelu_tanh(gate) · up, with PyTorch's tanh
 // approximation gelu_tanh(x) = x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³))).
 void geglu_forward(float* out, const float* gate, const float* up, size_t n);
+void geglu_forward(uint16_t* out, const float* gate, const float* up, size_t n);
 // As swiglu_backward: written, may alias gate and up.
 void geglu_backward(float* dgate, float* dup, const float* dout, const float* gate, const float* up,
                     size_t n);
@@ -177,11 +192,12 @@ struct AttentionShape {
 size_t attention_workspace_floats(const AttentionShape& shape);
 // out (N, H·D); lse (H, N): log-sum-exp of each query row's scaled scores,
 // kept so backward can rebuild the probabilities without storing them.
-void attention_forward(float* out, float* lse, float* workspace, const float* q, const float* k,
-                       const float* v, const BatchLayout& batch, const AttentionShape& shape);
+// q, k and v only enter products, so they may come in BF16 already.
+void attention_forward(float* out, float* lse, float* workspace, Operand q, Operand k, Operand v,
+                       const BatchLayout& batch, const AttentionShape& shape);
 // dq (N, H·D), dk, dv (N, KV·D) are written (not accumulated).
 void attention_backward(float* dq, float* dk, float* dv, float* workspace, const float* dout,
-                        const float* out, const float* q, const float* k, const float* v,
+                        const float* out, Operand q, Operand k, Operand v,
                         const float* lse, const BatchLayout& batch, const AttentionShape& shape);
 
 // ---- attention of N new queries over a key/value cache, for generation.

@@ -37,14 +37,14 @@ class ParameterStore {
   virtual const LayerParams& layer_weights(int layer) = 0;
   // One linear weight (out, in), valid until the next weight is asked for:
   // FP32, or BF16 where the store rounds the weights it materialises.
-  virtual kernels::WeightMatrix linear_weight(int layer, Linear which) = 0;
+  virtual kernels::Operand linear_weight(int layer, Linear which) = 0;
   // out (N, C): the embedding rows of tokens (N).
   virtual void embed(float* out, const int* tokens, int N) = 0;
   // The final norm weight; `embed` and `lm_head` may be null (then the LM
   // head comes from lm_head_weight()).
   virtual const HeadParams& head_weights() = 0;
   // The LM head (V, C), as linear_weight.
-  virtual kernels::WeightMatrix lm_head_weight() { return head_weights().lm_head; }
+  virtual kernels::Operand lm_head_weight() { return head_weights().lm_head; }
 
   // Gradient buffers backward adds into (+=).
   virtual const LayerParams& layer_grads(int layer) = 0;  // norms and biases
@@ -67,7 +67,7 @@ class Fp32ParameterStore final : public ParameterStore {
   Fp32ParameterStore(const ModelConfig& config, ParamSet& weights, ParamSet* grads);
 
   const LayerParams& layer_weights(int layer) override { return weights_.layers[layer]; }
-  kernels::WeightMatrix linear_weight(int layer, Linear which) override {
+  kernels::Operand linear_weight(int layer, Linear which) override {
     return linear_of(weights_.layers[layer], which).weight;
   }
   void embed(float* out, const int* tokens, int N) override;

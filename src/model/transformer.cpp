@@ -19,14 +19,27 @@ int logits_chunk_rows(const ModelConfig& config, int N) {
   return std::clamp(rows, 1, std::max(N, 1));
 }
 
-}  // namespace
-
-void gate_forward(Activation activation, float* out, const float* gate, const float* up, size_t n) {
+// The MLP's gated activation (SwiGLU or GeGLU), forward (out (n) in FP32 or
+// BF16) and backward; the kernels' contracts (kernels.h).
+template <class T>
+void gate_forward(Activation activation, T* out, const float* gate, const float* up, size_t n) {
   if (activation == Activation::Silu) return kernels::swiglu_forward(out, gate, up, n);
   kernels::geglu_forward(out, gate, up, n);
 }
 
-void linear_forward_blocks(std::initializer_list<RowBlock> outputs, const float* inp, kernels::WeightMatrix weight,
+void gate_backward(Activation activation, float* dgate, float* dup, const float* dout, const float* gate,
+                   const float* up, size_t n) {
+  if (activation == Activation::Silu) return kernels::swiglu_backward(dgate, dup, dout, gate, up, n);
+  kernels::geglu_backward(dgate, dup, dout, gate, up, n);
+}
+
+}  // namespace
+
+bool bf16_activations(const TransformerOptions& options) {
+  return kernels::compute() == kernels::Compute::BF16 && options.adapter_rank == 0;
+}
+
+void linear_forward_blocks(std::initializer_list<RowBlock> outputs, kernels::Operand inp, kernels::Operand weight,
                            const float* bias, int N, int IC) {
   size_t first = 0;
   for (const RowBlock& block : outputs) {
@@ -49,12 +62,6 @@ std::vector<int> linear_row_blocks(const ModelConfig& c, Linear which) {
     case Linear::GateUp: return {c.intermediate_size, c.intermediate_size};
   }
   return {};
-}
-
-void gate_backward(Activation activation, float* dgate, float* dup, const float* dout, const float* gate,
-                   const float* up, size_t n) {
-  if (activation == Activation::Silu) return kernels::swiglu_backward(dgate, dup, dout, gate, up, n);
-  kernels::geglu_backward(dgate, dup, dout, gate, up, n);
 }
 
 // Gradient scratch of one layer, the forward temporary and the logits chunk.
@@ -100,22 +107,28 @@ Transformer::AdapterScratch Transformer::carve_adapter_scratch(Carver& carver, c
   return s;
 }
 
-Transformer::LayerActivations Transformer::carve_layer(Carver& carver, const ModelConfig& c, int N) {
+Transformer::LayerActivations Transformer::carve_layer(Carver& carver, const ModelConfig& c, int N, bool bf16) {
   const size_t n = static_cast<size_t>(N);
+  const auto input = [&](size_t count) {
+    ProductInput values;
+    if (bf16) values.bf16 = reinterpret_cast<uint16_t*>(carver.take((count + 1) / 2));
+    else values.fp32 = carver.take(count);
+    return values;
+  };
   LayerActivations a;
-  a.ln1 = carver.take(n * c.hidden_size);
+  a.ln1 = input(n * c.hidden_size);
   a.rstd1 = carver.take(n);
-  a.q = carver.take(n * c.q_dim());
-  a.k = carver.take(n * c.kv_dim());
-  a.v = carver.take(n * c.kv_dim());
+  a.q = input(n * c.q_dim());
+  a.k = input(n * c.kv_dim());
+  a.v = input(n * c.kv_dim());
   a.attn = carver.take(n * c.q_dim());
   a.lse = carver.take(n * c.num_heads);
   a.mid = carver.take(n * c.hidden_size);
-  a.ln2 = carver.take(n * c.hidden_size);
+  a.ln2 = input(n * c.hidden_size);
   a.rstd2 = carver.take(n);
   a.gate = carver.take(n * c.intermediate_size);
   a.up = carver.take(n * c.intermediate_size);
-  a.hidden = carver.take(n * c.intermediate_size);
+  a.hidden = input(n * c.intermediate_size);
   if (c.sandwich_norms()) {
     a.attn_proj = carver.take(n * c.hidden_size);
     a.attn_proj_rstd = carver.take(n);
@@ -153,8 +166,9 @@ TransformerMemory Transformer::memory(const ModelConfig& c, int N, int max_lengt
   memory.residual_floats = (c.num_layers + 1) * n * c.hidden_size;
   memory.final_norm_floats = n * c.hidden_size;
   memory.final_rstd_floats = n;
+  const bool bf16 = bf16_activations(options);
   Carver layer(nullptr);
-  carve_layer(layer, c, N);
+  carve_layer(layer, c, N, bf16);
   memory.layer_floats = layer.used();
   memory.stored_layers = training && !options.checkpointing ? c.num_layers : 1;
   Carver scratch(nullptr);
@@ -167,11 +181,13 @@ TransformerMemory Transformer::memory(const ModelConfig& c, int N, int max_lengt
   memory.loss_doubles = n + 1;
   // Every linear layer's products and the LM head's (attention stages its own in its workspace).
   kernels::GemmOperands products =
-      kernels::linear_gemm_operands(logits_chunk_rows(c, N), c.hidden_size, c.vocab_size, options.bf16_weights);
+      kernels::linear_gemm_operands(logits_chunk_rows(c, N), c.hidden_size, c.vocab_size, false, options.bf16_weights);
   for (const Linear which : linears_of(c)) {
     const int inputs = which == Linear::O ? c.q_dim() : which == Linear::Down ? c.intermediate_size : c.hidden_size;
+    const bool bf16_input = bf16 && which != Linear::O;  // attention's output stays FP32 for its backward
     for (const int rows : linear_row_blocks(c, which)) {
-      products = kernels::largest(products, kernels::linear_gemm_operands(N, inputs, rows, options.bf16_weights));
+      products =
+          kernels::largest(products, kernels::linear_gemm_operands(N, inputs, rows, bf16_input, options.bf16_weights));
     }
   }
   memory.compute_staging_bytes = kernels::compute_staging_bytes(products);
@@ -210,6 +226,7 @@ void Transformer::prepare(const Batch& batch, bool training) {
   rows_ = N;
   residual_slots_ = c.num_layers + 1;
   training_ = training;
+  bf16_activations_ = bf16_activations(options_);
   const TransformerMemory sizes = memory(c, N, batch.max_length, training, options_);
   ensure_rope_tables(batch.max_length);
   rope_rows_.assign(batch.positions.begin(), batch.positions.end());
@@ -227,7 +244,7 @@ void Transformer::prepare(const Batch& batch, bool training) {
   layers_.clear();
   for (size_t layer = 0; layer < sizes.stored_layers; ++layer) {
     Carver carver(layer_storage_.data() + layer * sizes.layer_floats);
-    layers_.push_back(carve_layer(carver, c, N));
+    layers_.push_back(carve_layer(carver, c, N, bf16_activations_));
   }
   ensure_capacity(scratch_buffer_, MemCategory::Workspace, sizes.scratch_floats);
   Carver scratch_carver(scratch_buffer_.data());
@@ -247,6 +264,7 @@ void Transformer::prepare_cached(int N, const KvCache& cache, bool long_rope) {
   rows_ = N;
   residual_slots_ = 2;
   training_ = false;
+  bf16_activations_ = false;
   ensure_rope_tables(cache.capacity);
   rope_rows_.resize(N);
   for (int i = 0; i < N; ++i) rope_rows_[i] = cache.length + i + (long_rope ? rope_positions_ : 0);
@@ -255,10 +273,10 @@ void Transformer::prepare_cached(int N, const KvCache& cache, bool long_rope) {
   ensure_capacity(final_norm_out_, MemCategory::Activations, c.hidden_size);
   ensure_capacity(final_rstd_, MemCategory::Activations, 1);
   Carver layer_size(nullptr);
-  carve_layer(layer_size, c, N);
+  carve_layer(layer_size, c, N, false);
   ensure_capacity(layer_storage_, MemCategory::Activations, layer_size.used());
   Carver layer_carver(layer_storage_.data());
-  layers_.assign(1, carve_layer(layer_carver, c, N));
+  layers_.assign(1, carve_layer(layer_carver, c, N, false));
   Carver scratch_size(nullptr);
   carve_scratch(scratch_size, c, N, false, 1);
   ensure_capacity(scratch_buffer_, MemCategory::Workspace, scratch_size.used());
@@ -282,48 +300,48 @@ kernels::AttentionShape Transformer::attention_shape(const ModelConfig& c, int N
           max_length,  c.attention_scale(),   c.attn_logit_softcapping, c.attention_window(layer)};
 }
 
-void Transformer::linear_forward(int layer, Linear which, float* out, const float* inp, int IC, int OC) {
+void Transformer::linear_forward(int layer, Linear which, float* out, const ProductInput& inp, int IC, int OC) {
   const int N = rows_;
-  kernels::linear_forward(out, inp, store_.linear_weight(layer, which), linear_of(store_.layer_weights(layer), which).bias,
-                          N, IC, OC);
+  kernels::linear_forward(out, inp.operand(), store_.linear_weight(layer, which),
+                          linear_of(store_.layer_weights(layer), which).bias, N, IC, OC);
   const LoraAdapter* adapter = store_.adapter(layer, which);
   if (!adapter) return;
   const AdapterScratch& s = adapter_scratch_;
   if (adapter->rank != options_.adapter_rank) fail("the adapters' rank differs from the transformer's");
   const kernels::DropoutMask dropout = training_ ? adapter->dropout : kernels::DropoutMask{};
-  kernels::lora_forward(out, s.low, s.dropped, inp, adapter->a, adapter->b, dropout, N, IC, OC, adapter->rank,
+  kernels::lora_forward(out, s.low, s.dropped, inp.fp32, adapter->a, adapter->b, dropout, N, IC, OC, adapter->rank,
                         adapter->scale);
 }
 
-void Transformer::linear_backward(int layer, Linear which, float* dinp, const float* dout, const float* inp, int IC,
-                                  int OC) {
+void Transformer::linear_backward(int layer, Linear which, float* dinp, const float* dout, const ProductInput& inp,
+                                  int IC, int OC) {
   const int N = rows_;
-  const kernels::WeightMatrix weight = store_.linear_weight(layer, which);
+  const kernels::Operand weight = store_.linear_weight(layer, which);
   kernels::linear_backward(dinp, store_.linear_grad(layer, which), linear_of(store_.layer_grads(layer), which).bias,
-                           dout, inp, weight, N, IC, OC);
+                           dout, inp.operand(), weight, N, IC, OC);
   if (const LoraAdapter* adapter = store_.adapter(layer, which)) {
     const AdapterScratch& s = adapter_scratch_;
-    kernels::lora_backward(dinp, adapter->grad_a, adapter->grad_b, s.low, s.dlow, s.dropped, dout, inp, adapter->a,
+    kernels::lora_backward(dinp, adapter->grad_a, adapter->grad_b, s.low, s.dlow, s.dropped, dout, inp.fp32, adapter->a,
                            adapter->b, adapter->dropout, N, IC, OC, adapter->rank, adapter->scale);
   }
   store_.linear_grad_done(layer, which);
 }
 
-void Transformer::fused_forward(int layer, Linear which, std::initializer_list<RowBlock> outputs, const float* inp,
-                                int IC) {
-  linear_forward_blocks(outputs, inp, store_.linear_weight(layer, which), linear_of(store_.layer_weights(layer), which).bias,
-                        rows_, IC);
+void Transformer::fused_forward(int layer, Linear which, std::initializer_list<RowBlock> outputs,
+                                const ProductInput& inp, int IC) {
+  linear_forward_blocks(outputs, inp.operand(), store_.linear_weight(layer, which),
+                        linear_of(store_.layer_weights(layer), which).bias, rows_, IC);
 }
 
 void Transformer::fused_backward(int layer, Linear which, float* dinp, std::initializer_list<RowBlock> douts,
-                                 const float* inp, int IC) {
-  const kernels::WeightMatrix weight = store_.linear_weight(layer, which);
+                                 const ProductInput& inp, int IC) {
+  const kernels::Operand weight = store_.linear_weight(layer, which);
   float* dweight = store_.linear_grad(layer, which);
   float* dbias = linear_of(store_.layer_grads(layer), which).bias;
   size_t first = 0;
   for (const RowBlock& block : douts) {
     kernels::linear_backward(dinp, dweight ? dweight + first * IC : nullptr, dbias ? dbias + first : nullptr,
-                             block.values, inp, weight.from_row(first, IC), rows_, IC, block.rows);
+                             block.values, inp.operand(), weight.from_row(first, IC), rows_, IC, block.rows);
     first += block.rows;
   }
   store_.linear_grad_done(layer, which);
@@ -334,38 +352,43 @@ void Transformer::layer_forward(int layer, LayerActivations& a, const float* x_i
   const LayerParams& w = store_.layer_weights(layer);
   const int N = rows_, C = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
   float* tmp = scratch_->tmp;  // (N, C)
-  const auto linear = [&](Linear which, float* out, const float* inp, int in, int out_features) {
+  const auto linear = [&](Linear which, float* out, const ProductInput& inp, int in, int out_features) {
     linear_forward(layer, which, out, inp, in, out_features);
   };
 
   const float offset = c.norm_offset();
-  kernels::rmsnorm_forward(a.ln1, a.rstd1, x_in, w.input_norm, N, C, c.rms_norm_eps, offset);
+  norm_into(a.ln1, a.rstd1, x_in, w.input_norm);
+  // The projections' FP32 outputs: saved as they are, or (BF16 activations)
+  // in the gradients' scratch, free until backward, and rounded into place.
+  float* q = a.q.fp32 ? a.q.fp32 : scratch_->dq;  // (N, H·D)
+  float* k = a.k.fp32 ? a.k.fp32 : scratch_->dk;  // (N, KV·D)
+  float* v = a.v.fp32 ? a.v.fp32 : scratch_->dv;  // (N, KV·D)
   if (c.fused_projections()) {
-    fused_forward(layer, Linear::QKV, {{a.q, Q}, {a.k, KV}, {a.v, KV}}, a.ln1, C);
+    fused_forward(layer, Linear::QKV, {{q, Q}, {k, KV}, {v, KV}}, a.ln1, C);
   } else {
-    linear(Linear::Q, a.q, a.ln1, C, Q);
-    linear(Linear::K, a.k, a.ln1, C, KV);
-    linear(Linear::V, a.v, a.ln1, C, KV);
+    linear(Linear::Q, q, a.ln1, C, Q);
+    linear(Linear::K, k, a.ln1, C, KV);
+    linear(Linear::V, v, a.ln1, C, KV);
   }
-  kernels::rope_forward(a.q, rope_rows(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
-  kernels::rope_forward(a.k, rope_rows(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
+  position_into(a, q, k, v);
   attend(layer, a);
   if (c.sandwich_norms()) {
-    linear(Linear::O, a.attn_proj, a.attn, Q, C);
+    linear(Linear::O, a.attn_proj, {a.attn}, Q, C);
     kernels::rmsnorm_forward(tmp, a.attn_proj_rstd, a.attn_proj, w.attn_out_norm, N, C, c.rms_norm_eps, offset);
   } else {
-    linear(Linear::O, tmp, a.attn, Q, C);
+    linear(Linear::O, tmp, {a.attn}, Q, C);
   }
   kernels::residual_forward(a.mid, x_in, tmp, static_cast<size_t>(N) * C);
 
-  kernels::rmsnorm_forward(a.ln2, a.rstd2, a.mid, w.mlp_norm, N, C, c.rms_norm_eps, offset);
+  norm_into(a.ln2, a.rstd2, a.mid, w.mlp_norm);
   if (c.fused_projections()) {
     fused_forward(layer, Linear::GateUp, {{a.gate, I}, {a.up, I}}, a.ln2, C);
   } else {
     linear(Linear::Gate, a.gate, a.ln2, C, I);
     linear(Linear::Up, a.up, a.ln2, C, I);
   }
-  gate_forward(c.activation, a.hidden, a.gate, a.up, static_cast<size_t>(N) * I);
+  if (a.hidden.bf16) gate_forward(c.activation, a.hidden.bf16, a.gate, a.up, static_cast<size_t>(N) * I);
+  else gate_forward(c.activation, a.hidden.fp32, a.gate, a.up, static_cast<size_t>(N) * I);
   if (c.sandwich_norms()) {
     linear(Linear::Down, a.mlp_proj, a.hidden, I, C);
     kernels::rmsnorm_forward(tmp, a.mlp_proj_rstd, a.mlp_proj, w.mlp_out_norm, N, C, c.rms_norm_eps, offset);
@@ -379,17 +402,40 @@ void Transformer::attend(int layer, LayerActivations& a) {
   const ModelConfig& c = config_;
   const int N = rows_;
   if (!cache_) {
-    kernels::attention_forward(a.attn, a.lse, attention_workspace_.data(), a.q, a.k, a.v, batch_->layout(),
-                               attention_shape(c, N, batch_->max_length, layer));
+    kernels::attention_forward(a.attn, a.lse, attention_workspace_.data(), a.q.operand(), a.k.operand(),
+                               a.v.operand(), batch_->layout(), attention_shape(c, N, batch_->max_length, layer));
     return;
   }
   KvCache& cache = *cache_;
   const size_t rows = static_cast<size_t>(N) * c.kv_dim();
-  kernels::copy(cache.keys(layer) + static_cast<size_t>(cache.length) * c.kv_dim(), a.k, rows * sizeof(float));
-  kernels::copy(cache.values(layer) + static_cast<size_t>(cache.length) * c.kv_dim(), a.v, rows * sizeof(float));
-  kernels::attention_cached(a.attn, attention_workspace_.data(), a.q, cache.keys(layer), cache.values(layer), N,
+  kernels::copy(cache.keys(layer) + static_cast<size_t>(cache.length) * c.kv_dim(), a.k.fp32, rows * sizeof(float));
+  kernels::copy(cache.values(layer) + static_cast<size_t>(cache.length) * c.kv_dim(), a.v.fp32, rows * sizeof(float));
+  kernels::attention_cached(a.attn, attention_workspace_.data(), a.q.fp32, cache.keys(layer), cache.values(layer), N,
                             cache.length, c.num_heads, c.num_kv_heads, c.head_dim, c.attention_scale(),
                             c.attn_logit_softcapping, c.attention_window(layer));
+}
+
+void Transformer::norm_into(const ProductInput& out, float* rstd, const float* x, const float* weight) {
+  const ModelConfig& c = config_;
+  if (out.bf16) {
+    kernels::rmsnorm_forward(out.bf16, rstd, x, weight, rows_, c.hidden_size, c.rms_norm_eps, c.norm_offset());
+  } else {
+    kernels::rmsnorm_forward(out.fp32, rstd, x, weight, rows_, c.hidden_size, c.rms_norm_eps, c.norm_offset());
+  }
+}
+
+void Transformer::position_into(LayerActivations& a, float* q, float* k, float* v) {
+  const ModelConfig& c = config_;
+  const float* cos = rope_cos_.data();
+  const float* sin = rope_sin_.data();
+  if (!a.q.bf16) {
+    kernels::rope_forward(q, rope_rows(), cos, sin, rows_, c.num_heads, c.head_dim);
+    kernels::rope_forward(k, rope_rows(), cos, sin, rows_, c.num_kv_heads, c.head_dim);
+    return;
+  }
+  kernels::rope_forward(a.q.bf16, q, rope_rows(), cos, sin, rows_, c.num_heads, c.head_dim);
+  kernels::rope_forward(a.k.bf16, k, rope_rows(), cos, sin, rows_, c.num_kv_heads, c.head_dim);
+  kernels::round_to_bf16(a.v.bf16, v, static_cast<size_t>(rows_) * c.kv_dim());
 }
 
 void Transformer::layer_backward(int layer, const LayerActivations& a, const float* x_in, float* dresid) {
@@ -401,7 +447,7 @@ void Transformer::layer_backward(int layer, const LayerActivations& a, const flo
   const int N = batch.size(), C = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), I = c.intermediate_size;
   const size_t n = static_cast<size_t>(N);
   // Each weight gradient is handed back as soon as it is complete.
-  const auto linear = [&](Linear which, float* dinp, const float* dout, const float* inp, int in, int out) {
+  const auto linear = [&](Linear which, float* dinp, const float* dout, const ProductInput& inp, int in, int out) {
     linear_backward(layer, which, dinp, dout, inp, in, out);
   };
 
@@ -436,9 +482,10 @@ void Transformer::layer_backward(int layer, const LayerActivations& a, const flo
   // Attention block: dresid now holds the gradient of mid = x_in + o(attn), normed in Gemma-2.
   const float* dproj = projection_gradient(g.attn_out_norm, a.attn_proj, w.attn_out_norm, a.attn_proj_rstd);
   zero(s.dattn, n * Q);
-  linear(Linear::O, s.dattn, dproj, a.attn, Q, C);
-  kernels::attention_backward(s.dq, s.dk, s.dv, attention_workspace_.data(), s.dattn, a.attn, a.q,
-                              a.k, a.v, a.lse, batch.layout(), attention_shape(c, N, batch.max_length, layer));
+  linear(Linear::O, s.dattn, dproj, {a.attn}, Q, C);
+  kernels::attention_backward(s.dq, s.dk, s.dv, attention_workspace_.data(), s.dattn, a.attn, a.q.operand(),
+                              a.k.operand(), a.v.operand(), a.lse, batch.layout(),
+                              attention_shape(c, N, batch.max_length, layer));
   kernels::rope_backward(s.dq, rope_rows(), rope_cos_.data(), rope_sin_.data(), N, c.num_heads, c.head_dim);
   kernels::rope_backward(s.dk, rope_rows(), rope_cos_.data(), rope_sin_.data(), N, c.num_kv_heads, c.head_dim);
   zero(s.dln, n * C);
@@ -458,7 +505,7 @@ double Transformer::head_forward_backward(bool training, int64_t denominator) {
   const Scratch& s = *scratch_;
   const int N = batch.size(), C = c.hidden_size, V = c.vocab_size;
   const HeadParams& w = store_.head_weights();
-  const kernels::WeightMatrix lm_head = store_.lm_head_weight();
+  const kernels::Operand lm_head = store_.lm_head_weight();
   const float* x_final = residual(c.num_layers);  // (N, C)
   float* normed = final_norm_out_.data();         // (N, C)
   kernels::rmsnorm_forward(normed, final_rstd_.data(), x_final, w.final_norm, N, C, c.rms_norm_eps, c.norm_offset());

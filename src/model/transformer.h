@@ -14,12 +14,6 @@
 
 namespace qft {
 
-// The MLP's gated activation (SwiGLU or GeGLU), forward and backward; the
-// kernels' contracts (kernels.h).
-void gate_forward(Activation activation, float* out, const float* gate, const float* up, size_t n);
-void gate_backward(Activation activation, float* dgate, float* dup, const float* dout, const float* gate,
-                   const float* up, size_t n);
-
 // One stored linear whose output rows are several tensors, in row order
 // (Phi-3's fused qkv_proj and gate_up_proj): block i is values (N, rows).
 struct RowBlock {
@@ -27,7 +21,7 @@ struct RowBlock {
   int rows;
 };
 // block_i = inp (N, IC) · weight[block i's rows]ᵀ + bias[those rows] (bias may be null).
-void linear_forward_blocks(std::initializer_list<RowBlock> outputs, const float* inp, kernels::WeightMatrix weight,
+void linear_forward_blocks(std::initializer_list<RowBlock> outputs, kernels::Operand inp, kernels::Operand weight,
                            const float* bias, int N, int IC);
 // The output row counts of each GEMM a model's linear `which` makes: one
 // block, or Phi-3's q/k/v and gate/up.
@@ -42,6 +36,13 @@ struct TransformerOptions {
   // TensorStore in BF16 compute), so BF16 compute stages no copy of them.
   bool bf16_weights = false;
 };
+
+// Whether a transformer with these options keeps the activations that only
+// products read (the norms' outputs, q, k and v after RoPE, the gated
+// activation) in BF16, rounded by the kernels that produce them: in BF16
+// compute, without adapters (whose dropout works on FP32 inputs). The
+// products see the same values either way.
+bool bf16_activations(const TransformerOptions& options);
 
 // Floats the transformer allocates for a batch of N rows, so a memory plan
 // and the allocation share one description.
@@ -101,21 +102,27 @@ class Transformer {
   const ModelConfig& config() const { return config_; }
 
  private:
+  // An activation only products read: FP32, or BF16 (one of the two).
+  struct ProductInput {
+    float* fp32 = nullptr;
+    uint16_t* bf16 = nullptr;
+    kernels::Operand operand() const { return bf16 ? kernels::Operand(bf16) : kernels::Operand(fp32); }
+  };
   // One layer's saved activations, views into the activation buffer.
   struct LayerActivations {
-    float* ln1;     // (N, C)
-    float* rstd1;   // (N)
-    float* q;       // (N, H·D) after RoPE
-    float* k;       // (N, KV·D) after RoPE
-    float* v;       // (N, KV·D)
-    float* attn;    // (N, H·D)
-    float* lse;     // (H, N)
-    float* mid;     // (N, C) residual stream after attention
-    float* ln2;     // (N, C)
-    float* rstd2;   // (N)
-    float* gate;    // (N, I)
-    float* up;      // (N, I)
-    float* hidden;  // (N, I) silu(gate)·up (or gelu_tanh)
+    ProductInput ln1;  // (N, C)
+    float* rstd1;      // (N)
+    ProductInput q;    // (N, H·D) after RoPE
+    ProductInput k;    // (N, KV·D) after RoPE
+    ProductInput v;    // (N, KV·D)
+    float* attn;       // (N, H·D)
+    float* lse;        // (H, N)
+    float* mid;        // (N, C) residual stream after attention
+    ProductInput ln2;  // (N, C)
+    float* rstd2;      // (N)
+    float* gate;       // (N, I)
+    float* up;         // (N, I)
+    ProductInput hidden;  // (N, I) silu(gate)·up (or gelu_tanh)
     // Gemma-2's sandwich norms only (else nullptr): the projections' outputs
     // before their norms, and the norms' statistics.
     float* attn_proj;       // (N, C) o_proj's output
@@ -131,7 +138,7 @@ class Transformer {
     float* dlow;     // (N, R)
   };
 
-  static LayerActivations carve_layer(Carver& carver, const ModelConfig& config, int N);
+  static LayerActivations carve_layer(Carver& carver, const ModelConfig& config, int N, bool bf16);
   // With gradients for backward (and loss evaluation), or only the forward's
   // temporary; logits for that many rows at a time.
   static Scratch carve_scratch(Carver& carver, const ModelConfig& config, int N, bool gradients, int logits_rows);
@@ -144,13 +151,18 @@ class Transformer {
   LayerActivations& activations_for(int layer);
   static kernels::AttentionShape attention_shape(const ModelConfig& config, int N, int max_length, int layer);
   // out (N, OC) = the linear (and its adapter) of inp (N, IC).
-  void linear_forward(int layer, Linear which, float* out, const float* inp, int IC, int OC);
+  void linear_forward(int layer, Linear which, float* out, const ProductInput& inp, int IC, int OC);
   // dinp (N, IC) += the input gradient; the weight's (and adapter's) gradients are handed over.
-  void linear_backward(int layer, Linear which, float* dinp, const float* dout, const float* inp, int IC, int OC);
+  void linear_backward(int layer, Linear which, float* dinp, const float* dout, const ProductInput& inp, int IC,
+                       int OC);
   // A fused linear (no adapter): its outputs, and backward from the blocks' gradients.
-  void fused_forward(int layer, Linear which, std::initializer_list<RowBlock> outputs, const float* inp, int IC);
-  void fused_backward(int layer, Linear which, float* dinp, std::initializer_list<RowBlock> douts, const float* inp,
-                      int IC);
+  void fused_forward(int layer, Linear which, std::initializer_list<RowBlock> outputs, const ProductInput& inp, int IC);
+  void fused_backward(int layer, Linear which, float* dinp, std::initializer_list<RowBlock> douts,
+                      const ProductInput& inp, int IC);
+  // out (N, C) = RMSNorm of x, in out's precision.
+  void norm_into(const ProductInput& out, float* rstd, const float* x, const float* weight);
+  // q, k and v from their projections' FP32 outputs: RoPE'd (and rounded) into place.
+  void position_into(LayerActivations& a, float* q, float* k, float* v);
   const int* rope_rows() const { return rope_rows_.data(); }  // (N) rows of the RoPE tables
 
   void forward(const int* tokens);
@@ -176,6 +188,7 @@ class Transformer {
   int rows_ = 0;                  // N: the pass's rows
   int residual_slots_ = 0;        // L + 1, or 2 that the layers of a cached pass alternate between
   bool training_ = false;
+  bool bf16_activations_ = false;  // this pass's (a cached one keeps FP32 ones)
   int rope_positions_ = 0;
   Buffer<float> rope_cos_, rope_sin_;  // (positions, D/2); longrope: short, then long rows
   std::vector<int> rope_rows_;         // (N) each row's position, + positions where longrope's long factors apply

@@ -46,10 +46,10 @@ class LoraStore final : public ParameterStore {
   ~LoraStore() override;
 
   const LayerParams& layer_weights(int layer) override { return base_->layer_weights(layer); }
-  kernels::WeightMatrix linear_weight(int layer, Linear which) override { return base_->linear_weight(layer, which); }
+  kernels::Operand linear_weight(int layer, Linear which) override { return base_->linear_weight(layer, which); }
   void embed(float* out, const int* tokens, int N) override { base_->embed(out, tokens, N); }
   const HeadParams& head_weights() override { return base_->head_weights(); }
-  kernels::WeightMatrix lm_head_weight() override { return base_->lm_head_weight(); }
+  kernels::Operand lm_head_weight() override { return base_->lm_head_weight(); }
   const LayerParams& layer_grads(int layer) override { return base_->layer_grads(layer); }
   float* linear_grad(int layer, Linear which) override { return base_->linear_grad(layer, which); }
   void linear_grad_done(int layer, Linear which) override { base_->linear_grad_done(layer, which); }

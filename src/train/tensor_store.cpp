@@ -116,7 +116,7 @@ float* TensorStore::borrow_fp32_buffer() {
   return head_grad_.size() >= own_linear_grad_.size() ? head_grad_.data() : own_linear_grad_.data();
 }
 
-kernels::WeightMatrix TensorStore::load_weight(size_t index) {
+kernels::Operand TensorStore::load_weight(size_t index) {
   if (weight_holder_ != index) {
     if (bf16_weights_) {
       load_bf16(index, bf16_weight_buffer_.data());
@@ -129,7 +129,7 @@ kernels::WeightMatrix TensorStore::load_weight(size_t index) {
   return weight_buffer_.data();
 }
 
-kernels::WeightMatrix TensorStore::linear_weight(int layer, Linear which) {
+kernels::Operand TensorStore::linear_weight(int layer, Linear which) {
   return load_weight(linear_index(layer, which));
 }
 
@@ -137,7 +137,7 @@ void TensorStore::embed(float* out, const int* tokens, int N) {
   gather_rows(out, index_of("model.embed_tokens.weight"), tokens, N);
 }
 
-kernels::WeightMatrix TensorStore::lm_head_weight() {
+kernels::Operand TensorStore::lm_head_weight() {
   return load_weight(index_of(config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight"));
 }
 

@@ -44,10 +44,10 @@ class TensorStore : public ParameterStore {
   const std::optional<NonFinite>& nonfinite() const { return nonfinite_; }
 
   const LayerParams& layer_weights(int layer) override { return layer_vectors_.at(layer); }
-  kernels::WeightMatrix linear_weight(int layer, Linear which) override;
+  kernels::Operand linear_weight(int layer, Linear which) override;
   void embed(float* out, const int* tokens, int N) override;
   const HeadParams& head_weights() override { return head_weights_; }
-  kernels::WeightMatrix lm_head_weight() override;
+  kernels::Operand lm_head_weight() override;
   const LayerParams& layer_grads(int layer) override;
   float* linear_grad(int layer, Linear which) override;
   void linear_grad_done(int layer, Linear which) override;
@@ -103,7 +103,7 @@ class TensorStore : public ParameterStore {
 
  private:
   // Parameter `index` in the weight buffer (loaded unless it is there).
-  kernels::WeightMatrix load_weight(size_t index);
+  kernels::Operand load_weight(size_t index);
   // Checks grad, then consumes it unless this or an earlier one is non-finite.
   void hand_over(size_t index, float* grad);
   size_t linear_index(int layer, Linear which) const;

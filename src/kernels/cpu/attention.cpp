@@ -52,10 +52,10 @@ float score_scale(const AttentionShape& shape) {
 }
 
 // scores (rows, keys.width()) = scale · q_tile · k[keys]ᵀ, soft-capped when asked.
-void tile_scores(float* scores, const float* q_tile, const float* k, int rows, const TileKeys& keys,
+void tile_scores(float* scores, Operand q_tile, Operand k, int rows, const TileKeys& keys,
                  const HeadSlices& s, const AttentionShape& shape, GemmStaging staging) {
   gemm(false, true, rows, keys.width(), shape.D, score_scale(shape), q_tile, s.q_stride,
-       k + keys.begin * s.kv_stride, s.kv_stride, 0.0f, scores, keys.width(), staging);
+       k.at(keys.begin * s.kv_stride), s.kv_stride, 0.0f, scores, keys.width(), staging);
   if (shape.softcap <= 0) return;
   const size_t count = static_cast<size_t>(rows) * keys.width();
   for (size_t i = 0; i < count; ++i) scores[i] = shape.softcap * std::tanh(scores[i] / shape.softcap);
@@ -102,19 +102,19 @@ float softmax_row(float* row, int first, int last, int width) {
 }
 
 // One task's forward, tile by tile.
-void forward_task(float* out, float* head_lse, const float* q, const float* k, const float* v, const HeadSlices& s,
+void forward_task(float* out, float* head_lse, Operand q, Operand k, Operand v, const HeadSlices& s,
                   const TaskSlot& slot, const AttentionShape& shape) {
   for (int r0 = 0; r0 < s.length; r0 += kTile) {
     const int rows = std::min(kTile, s.length - r0);
     const TileKeys keys = tile_keys(r0, rows, shape.window);
-    tile_scores(slot.probs, q + s.q_offset + r0 * s.q_stride, k + s.kv_offset, rows, keys, s, shape, slot.staging);
+    tile_scores(slot.probs, q.at(s.q_offset + r0 * s.q_stride), k.at(s.kv_offset), rows, keys, s, shape, slot.staging);
     for (int i = 0; i < rows; ++i) {
       const int first = keys.first(i, r0, shape.window) - keys.begin, last = r0 + i - keys.begin;  // visible
       head_lse[r0 + i] = softmax_row(slot.probs + static_cast<size_t>(i) * keys.width(), first, last, keys.width());
     }
     // out tile (rows, D) = probs (rows, keys) · v[keys]
     gemm(false, false, rows, shape.D, keys.width(), 1.0f, slot.probs, keys.width(),
-         v + s.kv_offset + keys.begin * s.kv_stride, s.kv_stride, 0.0f, out + s.q_offset + r0 * s.q_stride,
+         v.at(s.kv_offset + keys.begin * s.kv_stride), s.kv_stride, 0.0f, out + s.q_offset + r0 * s.q_stride,
          s.q_stride, slot.staging);
   }
 }
@@ -150,8 +150,8 @@ struct HeadGradients {
 };
 
 // One task's backward, tile by tile.
-void backward_task(float* dq, HeadGradients heads, const float* dout, const float* out, const float* q, const float* k,
-                   const float* v, const float* head_lse, const HeadSlices& s, const TaskSlot& slot,
+void backward_task(float* dq, HeadGradients heads, const float* dout, const float* out, Operand q, Operand k,
+                   Operand v, const float* head_lse, const HeadSlices& s, const TaskSlot& slot,
                    const AttentionShape& shape) {
   const float scale = score_scale(shape);
   for (int r0 = 0; r0 < s.length; r0 += kTile) {
@@ -161,9 +161,9 @@ void backward_task(float* dq, HeadGradients heads, const float* dout, const floa
     const size_t tile_offset = s.q_offset + r0 * s.q_stride;
     const size_t keys_offset = s.kv_offset + keys.begin * s.kv_stride;     // k, v rows of the tile's keys
     const size_t head_keys_offset = s.q_offset + keys.begin * s.q_stride;  // their rows in the head gradients
-    tile_scores(slot.probs, q + tile_offset, k + s.kv_offset, rows, keys, s, shape, slot.staging);
+    tile_scores(slot.probs, q.at(tile_offset), k.at(s.kv_offset), rows, keys, s, shape, slot.staging);
     // dprobs (rows, keys) = dout tile · v[keys]ᵀ
-    gemm(false, true, rows, width, shape.D, 1.0f, dout + tile_offset, s.q_stride, v + keys_offset, s.kv_stride, 0.0f,
+    gemm(false, true, rows, width, shape.D, 1.0f, dout + tile_offset, s.q_stride, v.at(keys_offset), s.kv_stride, 0.0f,
          slot.dscores, width, slot.staging);
     for (int i = 0; i < rows; ++i) {
       const int first = keys.first(i, r0, shape.window) - keys.begin, last = r0 + i - keys.begin;  // visible
@@ -172,10 +172,10 @@ void backward_task(float* dq, HeadGradients heads, const float* dout, const floa
                          first, last, width, shape);
     }
     // dq tile (rows, D) = scale · dscores · k[keys]
-    gemm(false, false, rows, shape.D, width, scale, slot.dscores, width, k + keys_offset, s.kv_stride, 0.0f,
+    gemm(false, false, rows, shape.D, width, scale, slot.dscores, width, k.at(keys_offset), s.kv_stride, 0.0f,
          dq + tile_offset, s.q_stride, slot.staging);
     // dk[keys] += scale · dscoresᵀ · q tile;  dv[keys] += probsᵀ · dout tile
-    gemm(true, false, width, shape.D, rows, scale, slot.dscores, width, q + tile_offset, s.q_stride, 1.0f,
+    gemm(true, false, width, shape.D, rows, scale, slot.dscores, width, q.at(tile_offset), s.q_stride, 1.0f,
          heads.dk + head_keys_offset, s.q_stride, slot.staging);
     gemm(true, false, width, shape.D, rows, 1.0f, slot.probs, width, dout + tile_offset, s.q_stride, 1.0f,
          heads.dv + head_keys_offset, s.q_stride, slot.staging);
@@ -189,8 +189,8 @@ size_t attention_workspace_floats(const AttentionShape& shape) {
   return 2 * expanded + static_cast<size_t>(shape.N) * shape.H * slot_floats_per_row(shape.D);
 }
 
-void attention_forward(float* out, float* lse, float* workspace, const float* q, const float* k,
-                       const float* v, const BatchLayout& batch, const AttentionShape& shape) {
+void attention_forward(float* out, float* lse, float* workspace, Operand q, Operand k, Operand v,
+                       const BatchLayout& batch, const AttentionShape& shape) {
   float* slots = workspace + 2 * static_cast<size_t>(shape.N) * shape.H * shape.D;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int task = 0; task < batch.count * shape.H; ++task) {
@@ -202,7 +202,7 @@ void attention_forward(float* out, float* lse, float* workspace, const float* q,
 }
 
 void attention_backward(float* dq, float* dk, float* dv, float* workspace, const float* dout,
-                        const float* out, const float* q, const float* k, const float* v,
+                        const float* out, Operand q, Operand k, Operand v,
                         const float* lse, const BatchLayout& batch, const AttentionShape& shape) {
   const size_t expanded = static_cast<size_t>(shape.N) * shape.H * shape.D;
   float* dk_heads = workspace;  // (N, H·D)

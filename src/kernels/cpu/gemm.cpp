@@ -21,7 +21,7 @@ using dnnl::memory;
 
 // The operand (rows, cols) with leading dimension ld, rounded to BF16 into a
 // dense (rows, cols) buffer.
-void round_to_bf16(uint16_t* out, const float* in, int rows, int cols, int ld) {
+void round_rows_to_bf16(uint16_t* out, const float* in, int rows, int cols, int ld) {
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < rows; ++r) {
     float_to_bf16_row(out + static_cast<size_t>(r) * cols, in + static_cast<size_t>(r) * ld, cols);
@@ -38,9 +38,10 @@ T* staging_buffer(Buffer<T>& buffer, size_t count) {
   return buffer.data();
 }
 
-using Key = std::tuple<bool, bool, int, int, int, int, int, float, float>;  // ta, tb, M, N, K, ldb, ldc, alpha, beta
+// ta, tb, M, N, K, lda (0: a staged densely), ldb, ldc, alpha, beta
+using Key = std::tuple<bool, bool, int, int, int, int, int, int, float, float>;
 
-// A product's two staged operands, a (M·K values) then b: in the task's
+// A product's two staged operands, a (a_count values) then b: in the task's
 // scratch when it gave one, else in the thread's own buffers.
 template <class T>
 std::pair<T*, T*> staged_operands(GemmStaging staging, Buffer<T>& a_buffer, Buffer<T>& b_buffer, size_t a_count,
@@ -50,23 +51,37 @@ std::pair<T*, T*> staged_operands(GemmStaging staging, Buffer<T>& a_buffer, Buff
   return {a, a + (a_count + 31) / 32 * 32};  // b 64-byte aligned
 }
 
+// An operand of BF16 compute's matmul: a BF16 one as it is, an FP32 one
+// rounded into `staged`, densely.
+const uint16_t* bf16_operand(Operand x, uint16_t* staged, int rows, int cols, int ld) {
+  if (x.bf16) return x.bf16;
+  round_rows_to_bf16(staged, x.fp32, rows, cols, ld);
+  return staged;
+}
+
 // One thread's BF16 matmuls: primitives by shape, the operands' staging.
 class Bf16Matmul {
  public:
   Bf16Matmul() : engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {}
 
-  void run(bool ta, bool tb, int M, int N, int K, float alpha, const float* a, int lda, const float* b, int ldb,
-           float beta, float* c, int ldc, GemmStaging staging) {
-    // Stored as it is ((K, N) or (N, K)), densely.
-    const int b_rows = tb ? N : K, b_cols = tb ? K : N;
-    const auto [a16, b16] = staged_operands(staging, a_, b_, static_cast<size_t>(M) * K, static_cast<size_t>(K) * N);
-    round_to_bf16(b16, b, b_rows, b_cols, ldb);
-    multiply(ta, tb, M, N, K, alpha, a, lda, a16, b16, b_cols, beta, c, ldc);
-  }
-
-  void run(bool ta, bool tb, int M, int N, int K, float alpha, const float* a, int lda, const uint16_t* b16,
-           int ldb, float beta, float* c, int ldc) {
-    multiply(ta, tb, M, N, K, alpha, a, lda, staging_buffer(a_, static_cast<size_t>(M) * K), b16, ldb, beta, c, ldc);
+  // a (M, K) or its transpose, b (K, N) or its transpose, as stored; the
+  // FP32 ones are rounded densely.
+  void run(bool ta, bool tb, int M, int N, int K, float alpha, Operand a, int lda, Operand b, int ldb, float beta,
+           float* c, int ldc, GemmStaging staging) {
+    const size_t a_count = a.bf16 ? 0 : static_cast<size_t>(M) * K, b_count = b.bf16 ? 0 : static_cast<size_t>(K) * N;
+    const auto [a_staged, b_staged] = staged_operands(staging, a_, b_, a_count, b_count);
+    const uint16_t* b16 = bf16_operand(b, b_staged, tb ? N : K, tb ? K : N, ldb);
+    const uint16_t* a16 = bf16_operand(a, a_staged, ta ? K : M, ta ? M : K, lda);
+    if (!a.bf16) lda = ta ? M : K;  // staged densely
+    if (!b.bf16) ldb = tb ? K : N;
+    const memory::desc a_desc({M, K}, memory::data_type::bf16, ta ? memory::dims{1, lda} : memory::dims{lda, 1});
+    const memory::desc b_desc({K, N}, memory::data_type::bf16, tb ? memory::dims{1, ldb} : memory::dims{ldb, 1});
+    const memory::desc c_desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
+    dnnl::matmul& matmul = primitive({ta, tb, M, N, K, lda, ldb, ldc, alpha, beta}, a_desc, b_desc, c_desc);
+    memory a_mem(a_desc, engine_, const_cast<uint16_t*>(a16)), b_mem(b_desc, engine_, const_cast<uint16_t*>(b16));
+    memory c_mem(c_desc, engine_, c);
+    matmul.execute(stream_, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+    stream_.wait();
   }
 
   // Whether oneDNN has a BF16 matmul on this CPU (asked once).
@@ -82,28 +97,15 @@ class Bf16Matmul {
   }
 
  private:
-  // c = alpha · op(a rounded into a16) · op(b16) + beta · c.
-  void multiply(bool ta, bool tb, int M, int N, int K, float alpha, const float* a, int lda, uint16_t* a16,
-                const uint16_t* b16, int ldb, float beta, float* c, int ldc) {
-    round_to_bf16(a16, a, ta ? K : M, ta ? M : K, lda);  // (M, K) or (K, M), densely
-    const memory::desc a_desc({M, K}, memory::data_type::bf16, ta ? memory::dims{1, M} : memory::dims{K, 1});
-    const memory::desc b_desc({K, N}, memory::data_type::bf16, tb ? memory::dims{1, ldb} : memory::dims{ldb, 1});
-    const memory::desc c_desc({M, N}, memory::data_type::f32, memory::dims{ldc, 1});
-    dnnl::matmul& matmul = primitive({ta, tb, M, N, K, ldb, ldc, alpha, beta}, a_desc, b_desc, c_desc);
-    memory a_mem(a_desc, engine_, a16), b_mem(b_desc, engine_, const_cast<uint16_t*>(b16)), c_mem(c_desc, engine_, c);
-    matmul.execute(stream_, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
-    stream_.wait();
-  }
-
   dnnl::matmul& primitive(const Key& key, const memory::desc& a, const memory::desc& b, const memory::desc& c) {
     const auto found = cache_.find(key);
     if (found != cache_.end()) return found->second;
     if (cache_.size() >= 1024) cache_.clear();  // shapes of attention tiles vary with packing
     dnnl::primitive_attr attr;
-    if (std::get<7>(key) != 1.0f) attr.set_output_scales(0, {std::get<7>(key)});
-    if (std::get<8>(key) != 0.0f) {
+    if (std::get<8>(key) != 1.0f) attr.set_output_scales(0, {std::get<8>(key)});
+    if (std::get<9>(key) != 0.0f) {
       dnnl::post_ops sum;
-      sum.append_sum(std::get<8>(key));
+      sum.append_sum(std::get<9>(key));
       attr.set_post_ops(sum);
     }
     const dnnl::matmul::primitive_desc desc(dnnl::matmul::desc(a, b, c), attr, engine_);
@@ -126,26 +128,35 @@ Bf16Matmul& thread_matmul() {
 float bf16_value(float x) { return bf16_to_float(float_to_bf16(x)); }
 float bf16_value(uint16_t x) { return bf16_to_float(x); }
 
-// The operand (rows, cols) with leading dimension ld, so, into out (rows, cols).
-template <class T>
-const float* fp32_operand(float* out, const T* in, int rows, int cols, int ld) {
+// The operand (rows, cols) with leading dimension ld, each value through
+// `value`, into out (rows, cols).
+template <class T, class Value>
+const float* fp32_operand(float* out, const T* in, int rows, int cols, int ld, Value value) {
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < rows; ++r) {
-    for (int j = 0; j < cols; ++j) out[static_cast<size_t>(r) * cols + j] = bf16_value(in[static_cast<size_t>(r) * ld + j]);
+    for (int j = 0; j < cols; ++j) out[static_cast<size_t>(r) * cols + j] = value(in[static_cast<size_t>(r) * ld + j]);
   }
   return out;
 }
 
-// BF16 compute where oneDNN has no BF16 matmul: the BF16 operands' values through sgemm.
-template <class B>
-void emulated_bf16_gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* a, int lda, const B* b,
-                        int ldb, float beta, float* c, int ldc, GemmStaging staging = {}) {
+// sgemm on the operands' values as `compute` multiplies them: BF16 compute
+// where oneDNN has no BF16 matmul (every operand rounded, densely), or FP32
+// compute with a BF16 operand (that one widened; FP32 ones as they are).
+void sgemm_of_values(bool ta, bool tb, int M, int N, int K, float alpha, Operand a, int lda, Operand b, int ldb,
+                     float beta, float* c, int ldc, GemmStaging staging, Compute compute) {
   thread_local Buffer<float> a32, b32;
-  const int a_cols = ta ? M : K, b_cols = tb ? K : N;
-  const auto [a_out, b_out] = staged_operands(staging, a32, b32, static_cast<size_t>(M) * K, static_cast<size_t>(K) * N);
-  const float* a_rounded = fp32_operand(a_out, a, ta ? K : M, a_cols, lda);
-  const float* b_rounded = fp32_operand(b_out, b, tb ? N : K, b_cols, ldb);
-  dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, a_rounded, a_cols, b_rounded, b_cols, beta, c, ldc);
+  const bool stage_a = a.bf16 || compute == Compute::BF16, stage_b = b.bf16 || compute == Compute::BF16;
+  const auto [a_out, b_out] = staged_operands(staging, a32, b32, stage_a ? static_cast<size_t>(M) * K : 0,
+                                              stage_b ? static_cast<size_t>(K) * N : 0);
+  // The operand's values and leading dimension.
+  const auto values = [](float* out, Operand x, int rows, int cols, int ld) -> std::pair<const float*, int> {
+    if (x.bf16) return {fp32_operand(out, x.bf16, rows, cols, ld, [](uint16_t v) { return bf16_value(v); }), cols};
+    if (!out) return {x.fp32, ld};
+    return {fp32_operand(out, x.fp32, rows, cols, ld, [](float v) { return bf16_value(v); }), cols};
+  };
+  const auto [a_values, a_ld] = values(stage_a ? a_out : nullptr, a, ta ? K : M, ta ? M : K, lda);
+  const auto [b_values, b_ld] = values(stage_b ? b_out : nullptr, b, tb ? N : K, tb ? K : N, ldb);
+  dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, a_values, a_ld, b_values, b_ld, beta, c, ldc);
 }
 
 }  // namespace
@@ -168,28 +179,14 @@ bool native_bf16_matmul() {
   return available;
 }
 
-void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, const float* a, int lda,
-          const float* b, int ldb, float beta, float* c, int ldc, GemmStaging staging) {
-  if (g_compute == Compute::FP32 || M == 0 || N == 0 || K == 0) {
-    dnnl_sgemm(transpose_a ? 'T' : 'N', transpose_b ? 'T' : 'N', M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
-  } else if (native_bf16_matmul()) {
+void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, Operand a, int lda, Operand b,
+          int ldb, float beta, float* c, int ldc, GemmStaging staging) {
+  if (a.fp32 && b.fp32 && (g_compute == Compute::FP32 || M == 0 || N == 0 || K == 0)) {
+    dnnl_sgemm(transpose_a ? 'T' : 'N', transpose_b ? 'T' : 'N', M, N, K, alpha, a.fp32, lda, b.fp32, ldb, beta, c, ldc);
+  } else if (g_compute == Compute::BF16 && native_bf16_matmul() && M > 0 && N > 0 && K > 0) {
     thread_matmul().run(transpose_a, transpose_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc, staging);
   } else {
-    emulated_bf16_gemm(transpose_a, transpose_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc, staging);
-  }
-}
-
-void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, const float* a, int lda,
-          const uint16_t* b, int ldb, float beta, float* c, int ldc) {
-  if (g_compute == Compute::FP32) {
-    thread_local Buffer<float> b32;
-    const float* widened = fp32_operand(staging_buffer(b32, static_cast<size_t>(K) * N), b, transpose_b ? N : K,
-                                        transpose_b ? K : N, ldb);
-    gemm(transpose_a, transpose_b, M, N, K, alpha, a, lda, widened, transpose_b ? K : N, beta, c, ldc);
-  } else if (native_bf16_matmul() && M > 0 && N > 0 && K > 0) {
-    thread_matmul().run(transpose_a, transpose_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
-  } else {
-    emulated_bf16_gemm(transpose_a, transpose_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+    sgemm_of_values(transpose_a, transpose_b, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc, staging, g_compute);
   }
 }
 

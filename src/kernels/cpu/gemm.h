@@ -12,6 +12,8 @@
 // single-threaded, so per-head attention tasks can call it.
 #include <cstddef>
 
+#include "kernels/kernels.h"
+
 namespace qft::kernels {
 
 // Where a product stages its rounded operands: `bytes` at `data` (a task's
@@ -27,11 +29,9 @@ struct GemmStaging {
 size_t gemm_staging_value_bytes();
 
 // Row-major c (M, N) = alpha · op(a) · op(b) + beta · c, op(x) = x or xᵀ.
-void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, const float* a, int lda,
-          const float* b, int ldb, float beta, float* c, int ldc, GemmStaging staging = {});
-// The same with b already in BF16 (a weight its store rounded): BF16
-// compute multiplies it as it is, FP32 compute widens it exactly.
-void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, const float* a, int lda,
-          const uint16_t* b, int ldb, float beta, float* c, int ldc);
+// An operand already in BF16 is multiplied as it is in BF16 compute and
+// widened (exactly) in FP32 compute.
+void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, Operand a, int lda, Operand b,
+          int ldb, float beta, float* c, int ldc, GemmStaging staging = {});
 
 }  // namespace qft::kernels

@@ -7,21 +7,9 @@
 namespace qft::kernels {
 namespace {
 
-// c = alpha · op(a) · op(weight) + beta · c, the weight in whichever precision it arrived.
-void gemm_by(WeightMatrix weight, bool transpose_a, bool transpose_b, int M, int N, int K, float alpha,
-             const float* a, int lda, int ldb, float beta, float* c, int ldc) {
-  if (weight.bf16) return gemm(transpose_a, transpose_b, M, N, K, alpha, a, lda, weight.bf16, ldb, beta, c, ldc);
-  gemm(transpose_a, transpose_b, M, N, K, alpha, a, lda, weight.fp32, ldb, beta, c, ldc);
-}
-
 }  // namespace
 
-WeightMatrix WeightMatrix::from_row(size_t first, int cols) const {
-  const size_t offset = first * static_cast<size_t>(cols);
-  return bf16 ? WeightMatrix(bf16 + offset) : WeightMatrix(fp32 + offset);
-}
-
-void linear_forward(float* out, const float* inp, WeightMatrix weight, const float* bias, int N, int IC, int OC) {
+void linear_forward(float* out, Operand inp, Operand weight, const float* bias, int N, int IC, int OC) {
   float beta = 0.0f;
   if (bias) {
 #pragma omp parallel for schedule(static)
@@ -29,23 +17,24 @@ void linear_forward(float* out, const float* inp, WeightMatrix weight, const flo
     beta = 1.0f;
   }
   // out (N, OC) = inp (N, IC) · weight (OC, IC)ᵀ
-  gemm_by(weight, false, true, N, OC, IC, 1.0f, inp, IC, IC, beta, out, OC);
+  gemm(false, true, N, OC, IC, 1.0f, inp, IC, weight, IC, beta, out, OC);
 }
 
-// forward: inp (N, IC), weight (OC, IC); dinp: dout (N, OC), weight;
-// dweight: doutᵀ (N, OC), inp (N, IC).
-GemmOperands linear_gemm_operands(int N, int IC, int OC, bool bf16_weight) {
+// forward: inp (N, IC) as a, weight (OC, IC) as b; dinp: dout (N, OC),
+// weight; dweight: doutᵀ (N, OC), inp (N, IC). Where oneDNN has no BF16
+// matmul even a BF16 operand is staged (widened).
+GemmOperands linear_gemm_operands(int N, int IC, int OC, bool bf16_input, bool bf16_weight) {
   const size_t n = static_cast<size_t>(N);
-  // Where oneDNN has no BF16 matmul even a BF16 weight is staged (widened).
+  const size_t input = bf16_input && native_bf16_matmul() ? 0 : n * IC;
   const size_t weight = bf16_weight && native_bf16_matmul() ? 0 : static_cast<size_t>(OC) * IC;
-  return {n * std::max(IC, OC), std::max(weight, n * IC)};
+  return {std::max(input, n * OC), std::max(weight, input)};
 }
 
-void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, const float* inp,
-                     WeightMatrix weight, int N, int IC, int OC) {
+void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, Operand inp, Operand weight,
+                     int N, int IC, int OC) {
   if (dinp) {
     // dinp (N, IC) += dout (N, OC) · weight (OC, IC)
-    gemm_by(weight, false, false, N, IC, OC, 1.0f, dout, OC, IC, 1.0f, dinp, IC);
+    gemm(false, false, N, IC, OC, 1.0f, dout, OC, weight, IC, 1.0f, dinp, IC);
   }
   if (dweight) {
     // dweight (OC, IC) += dout (N, OC)ᵀ · inp (N, IC)

@@ -3,21 +3,42 @@
 #include <cmath>
 #include <vector>
 
+#include "core/float16.h"
 #include "kernels/kernels.h"
 
 namespace qft::kernels {
+
+namespace {
+
+// y (C) and rstd of one row x (C).
+void normalize_row(float* y, float* rstd, const float* x, const float* weight, int C, float eps, float offset) {
+  float sum_squares = 0.0f;
+  for (int c = 0; c < C; ++c) sum_squares += x[c] * x[c];
+  const float r = 1.0f / std::sqrt(sum_squares / C + eps);
+  *rstd = r;
+  for (int c = 0; c < C; ++c) y[c] = (offset + weight[c]) * (x[c] * r);
+}
+
+}  // namespace
 
 void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* weight, int N, int C,
                      float eps, float offset) {
 #pragma omp parallel for schedule(static)
   for (int n = 0; n < N; ++n) {
-    const float* x = inp + static_cast<size_t>(n) * C;
-    float* y = out + static_cast<size_t>(n) * C;
-    float sum_squares = 0.0f;
-    for (int c = 0; c < C; ++c) sum_squares += x[c] * x[c];
-    const float r = 1.0f / std::sqrt(sum_squares / C + eps);
-    rstd[n] = r;
-    for (int c = 0; c < C; ++c) y[c] = (offset + weight[c]) * (x[c] * r);
+    normalize_row(out + static_cast<size_t>(n) * C, rstd + n, inp + static_cast<size_t>(n) * C, weight, C, eps, offset);
+  }
+}
+
+void rmsnorm_forward(uint16_t* out, float* rstd, const float* inp, const float* weight, int N, int C,
+                     float eps, float offset) {
+#pragma omp parallel
+  {
+    std::vector<float> row(C);  // (C) one row in FP32, in L1
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; ++n) {
+      normalize_row(row.data(), rstd + n, inp + static_cast<size_t>(n) * C, weight, C, eps, offset);
+      float_to_bf16_row(out + static_cast<size_t>(n) * C, row.data(), C);
+    }
   }
 }
 

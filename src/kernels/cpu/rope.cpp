@@ -1,30 +1,38 @@
 #include <cmath>
 #include <vector>
 
+#include "core/float16.h"
 #include "kernels/cpu/vector_math.h"
 #include "kernels/kernels.h"
 
 namespace qft::kernels {
 namespace {
 
-// Rotates each head's (first half, second half) pairs by ±angle.
-void rotate(float* x, const int* positions, const float* cos, const float* sin, int N, int H, int D,
-            float direction) {
+// Row n of x (H, D): each head's (first half, second half) pairs rotated by
+// ±angle into out (H, D) (which may be x).
+void rotate_row(float* out, const float* x, int position, const float* cos, const float* sin, int H, int D,
+                float direction) {
   const int half = D / 2;
-#pragma omp parallel for schedule(static)
-  for (int n = 0; n < N; ++n) {
-    const float* c = cos + static_cast<size_t>(positions[n]) * half;
-    const float* s = sin + static_cast<size_t>(positions[n]) * half;
-    for (int h = 0; h < H; ++h) {
-      float* first = x + (static_cast<size_t>(n) * H + h) * D;
-      float* second = first + half;
-      for (int i = 0; i < half; ++i) {
-        const float a = first[i], b = second[i], si = direction * s[i];
-        first[i] = a * c[i] - b * si;
-        second[i] = b * c[i] + a * si;
-      }
+  const float* c = cos + static_cast<size_t>(position) * half;
+  const float* s = sin + static_cast<size_t>(position) * half;
+  for (int h = 0; h < H; ++h) {
+    const float* first = x + static_cast<size_t>(h) * D;
+    const float* second = first + half;
+    float* out_first = out + static_cast<size_t>(h) * D;
+    float* out_second = out_first + half;
+    for (int i = 0; i < half; ++i) {
+      const float a = first[i], b = second[i], si = direction * s[i];
+      out_first[i] = a * c[i] - b * si;
+      out_second[i] = b * c[i] + a * si;
     }
   }
+}
+
+void rotate(float* x, const int* positions, const float* cos, const float* sin, int N, int H, int D,
+            float direction) {
+  const size_t row = static_cast<size_t>(H) * D;
+#pragma omp parallel for schedule(static)
+  for (int n = 0; n < N; ++n) rotate_row(x + n * row, x + n * row, positions[n], cos, sin, H, D, direction);
 }
 
 }  // namespace
@@ -49,6 +57,20 @@ void rope_tables(float* cos, float* sin, int max_positions, int D, const float* 
 void rope_forward(float* x, const int* positions, const float* cos, const float* sin, int N, int H,
                   int D) {
   rotate(x, positions, cos, sin, N, H, D, 1.0f);
+}
+
+void rope_forward(uint16_t* out, const float* x, const int* positions, const float* cos, const float* sin, int N,
+                  int H, int D) {
+  const size_t row = static_cast<size_t>(H) * D;
+#pragma omp parallel
+  {
+    std::vector<float> rotated(row);  // (H, D) one row in FP32
+#pragma omp for schedule(static)
+    for (int n = 0; n < N; ++n) {
+      rotate_row(rotated.data(), x + n * row, positions[n], cos, sin, H, D, 1.0f);
+      float_to_bf16_row(out + n * row, rotated.data(), row);
+    }
+  }
 }
 
 void rope_backward(float* dx, const int* positions, const float* cos, const float* sin, int N,
