@@ -84,6 +84,13 @@ class Bf16Matmul {
     stream_.wait();
   }
 
+  // x (rows, cols) rounded into the staging of `a` operands.
+  const uint16_t* stage_a(const float* x, int rows, int cols) {
+    uint16_t* staged = staging_buffer(a_, static_cast<size_t>(rows) * cols);
+    round_rows_to_bf16(staged, x, rows, cols, cols);
+    return staged;
+  }
+
   // Whether oneDNN has a BF16 matmul on this CPU (asked once).
   bool available() {
     try {
@@ -177,6 +184,11 @@ Compute compute() { return g_compute; }
 bool native_bf16_matmul() {
   static const bool available = thread_matmul().available();
   return available;
+}
+
+Operand round_once(const float* x, int rows, int cols) {
+  if (g_compute == Compute::FP32 || !native_bf16_matmul()) return x;
+  return thread_matmul().stage_a(x, rows, cols);
 }
 
 void gemm(bool transpose_a, bool transpose_b, int M, int N, int K, float alpha, Operand a, int lda, Operand b,

@@ -28,6 +28,12 @@ struct GemmStaging {
 // elsewhere. A product of a (M, K) and b (K, N) stages (M·K + K·N) of them.
 size_t gemm_staging_value_bytes();
 
+// x (rows, cols, dense) for several products that read it as their `a`: in
+// BF16 compute with oneDNN's BF16 matmul rounded once, into the calling
+// thread's staging of `a` operands (valid until a product stages another
+// `a`); otherwise x as it is.
+Operand round_once(const float* x, int rows, int cols);
+
 // Row-major c (M, N) = alpha · op(a) · op(b) + beta · c, op(x) = x or xᵀ.
 // An operand already in BF16 is multiplied as it is in BF16 compute and
 // widened (exactly) in FP32 compute.

@@ -32,13 +32,15 @@ GemmOperands linear_gemm_operands(int N, int IC, int OC, bool bf16_input, bool b
 
 void linear_backward(float* dinp, float* dweight, float* dbias, const float* dout, Operand inp, Operand weight,
                      int N, int IC, int OC) {
+  // Both products read dout as their `a`: rounded once for the two.
+  const Operand gradient = dinp && dweight ? round_once(dout, N, OC) : Operand(dout);
   if (dinp) {
     // dinp (N, IC) += dout (N, OC) · weight (OC, IC)
-    gemm(false, false, N, IC, OC, 1.0f, dout, OC, weight, IC, 1.0f, dinp, IC);
+    gemm(false, false, N, IC, OC, 1.0f, gradient, OC, weight, IC, 1.0f, dinp, IC);
   }
   if (dweight) {
     // dweight (OC, IC) += dout (N, OC)ᵀ · inp (N, IC)
-    gemm(true, false, OC, IC, N, 1.0f, dout, OC, inp, IC, 1.0f, dweight, IC);
+    gemm(true, false, OC, IC, N, 1.0f, gradient, OC, inp, IC, 1.0f, dweight, IC);
   }
   if (dbias) {
     constexpr int kColumnBlock = 256;
