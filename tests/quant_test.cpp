@@ -34,6 +34,22 @@ TEST(Philox, KnownAnswers) {
             (PhiloxCounter{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}));
 }
 
+// The uniforms are the blocks' 16-bit halves in order, at every length and
+// offset of the vectorised and the scalar paths.
+TEST(Philox, UniformsAreTheBlocksHalvesInOrder) {
+  const PhiloxKey key = philox_key(0x0123456789abcdefull);
+  for (const int64_t n : {1, 7, 8, 9, 127, 128, 129, 255, 1000, 4099}) {
+    std::vector<float> uniforms(static_cast<size_t>(n));
+    philox_uniforms16(uniforms.data(), n, key, 11, 0xfffffffeu, 5);
+    for (int64_t i = 0; i < n; ++i) {
+      const PhiloxCounter bits = philox4x32_10({static_cast<uint32_t>(i / 8), 11, 0xfffffffeu, 5}, key);
+      const uint32_t word = bits[(i / 2) % 4];
+      const uint32_t half = i % 2 ? word >> 16 : word & 0xffffu;
+      ASSERT_EQ(uniforms[i], (static_cast<float>(half) + 0.5f) / 65536.0f) << "n " << n << ", element " << i;
+    }
+  }
+}
+
 // Round trip of one row; returns the largest error in units of the row's step.
 double round_trip_error_in_steps(const std::vector<float>& values, const RoundingContext& rounding, RowRange* out = nullptr) {
   const int n = static_cast<int>(values.size());
