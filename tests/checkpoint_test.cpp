@@ -114,6 +114,7 @@ struct Method {
   bool stack_gradients = false;
   Rounding rounding = Rounding::Stochastic;
   const char* lora_base = nullptr;  // LoRA on an "fp32" or "int8" base; nullptr: every parameter
+  int momentum_bits = 8;
 };
 
 void PrintTo(const Method& method, std::ostream* out) { *out << method.name; }
@@ -125,6 +126,7 @@ TrainingSettings settings_for(const Method& method) {
   settings.seed = 7;
   settings.qft.rounding = method.rounding;
   settings.qft.stack_gradients = method.stack_gradients;
+  settings.qft.momentum_bits = method.momentum_bits;
   if (method.lora_base) {
     settings.lora = LoraSettings{};
     settings.lora->rank = 2;
@@ -204,6 +206,8 @@ const Method kMethods[] = {
     {"qlion_accum2", "qlion", 2},
     {"qlion_stacked", "qlion", 1, true},
     {"qlion_nearest", "qlion", 1, false, Rounding::Nearest},
+    {"qlion_momentum4", "qlion", 1, false, Rounding::Stochastic, nullptr, 4},
+    {"qlion_momentum4_accum2", "qlion", 2, false, Rounding::Stochastic, nullptr, 4},
     {"lion", "lion"},
     {"adamw", "adamw"},
     {"adamw_accum2", "adamw", 2},
@@ -325,6 +329,9 @@ TEST(CheckpointErrors, OtherSettingsOrModelAreRefused) {
   other = saved.settings;
   other.optimizer = OptimizerKind::Lion;
   EXPECT_MENTIONS(saved.load_error(other), "optimizer");
+  other = saved.settings;
+  other.qft.momentum_bits = 4;  // an 8-bit checkpoint names no width; the error names both
+  EXPECT_MENTIONS(saved.load_error(other), "momentum_bits = 8, this run has 4");
   other = saved.settings;
   other.checkpointing = true;  // recomputation changes nothing
   EXPECT_EQ(saved.load_error(other), "");

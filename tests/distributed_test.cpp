@@ -161,6 +161,7 @@ TEST_P(TwoRankResume, ContinuesBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(Methods, TwoRankResume,
                          testing::Values(Method{"qlion_fused", "qlion", "", 0, 0}, Method{"qlion_stacked", "qlion", "--grad-accum 2", 0, 0},
+                                         Method{"qlion_momentum4", "qlion", "--momentum-bits 4", 0, 0},
                                          Method{"adamw", "adamw", "", 0, 0}, Method{"adamw8bit", "adamw8bit", "", 0, 0}),
                          [](const auto& info) { return std::string(info.param.name); });
 
@@ -178,19 +179,24 @@ TEST(FourRanks, RepeatBitForBit) {
 
 // QLion's momentum is re-sharded: a 2-rank checkpoint continues on 1 rank
 // (--grad-accum 2 keeps the global batch) and a 1-rank one on 2, each close
-// to the run that never changed (stacked and fused QLion round differently).
+// to the run that never changed (stacked and fused QLion round differently);
+// 4-bit momentum blocks move with their rows.
 TEST(ReshardedResume, QlionContinuesAtAnotherNumberOfRanks) {
   TempDir dir;
-  const auto straight = test::run_command(on_ranks(2, train_args("qlion", 1, 8, "")));
-  ASSERT_EQ(straight.exit_code, 0) << straight.output;
-  const std::vector<double> want = train_losses(straight.output);
-  const std::string two = dir.file("two");
-  ASSERT_EQ(test::run_command(on_ranks(2, train_args("qlion", 1, 4, "--checkpoint " + two))).exit_code, 0);
-  const auto on_one = test::run_command(on_ranks(1, train_args("qlion", 1, 8, "--grad-accum 2 --resume " + two)));
-  ASSERT_EQ(on_one.exit_code, 0) << on_one.output;
-  const std::vector<double> got = train_losses(on_one.output);
-  ASSERT_EQ(got.size(), 4u);
-  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[4 + i], 2e-2 * want[4 + i]) << "step " << i + 5;
+  for (const std::string momentum : {"", "--momentum-bits 4 "}) {
+    SCOPED_TRACE(momentum);
+    const auto straight = test::run_command(on_ranks(2, train_args("qlion", 1, 8, momentum)));
+    ASSERT_EQ(straight.exit_code, 0) << straight.output;
+    const std::vector<double> want = train_losses(straight.output);
+    const std::string two = dir.file("two" + std::to_string(momentum.size()));
+    ASSERT_EQ(test::run_command(on_ranks(2, train_args("qlion", 1, 4, momentum + "--checkpoint " + two))).exit_code, 0);
+    const auto on_one = test::run_command(on_ranks(1, train_args("qlion", 1, 8, momentum + "--grad-accum 2 --resume " + two)));
+    ASSERT_EQ(on_one.exit_code, 0) << on_one.output;
+    const std::vector<double> got = train_losses(on_one.output);
+    ASSERT_EQ(got.size(), 4u);
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[4 + i], 2e-2 * want[4 + i]) << "step " << i + 5;
+  }
+  const std::string two = dir.file("two0");
 
   const std::string one = dir.file("one");
   ASSERT_EQ(test::run_command(on_ranks(1, train_args("qlion", 1, 4, "--grad-accum 2 --checkpoint " + one))).exit_code, 0);

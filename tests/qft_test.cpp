@@ -3,11 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "model/transformer.h"
 #include "optim/gradient_stack.h"
+#include "optim/qlion.h"
+#include "optim/updates.h"
 #include "test_util.h"
 #include "train/optimizers.h"
 #include "train/qft_store.h"
@@ -155,6 +158,57 @@ TEST(QLion, OneStepInBf16ComputeEqualsFp32LionOnDequantizedValues) {
   expect_one_step_equals_fp32_lion(kernels::Compute::BF16);
 }
 
+// qlion_update_rows with the momentum in either layout: weights and
+// momentum written back are FP32 Lion's update of the de-quantized state,
+// each within half a step of its row (8 bits) or block (4 bits).
+void expect_update_rows_follow_lion(CodeLayout layout) {
+  constexpr int rows = 3, cols = 150;
+  std::mt19937 generator(21);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> w(rows * cols), m(rows * cols), g(rows * cols);
+  for (std::vector<float>* values : {&w, &m, &g}) {
+    for (float& value : *values) value = normal(generator);
+  }
+  for (int c = 0; c < 64; ++c) {  // a quiet block in row 1
+    m[cols + c] *= 1e-3f;
+    g[cols + c] *= 1e-3f;
+  }
+  const RoundingContext nearest{Rounding::Nearest, 0, 0, 0};
+  HybridMatrix weights("w", rows, cols);
+  weights.assign(w.data(), 0.0f, nearest);
+  QuantizedRows momentum(MemCategory::OptimizerState, rows, cols, layout);
+  quantize_rows(momentum.view(), m.data(), nearest, "m");
+  std::vector<float> want_w(rows * cols), want_m(rows * cols), got_w(rows * cols), got_m(rows * cols);
+  dequantize_hybrid_rows(want_w.data(), weights.view(), 0, rows);
+  dequantize_rows(want_m.data(), momentum.view());
+  const float lr = 0.05f;
+  lion_update(want_w.data(), want_m.data(), g.data(), want_w.size(), lr, lion_settings());
+
+  QLionParameter param;
+  param.weights = weights.view();
+  param.momentum = momentum.view();
+  param.grad = g.data();
+  param.cols = cols;
+  qlion_update_rows(param, 0, rows, lr, lion_settings(), {nearest, nearest}, "w");
+  dequantize_hybrid_rows(got_w.data(), weights.view(), 0, rows);
+  dequantize_rows(got_m.data(), momentum.view());
+  const int block = layout.bits == 8 ? cols : layout.block;
+  for (int r = 0; r < rows; ++r) {
+    for (int c = 0; c < cols; ++c) {
+      const size_t i = static_cast<size_t>(r) * cols + c;
+      const float m_step = momentum.view().row_ranges(r)[c / block].scale, w_step = weights.view().dense.ranges[r].scale;
+      ASSERT_LE(std::abs(got_m[i] - want_m[i]), 0.5f * m_step * 1.001f + 1e-9f) << "momentum [" << r << ", " << c << "]";
+      ASSERT_LE(std::abs(got_w[i] - want_w[i]), 0.5f * w_step * 1.001f + 1e-9f) << "weight [" << r << ", " << c << "]";
+    }
+  }
+  if (layout.bits == 4) {  // the quiet block keeps a step of its own
+    EXPECT_LT(momentum.view().row_ranges(1)[0].scale, 1e-2f * momentum.view().row_ranges(1)[1].scale);
+  }
+}
+
+TEST(QLion, UpdateRowsFollowLionWithInt8Momentum) { expect_update_rows_follow_lion({}); }
+TEST(QLion, UpdateRowsFollowLionWith4BitMomentumBlocks) { expect_update_rows_follow_lion(CodeLayout::int4(64)); }
+
 // With one micro-batch, pushing gradients on the INT8 stack and updating
 // after backward changes only updates whose gradient INT8 flips in sign.
 TEST(QLion, FusedAndStackedModesGiveTheSameUpdate) {
@@ -184,9 +238,11 @@ TEST(QLion, FusedAndStackedModesGiveTheSameUpdate) {
   EXPECT_LT(static_cast<double>(different) / total, 0.01) << different << " of " << total;
 }
 
-std::vector<double> train_losses(const Task& task, const std::string& optimizer, Rounding rounding, float lr, int steps) {
+std::vector<double> train_losses(const Task& task, const std::string& optimizer, Rounding rounding, float lr, int steps,
+                                 int momentum_bits = 8) {
   TrainingSettings settings = qft_settings(rounding);
   settings.optimizer = parse_optimizer(optimizer);
+  settings.qft.momentum_bits = momentum_bits;
   auto training = make_training(ModelSource::random(task.config, 9), settings);
   std::vector<double> losses;
   for (int step = 1; step <= steps; ++step) losses.push_back(training->step(step, lr, task.micro_batches(step, 1, 8)));
@@ -217,6 +273,21 @@ TEST(QLion, StochasticRoundingTrainsLikeFp32LionAtASmallLearningRate) {
               tail_mean(fp32), tail_mean(stochastic), tail_mean(nearest));
   EXPECT_GT(tail_mean(nearest) - tail_mean(fp32), 3 * std::abs(tail_mean(stochastic) - tail_mean(fp32)))
       << "nearest " << tail_mean(nearest) << ", stochastic " << tail_mean(stochastic) << ", fp32 " << tail_mean(fp32);
+}
+
+// 4-bit momentum (64-value blocks) on the same task: within 5 % of FP32
+// Lion, as the INT8 momentum is.
+TEST(QLion, FourBitMomentumTrainsLikeFp32Lion) {
+  const Task task;
+  const float lr = 1e-4f;
+  const int steps = 80;
+  const auto fp32 = train_losses(task, "lion", Rounding::Stochastic, lr, steps);
+  const auto four_bit = train_losses(task, "qlion", Rounding::Stochastic, lr, steps, 4);
+  const auto eight_bit = train_losses(task, "qlion", Rounding::Stochastic, lr, steps, 8);
+  std::printf("losses: start %.4f, FP32 Lion %.4f, QLion 8-bit momentum %.4f, 4-bit momentum %.4f\n", fp32.front(),
+              tail_mean(fp32), tail_mean(eight_bit), tail_mean(four_bit));
+  EXPECT_LT(tail_mean(fp32), fp32.front() - 0.3) << "FP32 Lion should learn this task";
+  EXPECT_NEAR(tail_mean(four_bit), tail_mean(fp32), 0.05 * tail_mean(fp32));
 }
 
 TEST(QLion, GradientAccumulationMatchesOneLargeBatch) {

@@ -10,6 +10,7 @@
 #include "quant/hybrid.h"
 #include "quant/philox.h"
 #include "quant/quantizer.h"
+#include "test_util.h"
 
 namespace qft {
 namespace {
@@ -82,6 +83,78 @@ TEST(Quantizer, NearestIsWithinHalfAStepForEveryKindOfRow) {
   EXPECT_EQ(range.scale, 0.0f);
   EXPECT_EQ(round_trip_error_in_steps(std::vector<float>(9, 0.0f), nearest()), 0.0);
   EXPECT_EQ(round_trip_error_in_steps(std::vector<float>(9, -2.5f), stochastic(3)), 0.0);
+}
+
+// 4-bit rows: each block's values within half (nearest) or one (stochastic)
+// of its own step, whatever its neighbours' magnitude; a constant block and
+// an odd tail exact.
+TEST(Quantizer4, EachBlockIsWithinItsOwnStep) {
+  constexpr int kBlock = 64, n = 64 * 3 + 7;
+  std::vector<float> row = normal_values(n, 1.0f, 4);
+  for (int i = 64; i < 128; ++i) row[i] *= 1e-3f;  // a quiet block beside loud ones
+  for (int i = 128; i < 192; ++i) row[i] = -0.25f;  // constant
+  std::vector<uint8_t> codes((n + 1) / 2);
+  std::vector<RowRange> ranges(4);
+  std::vector<float> back(n);
+  for (const auto& [rounding, bound] : {std::pair{nearest(), 0.5 + 1e-3}, std::pair{stochastic(2), 1.0}}) {
+    quantize_row4(codes.data(), ranges.data(), row.data(), n, kBlock, rounding, 5, "t");
+    dequantize_row4(back.data(), codes.data(), ranges.data(), n, kBlock);
+    for (int i = 0; i < n; ++i) {
+      const RowRange range = ranges[i / kBlock];
+      const double error = std::abs(static_cast<double>(back[i]) - row[i]);
+      if (range.scale == 0.0f) {
+        EXPECT_EQ(back[i], row[i]) << i;
+      } else {
+        EXPECT_LE(error / range.scale, bound) << "value " << i;
+      }
+    }
+    EXPECT_LT(ranges[1].scale, 1e-3f * ranges[0].scale * 10);  // the quiet block keeps its own step
+    EXPECT_EQ(ranges[2].scale, 0.0f);
+  }
+}
+
+// Stochastic 4-bit rounding is unbiased: over many steps (independent
+// numbers) the mean of the de-quantized values approaches the values, within
+// four standard errors of a rounding whose spread is at most half a step.
+TEST(Quantizer4, StochasticRoundingIsUnbiased) {
+  constexpr int n = 100, kBlock = 64, kDraws = 4000;
+  const std::vector<float> row = normal_values(n, 1.0f, 8);
+  std::vector<double> sum(n, 0.0);
+  std::vector<uint8_t> codes(n / 2);
+  std::vector<RowRange> ranges(2);
+  std::vector<float> back(n);
+  for (uint32_t step = 1; step <= kDraws; ++step) {
+    quantize_row4(codes.data(), ranges.data(), row.data(), n, kBlock, stochastic(step), 0, "t");
+    dequantize_row4(back.data(), codes.data(), ranges.data(), n, kBlock);
+    for (int i = 0; i < n; ++i) sum[i] += back[i];
+  }
+  for (int i = 0; i < n; ++i) {
+    const double standard_error = 0.5 * ranges[i / kBlock].scale / std::sqrt(static_cast<double>(kDraws));
+    EXPECT_NEAR(sum[i] / kDraws, row[i], 4 * standard_error) << "value " << i;
+  }
+}
+
+// The 4-bit layout through the matrix passes: codes two a byte, even column
+// low, ranges per block; NaN refused by name.
+TEST(Quantizer4, MatrixPassesUseTheLayout) {
+  QuantizedRows rows(MemCategory::OptimizerState, 3, 130, CodeLayout::int4(64));
+  EXPECT_EQ(rows.row_bytes(), 65u);
+  EXPECT_EQ(rows.ranges_per_row(), 3);
+  EXPECT_EQ(QuantizedRows::bytes(3, 130, CodeLayout::int4(64)), 3u * (65 + 3 * sizeof(RowRange)));
+  std::vector<float> values = normal_values(3 * 130, 1.0f, 9), back(3 * 130);
+  quantize_rows(rows.view(), values.data(), nearest(), "m");
+  dequantize_rows(back.data(), rows.view());
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 130; ++c) {
+      const int code = (rows.row_codes(r)[c / 2] >> (4 * (c % 2))) & 0xf;
+      const RowRange range = rows.view().row_ranges(r)[c / 64];
+      EXPECT_EQ(back[r * 130 + c], range.offset + range.scale * static_cast<float>(code));
+      EXPECT_LE(std::abs(back[r * 130 + c] - values[r * 130 + c]), 0.5f * range.scale * (1 + 1e-4f));
+    }
+  }
+  values[200] = NAN;
+  EXPECT_NE(test::error_of([&] { quantize_rows(rows.view(), values.data(), nearest(), "m"); }).find("m: row 1 holds NaN"),
+            std::string::npos);
 }
 
 TEST(Quantizer, StochasticIsWithinOneStepAndReproducible) {

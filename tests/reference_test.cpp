@@ -217,12 +217,13 @@ TEST(TrainingCaseMixed, MixedPrecisionAdamWFollowsPyTorchAdamW) {
 // configuration alone, every category to the byte of the accounting's peak.
 TEST(ArchitectureMemory, PlanEqualsTheAccountingPerCategory) {
   for (const char* name : {"gemma2", "mistral_window", "phi3_longrope"}) {
-    for (const std::string optimizer : {"adamw", "qlion"}) {
+    for (const std::string optimizer : {"adamw", "qlion", "qlion 4-bit momentum"}) {
       for (const bool checkpointing : {false, true}) {
         SCOPED_TRACE(std::string(name) + " " + optimizer + (checkpointing ? " checkpointing" : ""));
         reset_memory_peaks();
         const ModelSource source = ModelSource::hf_directory(reference_case(name));
-        TrainingSettings settings = default_settings(parse_optimizer(optimizer));
+        TrainingSettings settings = default_settings(parse_optimizer(optimizer.substr(0, optimizer.find(' '))));
+        if (optimizer.ends_with("4-bit momentum")) settings.qft.momentum_bits = 4;
         settings.checkpointing = checkpointing;
         const std::vector<TokenSequence> lines = {{1, 2, 3, 4, 5, 6, 7, 8}, {9, 8, 7, 6, 5, 4, 3, 2}};
         PlanShape shape;

@@ -26,10 +26,9 @@ void update_row(const QLionParameter& param, int row, int row_begin, float* weig
     grad = scratch;
   }
   float* momentum = thread_row(2, cols);
-  dequantize_row(momentum, param.momentum.row_codes(local), param.momentum.ranges[local], cols);
+  dequantize_view_row(momentum, param.momentum, local);
   lion_update(weights, momentum, grad, cols, lr, lion);
-  param.momentum.ranges[local] = quantize_row(param.momentum.row_codes(local), momentum, cols, rounding.momentum,
-                                              static_cast<uint32_t>(row), nullptr, 0, tensor);
+  quantize_view_row(param.momentum, local, momentum, rounding.momentum, static_cast<uint32_t>(row), tensor);
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 #pragma once
 // QLion: the QFT paper's optimizer (Algorithm 2) — Lion on weights stored as
-// INT8 rows plus FP32 outliers (quant/hybrid.h), with INT8 momentum, both
+// INT8 rows plus FP32 outliers (quant/hybrid.h), with INT8 (or 4-bit) momentum, both
 // written back with stochastic (or nearest) rounding. One operation over
 // plain arrays, so a device can implement it beside this CPU one.
 #include "optim/optimizer.h"
@@ -15,7 +15,7 @@ namespace qft {
 struct QLionParameter {
   HybridView weights;              // matrices, else dense.codes is null
   float* vector = nullptr;         // (cols) a norm weight or bias
-  QuantizedView momentum;          // (updated rows, cols)
+  QuantizedView momentum;          // (updated rows, cols), INT8 or 4-bit blocks
   const float* grad = nullptr;     // (updated rows, cols) FP32, or null
   QuantizedView stacked_grad;      // (rows, cols) INT8, when grad is null
   int cols = 0;

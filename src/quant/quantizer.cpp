@@ -23,16 +23,16 @@ const float* row_uniforms(int n, const RoundingContext& rounding, uint32_t row) 
   return uniforms.data();
 }
 
-// Codes of positions [begin, end) from t = (x − offset)/scale: nearest, or
-// floor(t + u) with u uniform, whose mean is t.
+// Codes of positions [begin, end) from t = (x − offset)/scale, in [0,
+// max_code]: nearest, or floor(t + u) with u uniform, whose mean is t.
 void round_codes(uint8_t* __restrict codes, const float* __restrict values, int begin, int end, RowRange range,
-                 const float* __restrict uniforms) {
+                 const float* __restrict uniforms, int max_code = 255) {
   const float inverse = 1.0f / range.scale, offset = range.offset;
   if (!uniforms) {
 #pragma omp simd
     for (int i = begin; i < end; ++i) {
       const float t = std::nearbyint((values[i] - offset) * inverse);
-      codes[i] = static_cast<uint8_t>(std::min(std::max(t, 0.0f), kMaxCode));
+      codes[i] = static_cast<uint8_t>(std::min(std::max(t, 0.0f), static_cast<float>(max_code)));
     }
     return;
   }
@@ -40,8 +40,23 @@ void round_codes(uint8_t* __restrict codes, const float* __restrict values, int 
 #pragma omp simd
   for (int i = begin; i < end; ++i) {
     const int t = static_cast<int>((values[i] - offset) * inverse + uniforms[i]);
-    codes[i] = static_cast<uint8_t>(std::min(std::max(t, 0), 255));
+    codes[i] = static_cast<uint8_t>(std::min(std::max(t, 0), max_code));
   }
+}
+
+// The range of one 4-bit block (n values); throws naming `tensor` on NaN or Inf.
+RowRange block_range(const float* values, int n, uint32_t row, const std::string& tensor) {
+  float min = INFINITY, max = -INFINITY, poison = 0.0f;
+#pragma omp simd reduction(min : min) reduction(max : max) reduction(+ : poison)
+  for (int i = 0; i < n; ++i) {
+    min = values[i] < min ? values[i] : min;
+    max = values[i] > max ? values[i] : max;
+    poison += values[i] * 0.0f;
+  }
+  if (poison != 0.0f) fail(tensor, ": row ", row, " holds NaN or Inf");
+  RowRange range{min, (max - min) / 15.0f};
+  if (!std::isfinite(range.scale)) fail(tensor, ": row ", row, " has a range too large for float");
+  return range;
 }
 
 }  // namespace
@@ -97,24 +112,76 @@ void dequantize_row_bf16(uint16_t* out, const uint8_t* codes, RowRange range, in
   }
 }
 
-QuantizedRows::QuantizedRows(MemCategory category, int rows, int cols)
+void quantize_row4(uint8_t* codes, RowRange* ranges, const float* values, int n, int block,
+                   const RoundingContext& rounding, uint32_t row, const std::string& tensor) {
+  const float* uniforms = rounding.mode == Rounding::Stochastic ? row_uniforms(n, rounding, row) : nullptr;
+  thread_local std::vector<uint8_t> unpacked;
+  unpacked.resize(static_cast<size_t>(block));
+  for (int first = 0, b = 0; first < n; first += block, ++b) {
+    const int count = std::min(block, n - first);
+    RowRange range = block_range(values + first, count, row, tensor);
+    if (range.scale == 0.0f) {
+      std::fill(unpacked.begin(), unpacked.begin() + count, 0);
+    } else {
+      round_codes(unpacked.data(), values + first, 0, count, range, uniforms ? uniforms + first : nullptr, 15);
+    }
+    ranges[b] = range;
+    uint8_t* packed = codes + first / 2;
+    for (int i = 0; i < count / 2; ++i) packed[i] = static_cast<uint8_t>(unpacked[2 * i] | unpacked[2 * i + 1] << 4);
+    if (count % 2) packed[count / 2] = unpacked[count - 1];
+  }
+}
+
+void dequantize_row4(float* out, const uint8_t* codes, const RowRange* ranges, int n, int block) {
+  for (int first = 0, b = 0; first < n; first += block, ++b) {
+    const int count = std::min(block, n - first);
+    const RowRange range = ranges[b];
+    const uint8_t* packed = codes + first / 2;
+#pragma omp simd
+    for (int i = 0; i < count; ++i) {
+      const int code = (packed[i / 2] >> (4 * (i % 2))) & 0xf;
+      out[first + i] = range.offset + range.scale * static_cast<float>(code);
+    }
+  }
+}
+
+void dequantize_view_row(float* out, const QuantizedView& matrix, int row) {
+  if (matrix.layout.bits == 8) return dequantize_row(out, matrix.row_codes(row), matrix.ranges[row], matrix.cols);
+  dequantize_row4(out, matrix.row_codes(row), matrix.row_ranges(row), matrix.cols, matrix.layout.block);
+}
+
+void quantize_view_row(const QuantizedView& matrix, int row, const float* values, const RoundingContext& rounding,
+                       uint32_t key_row, const std::string& tensor) {
+  if (matrix.layout.bits == 8) {
+    matrix.ranges[row] = quantize_row(matrix.row_codes(row), values, matrix.cols, rounding, key_row, nullptr, 0, tensor);
+    return;
+  }
+  quantize_row4(matrix.row_codes(row), matrix.row_ranges(row), values, matrix.cols, matrix.layout.block, rounding,
+                key_row, tensor);
+}
+
+QuantizedRows::QuantizedRows(MemCategory category, int rows, int cols, CodeLayout layout)
     : rows_(rows),
       cols_(cols),
-      codes_(category, static_cast<size_t>(rows) * cols),
-      ranges_(category, rows) {}
+      layout_(layout),
+      codes_(category, static_cast<size_t>(rows) * layout.row_bytes(cols)),
+      ranges_(category, static_cast<size_t>(rows) * layout.ranges_per_row(cols)) {
+  const bool supported = layout.bits == 8 || (layout.bits == 4 && layout.block > 0 && layout.block % 2 == 0);
+  if (!supported) fail("quantized rows: ", layout.bits, " bits in blocks of ", layout.block, " is not a layout");
+}
 
 void quantize_rows(const QuantizedView& matrix, const float* values, const RoundingContext& rounding,
                    const std::string& tensor) {
   const int cols = matrix.cols;
   parallel_for(matrix.rows, [&](int64_t row) {
-    matrix.ranges[row] = quantize_row(matrix.row_codes(row), values + row * cols, cols, rounding, row, nullptr, 0, tensor);
+    quantize_view_row(matrix, static_cast<int>(row), values + row * cols, rounding, static_cast<uint32_t>(row), tensor);
   });
 }
 
 void dequantize_rows(float* out, const QuantizedView& matrix) {
 #pragma omp parallel for schedule(static)
   for (int row = 0; row < matrix.rows; ++row) {
-    dequantize_row(out + static_cast<size_t>(row) * matrix.cols, matrix.row_codes(row), matrix.ranges[row], matrix.cols);
+    dequantize_view_row(out + static_cast<size_t>(row) * matrix.cols, matrix, row);
   }
 }
 
@@ -124,9 +191,9 @@ void accumulate_rows(const QuantizedView& matrix, const float* values, const Rou
   parallel_for(matrix.rows, [&](int64_t row) {
     thread_local std::vector<float> sum;
     sum.resize(cols);
-    dequantize_row(sum.data(), matrix.row_codes(row), matrix.ranges[row], cols);
+    dequantize_view_row(sum.data(), matrix, static_cast<int>(row));
     for (int col = 0; col < cols; ++col) sum[col] += values[row * cols + col];
-    matrix.ranges[row] = quantize_row(matrix.row_codes(row), sum.data(), cols, rounding, row, nullptr, 0, tensor);
+    quantize_view_row(matrix, static_cast<int>(row), sum.data(), rounding, static_cast<uint32_t>(row), tensor);
   });
 }
 

@@ -37,14 +37,42 @@ void dequantize_row(float* out, const uint8_t* codes, RowRange range, int n);
 // FP32 copy of the row.
 void dequantize_row_bf16(uint16_t* out, const uint8_t* codes, RowRange range, int n);
 
-// A (rows, cols) matrix of codes with one range per row, as plain arrays:
-// what the passes below (and a device's implementation of them) work on.
-struct QuantizedView {
-  uint8_t* codes = nullptr;    // (rows, cols)
-  RowRange* ranges = nullptr;  // (rows)
-  int rows = 0, cols = 0;
-  uint8_t* row_codes(int row) const { return codes + static_cast<size_t>(row) * cols; }
+// 4-bit codes, two a byte (the even column in the low half), one range per
+// block of `block` values along the row (block even): x̂ = offset + scale·q,
+// q ∈ [0, 15], offset = the block's minimum, scale = its range/15. The row's
+// random numbers are those of quantize_row (keyed by column), so a row
+// rounds the same way at either width.
+void quantize_row4(uint8_t* codes, RowRange* ranges, const float* values, int n, int block,
+                   const RoundingContext& rounding, uint32_t row, const std::string& tensor);
+void dequantize_row4(float* out, const uint8_t* codes, const RowRange* ranges, int n, int block);
+
+// How a matrix's rows hold their codes: 8 bits with one range per row (the
+// default), or 4 bits with one range per `block` values.
+struct CodeLayout {
+  int bits = 8;
+  int block = 0;  // 4 bits: values per range along a row
+  bool operator==(const CodeLayout&) const = default;
+  static CodeLayout int4(int block) { return {4, block}; }
+  size_t row_bytes(int cols) const { return bits == 8 ? static_cast<size_t>(cols) : (static_cast<size_t>(cols) + 1) / 2; }
+  int ranges_per_row(int cols) const { return bits == 8 ? 1 : (cols + block - 1) / block; }
 };
+
+// A (rows, cols) matrix of codes and ranges, as plain arrays: what the
+// passes below (and a device's implementation of them) work on.
+struct QuantizedView {
+  uint8_t* codes = nullptr;    // (rows, layout.row_bytes(cols))
+  RowRange* ranges = nullptr;  // (rows, layout.ranges_per_row(cols))
+  int rows = 0, cols = 0;
+  CodeLayout layout;
+  uint8_t* row_codes(int row) const { return codes + static_cast<size_t>(row) * layout.row_bytes(cols); }
+  RowRange* row_ranges(int row) const { return ranges + static_cast<size_t>(row) * layout.ranges_per_row(cols); }
+};
+
+// One row of a matrix in either layout: de-quantized into out (cols), or
+// values (cols) quantized into it with the random numbers of `key_row`.
+void dequantize_view_row(float* out, const QuantizedView& matrix, int row);
+void quantize_view_row(const QuantizedView& matrix, int row, const float* values, const RoundingContext& rounding,
+                       uint32_t key_row, const std::string& tensor);
 
 // ---- passes over whole quantized matrices (row-parallel), outputs first.
 // out (rows, cols) = the de-quantized matrix.
@@ -58,32 +86,39 @@ void quantize_rows(const QuantizedView& matrix, const float* values, const Round
 void accumulate_rows(const QuantizedView& matrix, const float* values, const RoundingContext& rounding,
                      const std::string& tensor);
 
-// A (rows, cols) matrix of codes with one range per row.
+// A (rows, cols) matrix of codes and ranges that owns them.
 class QuantizedRows {
  public:
   QuantizedRows() = default;
-  QuantizedRows(MemCategory category, int rows, int cols);
+  QuantizedRows(MemCategory category, int rows, int cols, CodeLayout layout = {});
 
   int rows() const { return rows_; }
   int cols() const { return cols_; }
-  uint8_t* row_codes(int row) { return codes_.data() + static_cast<size_t>(row) * cols_; }
-  const uint8_t* row_codes(int row) const { return codes_.data() + static_cast<size_t>(row) * cols_; }
-  RowRange& range(int row) { return ranges_[row]; }
-  RowRange range(int row) const { return ranges_[row]; }
-  // All codes (rows × cols) and ranges (rows), for checkpoints.
+  CodeLayout layout() const { return layout_; }
+  size_t row_bytes() const { return layout_.row_bytes(cols_); }
+  int ranges_per_row() const { return layout_.ranges_per_row(cols_); }
+  uint8_t* row_codes(int row) { return codes_.data() + static_cast<size_t>(row) * row_bytes(); }
+  const uint8_t* row_codes(int row) const { return codes_.data() + static_cast<size_t>(row) * row_bytes(); }
+  RowRange& range(int row) { return ranges_[static_cast<size_t>(row) * ranges_per_row()]; }
+  RowRange range(int row) const { return ranges_[static_cast<size_t>(row) * ranges_per_row()]; }
+  // All codes (rows × row_bytes) and ranges (rows × ranges_per_row), for checkpoints.
   uint8_t* codes() { return codes_.data(); }
   const uint8_t* codes() const { return codes_.data(); }
   RowRange* ranges() { return ranges_.data(); }
   const RowRange* ranges() const { return ranges_.data(); }
 
-  QuantizedView view() { return {codes_.data(), ranges_.data(), rows_, cols_}; }
-  QuantizedView view() const { return {const_cast<uint8_t*>(codes_.data()), const_cast<RowRange*>(ranges_.data()), rows_, cols_}; }
-  static size_t bytes(int64_t rows, int64_t cols) {
-    return static_cast<size_t>(rows * cols) + static_cast<size_t>(rows) * sizeof(RowRange);
+  QuantizedView view() { return {codes_.data(), ranges_.data(), rows_, cols_, layout_}; }
+  QuantizedView view() const {
+    return {const_cast<uint8_t*>(codes_.data()), const_cast<RowRange*>(ranges_.data()), rows_, cols_, layout_};
+  }
+  static size_t bytes(int64_t rows, int64_t cols, CodeLayout layout = {}) {
+    const int c = static_cast<int>(cols);
+    return static_cast<size_t>(rows) * (layout.row_bytes(c) + layout.ranges_per_row(c) * sizeof(RowRange));
   }
 
  private:
   int rows_ = 0, cols_ = 0;
+  CodeLayout layout_;
   Buffer<uint8_t> codes_;
   Buffer<RowRange> ranges_;
 };

@@ -65,10 +65,12 @@ void remove_leftover(const fs::path& path) {
   fs::remove_all(path);
 }
 
-void check_finite_ranges(const StateReader& reader, const std::string& name, const RowRange* ranges, int rows) {
-  for (int row = 0; row < rows; ++row) {
-    if (!std::isfinite(ranges[row].offset) || !std::isfinite(ranges[row].scale) || ranges[row].scale < 0.0f) {
-      fail(reader.path(), ": tensor '", name, "': row ", row, " has an invalid range");
+// Ranges (rows, per_row), each with a finite offset and a finite, non-negative scale.
+void check_finite_ranges(const StateReader& reader, const std::string& name, const RowRange* ranges, int rows,
+                         int per_row) {
+  for (int64_t i = 0; i < static_cast<int64_t>(rows) * per_row; ++i) {
+    if (!std::isfinite(ranges[i].offset) || !std::isfinite(ranges[i].scale) || ranges[i].scale < 0.0f) {
+      fail(reader.path(), ": tensor '", name, "': row ", i / per_row, " has an invalid range");
     }
   }
 }
@@ -296,36 +298,39 @@ CheckpointFiles open_checkpoint(const std::string& directory) {
   }
 }
 
+// A quantized matrix's tensors: codes (rows, bytes a row) and ranges (rows,
+// 2 floats a range). The 8-bit layout's are (rows, cols) and (rows, 2).
 void save_rows(StateWriter& writer, const std::string& name, const QuantizedRows& rows) {
   static_assert(sizeof(RowRange) == 2 * sizeof(float));
-  writer.add(name + ".codes", DType::U8, {rows.rows(), rows.cols()}, rows.codes());
-  writer.add(name + ".ranges", DType::F32, {rows.rows(), 2}, rows.ranges());
+  writer.add(name + ".codes", DType::U8, {rows.rows(), static_cast<int64_t>(rows.row_bytes())}, rows.codes());
+  writer.add(name + ".ranges", DType::F32, {rows.rows(), 2 * rows.ranges_per_row()}, rows.ranges());
 }
 
 void load_rows(const StateReader& reader, const std::string& name, QuantizedRows& rows) {
-  reader.read(name + ".codes", DType::U8, {rows.rows(), rows.cols()}, rows.codes());
-  reader.read(name + ".ranges", DType::F32, {rows.rows(), 2}, rows.ranges());
-  check_finite_ranges(reader, name + ".ranges", rows.ranges(), rows.rows());
+  reader.read(name + ".codes", DType::U8, {rows.rows(), static_cast<int64_t>(rows.row_bytes())}, rows.codes());
+  reader.read(name + ".ranges", DType::F32, {rows.rows(), 2 * rows.ranges_per_row()}, rows.ranges());
+  check_finite_ranges(reader, name + ".ranges", rows.ranges(), rows.rows(), rows.ranges_per_row());
 }
 
 void load_row_share(const ShardReaders& shards, const std::string& name, int total_rows, int64_t owned_begin,
                     QuantizedRows& rows) {
-  const int64_t owned_end = owned_begin + rows.rows(), cols = rows.cols();
+  const int64_t owned_end = owned_begin + rows.rows(), row_bytes = static_cast<int64_t>(rows.row_bytes());
+  const int64_t range_bytes = rows.ranges_per_row() * static_cast<int64_t>(sizeof(RowRange));
   for (int s = 0; s < shards.ranks; ++s) {
     const dist::Range held = dist::share(total_rows, shards.ranks, s);
     const int64_t begin = std::max(held.begin, owned_begin), end = std::min(held.end, owned_end);
     // A single state file is read whole (its every tensor is checked), shards only where they overlap.
     if (begin >= end && shards.ranks > 1) continue;
     const StateReader& reader = *shards.files.at(s);
-    const uint8_t* codes = reader.get(name + ".codes", DType::U8, {held.size(), cols});
-    const uint8_t* ranges = reader.get(name + ".ranges", DType::F32, {held.size(), 2});
+    const uint8_t* codes = reader.get(name + ".codes", DType::U8, {held.size(), row_bytes});
+    const uint8_t* ranges = reader.get(name + ".ranges", DType::F32, {held.size(), 2 * rows.ranges_per_row()});
     if (begin >= end) continue;
-    std::memcpy(rows.row_codes(static_cast<int>(begin - owned_begin)), codes + (begin - held.begin) * cols,
-                static_cast<size_t>((end - begin) * cols));
-    std::memcpy(&rows.range(static_cast<int>(begin - owned_begin)), ranges + (begin - held.begin) * sizeof(RowRange),
-                static_cast<size_t>(end - begin) * sizeof(RowRange));
+    std::memcpy(rows.row_codes(static_cast<int>(begin - owned_begin)), codes + (begin - held.begin) * row_bytes,
+                static_cast<size_t>((end - begin) * row_bytes));
+    std::memcpy(&rows.range(static_cast<int>(begin - owned_begin)), ranges + (begin - held.begin) * range_bytes,
+                static_cast<size_t>((end - begin) * range_bytes));
   }
-  check_finite_ranges(*shards.files.at(0), name + ".ranges", rows.ranges(), rows.rows());
+  check_finite_ranges(*shards.files.at(0), name + ".ranges", rows.ranges(), rows.rows(), rows.ranges_per_row());
 }
 
 void save_hybrid(StateWriter& writer, const std::string& name, const HybridMatrix& matrix) {

@@ -85,7 +85,9 @@ std::string plan_table(const MemoryPlan& plan, const ModelConfig& config, const 
   const std::string method =
       settings.lora ? "LoRA r=" + std::to_string(settings.lora->rank) + (settings.lora->int8_base ? " INT8 base" : " FP32 base") +
                           " + " + optimizer
-                    : optimizer;
+                    : settings.optimizer == OptimizerKind::QLion && settings.qft.momentum_bits != 8
+                          ? optimizer + " (" + std::to_string(settings.qft.momentum_bits) + "-bit momentum)"
+                          : optimizer;
   const std::string ranks = shape.ranks > 1 ? ", per rank (" + std::to_string(shape.ranks) + " ranks)" : std::string();
   std::snprintf(line, sizeof line, "memory plan: %s, %.3f B parameters, %s, seq %d x batch %d, grad-accum %d%s, %s compute%s\n",
                 architecture_name(config.architecture), plan.params / 1e9, method.c_str(),

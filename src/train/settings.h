@@ -24,6 +24,9 @@ struct QftSettings {
   // QLion: the INT8 gradient stack even with one micro-batch per step (the
   // paper's pipeline) instead of updating inside backward.
   bool stack_gradients = false;
+  // QLion's momentum: 8 bits with one range per row, or 4 bits with one
+  // range per 64 values along a row (train/qft_store.cpp says why 64).
+  int momentum_bits = 8;
 };
 
 // LoRA as PEFT makes it (train/lora_store.h).

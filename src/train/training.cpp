@@ -312,6 +312,20 @@ void Training::save(const std::string& directory) {
 // "grad_accum" counts the micro-batches of a step over all ranks, so a
 // checkpoint resumes at another number of ranks with --grad-accum making up
 // the same global batch.
+namespace {
+
+// QLion's settings with momentum_bits named even where the checkpoint left
+// the default (8) out, so two widths are told apart by their numbers.
+nlohmann::json with_momentum_bits(nlohmann::json settings) {
+  const bool qlion = settings.is_object() && settings.contains("optimizer") && settings["optimizer"] == "qlion";
+  if (qlion && !settings.contains("lora") && !settings.contains("momentum_bits")) {
+    settings["momentum_bits"] = 8;
+  }
+  return settings;
+}
+
+}  // namespace
+
 nlohmann::json checkpoint_settings_json(const TrainingSettings& settings) {
   nlohmann::json json = {{"optimizer", optimizer_name(settings.optimizer)},
                          {"beta1", settings.hyper.beta1},
@@ -330,6 +344,8 @@ nlohmann::json checkpoint_settings_json(const TrainingSettings& settings) {
     json["rounding"] = settings.qft.rounding == Rounding::Stochastic ? "stochastic" : "nearest";
     json["seed"] = settings.seed;
     json["stack_gradients"] = settings.qft.stack_gradients;
+    // Named only when not the default, so 8-bit checkpoints read as before.
+    if (settings.qft.momentum_bits != 8) json["momentum_bits"] = settings.qft.momentum_bits;
   }
   return json;
 }
@@ -373,7 +389,8 @@ ResumePoint Training::load_checkpoint(const std::string& directory) {
   const std::string manifest = files.directory + "/manifest.json";
   const auto member = [&](const char* key) { return files.manifest.value(key, nlohmann::json()); };
   expect_same_settings(member("model_config"), model_config_to_json(model_config_), "model config", manifest);
-  expect_same_settings(member("training"), settings_json(), "training setting", manifest);
+  expect_same_settings(with_momentum_bits(member("training")), with_momentum_bits(settings_json()), "training setting",
+                       manifest);
   load_state(*files.state, files.shards());
   files.state->expect_all_read();
   ResumePoint resume;

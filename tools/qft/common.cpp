@@ -58,6 +58,10 @@ StopSignals::~StopSignals() { stop_requests_accepted = false; }
 int StopSignals::received() { return stop_signal.load(); }
 const char* StopSignals::name(int signal) { return signal == SIGINT ? "SIGINT" : "SIGTERM"; }
 
+OptionSpec momentum_bits_option() {
+  return {"momentum-bits", "BITS", "qlion: momentum as 8-bit codes with one range per row, or 4-bit codes with one range per 64 values", "8"};
+}
+
 OptionSpec threads_option() {
   return {"threads", "N", "worker threads for kernels and GEMMs (default: all cores)", ""};
 }
@@ -200,6 +204,7 @@ TrainingSettings training_settings(const Args& args) {
   read("rounding", settings.qft.rounding, [&](const std::string& name) { return parse_rounding(args.get(name)); });
   read("seed", settings.seed, [&](const std::string& name) { return static_cast<uint64_t>(args.get_int64(name)); });
   read("grad-accum", settings.grad_accum, [&](const std::string& name) { return args.get_int(name); });
+  read("momentum-bits", settings.qft.momentum_bits, [&](const std::string& name) { return args.get_int(name); });
   settings.checkpointing = args.declares("checkpointing") && args.flag("checkpointing");
   settings.qft.stack_gradients = args.declares("stack-gradients") && args.flag("stack-gradients");
   return settings;

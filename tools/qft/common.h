@@ -26,9 +26,10 @@ std::string default_compute_description();
 
 // The optimizer and QFT options shared by train, finetune and memory (each
 // reads those it declares): --optimizer, --beta1, --beta2, --eps,
-// --weight-decay, --rounding, --outlier-fraction, --seed, --grad-accum,
-// --checkpointing, --stack-gradients, and the LoRA options below.
+// --weight-decay, --rounding, --outlier-fraction, --momentum-bits, --seed,
+// --grad-accum, --checkpointing, --stack-gradients, and the LoRA options below.
 TrainingSettings training_settings(const Args& args);
+OptionSpec momentum_bits_option();
 // --optimizer: qlion, or adamw (the QFT paper's LoRA setting) with --method lora.
 OptionSpec optimizer_option();
 // The loop's options shared by train and finetune: --max-memory,

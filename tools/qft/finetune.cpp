@@ -120,6 +120,7 @@ std::vector<OptionSpec> finetune_options() {
              {"beta2", "B2", "second beta (default 0.99 for Lion, 0.999 for AdamW)", ""},
              {"rounding", "MODE", "qlion re-quantization: stochastic | nearest", "stochastic"},
              {"outlier-fraction", "F", "qlion: fraction of each matrix kept as FP32 outliers", "0.01"},
+             momentum_bits_option(),
              {"checkpointing", "", "recompute each layer's activations during backward", ""},
              {"stack-gradients", "", "qlion: put gradients on the INT8 stack and update after backward (the paper's pipeline) even with --grad-accum 1", ""},
              {"seed", "N", "data order, evaluation split and stochastic rounding", "0"},

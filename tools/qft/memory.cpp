@@ -21,6 +21,7 @@ int run_memory(int argc, char** argv) {
              {"checkpointing", "", "recompute each layer's activations during backward", ""},
              {"stack-gradients", "", "qlion: the INT8 gradient stack even with --grad-accum 1 (the paper's pipeline)", ""},
              {"outlier-fraction", "F", "qlion and the INT8 LoRA base: fraction of each matrix kept as FP32 outliers", "0.01"},
+             momentum_bits_option(),
              {"json", "", "print one JSON object with integer byte counts", ""},
              {"ranks", "N", "data-parallel over N ranks (mpirun -np N): the plan of the rank that needs the most", "1"},
              threads_option(), compute_option()};

@@ -31,6 +31,7 @@ std::vector<OptionSpec> train_options() {
            {"eps", "E", "AdamW epsilon", "1e-8"},
            {"rounding", "MODE", "qlion re-quantization: stochastic | nearest", "stochastic"},
            {"outlier-fraction", "F", "qlion: fraction of each matrix kept as FP32 outliers", "0.01"},
+           momentum_bits_option(),
            {"checkpointing", "", "recompute each layer's activations during backward", ""},
            {"stack-gradients", "", "qlion: put gradients on the INT8 stack and update after backward (the paper's pipeline) even with --grad-accum 1", ""},
            nonfinite_options()[0], nonfinite_options()[1],
