@@ -7,7 +7,12 @@
 # fine-tuned model and the base model on fixed subsets of ARC-Easy,
 # ARC-Challenge, HellaSwag and MMLU. Writes OUT/summary.md (the table in
 # docs/results.md) and OUT/loss_curves.svg.
-#   bash bench/finetune_comparison.sh [OUT]      STEPS (default 160), THREADS (2), RUNS (all)
+#   bash bench/finetune_comparison.sh [OUT]      STEPS (default 160), THREADS (2), RUNS (all),
+#     SEED (data order and rounding; default 1), BENCHMARKS=0 (eval loss only: no benchmarks, no table)
+# Several seeds, eval loss mean ± standard deviation (issue 30's momentum comparison):
+#   for s in 1 2 3; do SEED=$s BENCHMARKS=0 RUNS="qlion-stochastic qlion-momentum4 lion" \
+#     bash bench/finetune_comparison.sh build/momentum-seed$s; done
+#   python3 bench/seeds_summary.py build/momentum-seed1 build/momentum-seed2 build/momentum-seed3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +20,7 @@ OUT=${1:-build/finetune-comparison}
 SHARED=${QFT_SHARED:-../shared}
 STEPS=${STEPS:-160}
 THREADS=${THREADS:-2}
+SEED=${SEED:-1}
 EVAL="$SHARED/data/eval"
 mkdir -p "$OUT"
 # A copy, so rebuilding build/qft while this runs changes nothing here.
@@ -33,6 +39,7 @@ PY
 declare -A OPTIONS=(
   [qlion-stochastic]="--optimizer qlion --rounding stochastic"
   [qlion-nearest]="--optimizer qlion --rounding nearest"
+  [qlion-momentum4]="--optimizer qlion --momentum-bits 4"
   [lion]="--optimizer lion"
   [adamw]="--optimizer adamw"
   [adamw8bit]="--optimizer adamw8bit"
@@ -48,7 +55,7 @@ for run in $RUNS; do
   echo "== fine-tuning: $run" >&2
   # shellcheck disable=SC2086
   "$QFT" finetune --model "$MODEL" --data "$OUT/train.json" --eval-data "$OUT/eval.json" --out "$OUT/$run" \
-    --seq-len 512 --batch 4 --max-steps "$STEPS" --lr 2e-5 --seed 1 ${OPTIONS[$run]} \
+    --seq-len 512 --batch 4 --max-steps "$STEPS" --lr 2e-5 --seed "$SEED" ${OPTIONS[$run]} \
     --eval-every 40 --export-dtype f32 --threads "$THREADS" --log-every 10 > "$OUT/$run.result.json"
   # The model state of the plan (what the table's bytes/param come from); memory takes no --rounding or --lr.
   # shellcheck disable=SC2086
@@ -56,6 +63,8 @@ for run in $RUNS; do
     $(echo "${OPTIONS[$run]}" | sed -E 's/--(rounding|lr) [^ ]+//g') > "$OUT/$run/plan.json"
   mv "$OUT/$run.result.json" "$OUT/$run/result.json"
 done
+
+[ "${BENCHMARKS:-1}" = 0 ] && exit 0
 
 evaluate() {  # MODEL NAME
   local dir="$OUT/$2/benchmarks"

@@ -119,7 +119,7 @@ void quantize_row4(uint8_t* codes, RowRange* ranges, const float* values, int n,
   unpacked.resize(static_cast<size_t>(block));
   for (int first = 0, b = 0; first < n; first += block, ++b) {
     const int count = std::min(block, n - first);
-    RowRange range = block_range(values + first, count, row, tensor);
+    const RowRange range = block_range(values + first, count, row, tensor);
     if (range.scale == 0.0f) {
       std::fill(unpacked.begin(), unpacked.begin() + count, 0);
     } else {

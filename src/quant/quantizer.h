@@ -51,7 +51,6 @@ void dequantize_row4(float* out, const uint8_t* codes, const RowRange* ranges, i
 struct CodeLayout {
   int bits = 8;
   int block = 0;  // 4 bits: values per range along a row
-  bool operator==(const CodeLayout&) const = default;
   static CodeLayout int4(int block) { return {4, block}; }
   size_t row_bytes(int cols) const { return bits == 8 ? static_cast<size_t>(cols) : (static_cast<size_t>(cols) + 1) / 2; }
   int ranges_per_row(int cols) const { return bits == 8 ? 1 : (cols + block - 1) / block; }
@@ -94,7 +93,6 @@ class QuantizedRows {
 
   int rows() const { return rows_; }
   int cols() const { return cols_; }
-  CodeLayout layout() const { return layout_; }
   size_t row_bytes() const { return layout_.row_bytes(cols_); }
   int ranges_per_row() const { return layout_.ranges_per_row(cols_); }
   uint8_t* row_codes(int row) { return codes_.data() + static_cast<size_t>(row) * row_bytes(); }

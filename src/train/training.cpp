@@ -309,9 +309,6 @@ void Training::save(const std::string& directory) {
   export_hf_model(directory, model_config_, [&](size_t i, float* out) { parameter(i, out); }, options);
 }
 
-// "grad_accum" counts the micro-batches of a step over all ranks, so a
-// checkpoint resumes at another number of ranks with --grad-accum making up
-// the same global batch.
 namespace {
 
 // QLion's settings with momentum_bits named even where the checkpoint left
@@ -326,6 +323,9 @@ nlohmann::json with_momentum_bits(nlohmann::json settings) {
 
 }  // namespace
 
+// "grad_accum" counts the micro-batches of a step over all ranks, so a
+// checkpoint resumes at another number of ranks with --grad-accum making up
+// the same global batch.
 nlohmann::json checkpoint_settings_json(const TrainingSettings& settings) {
   nlohmann::json json = {{"optimizer", optimizer_name(settings.optimizer)},
                          {"beta1", settings.hyper.beta1},
