@@ -24,21 +24,6 @@ struct Lanes {
   Lanes operator-(Lanes b) const { return {_mm512_sub_ps(v, b.v)}; }
   Lanes operator*(Lanes b) const { return {_mm512_mul_ps(v, b.v)}; }
   Lanes operator/(Lanes b) const { return {_mm512_div_ps(v, b.v)}; }
-  // The lanes added in order, 0 to 15.
-  float sum() const {
-    alignas(64) float lanes[kWidth];
-    store(lanes);
-    float total = 0.0f;
-    for (float lane : lanes) total += lane;
-    return total;
-  }
-  double sum_double() const {
-    alignas(64) float lanes[kWidth];
-    store(lanes);
-    double total = 0.0;
-    for (float lane : lanes) total += lane;
-    return total;
-  }
 };
 #elif defined(__AVX2__)
 struct Lanes {
@@ -53,20 +38,6 @@ struct Lanes {
   Lanes operator-(Lanes b) const { return {_mm256_sub_ps(v, b.v)}; }
   Lanes operator*(Lanes b) const { return {_mm256_mul_ps(v, b.v)}; }
   Lanes operator/(Lanes b) const { return {_mm256_div_ps(v, b.v)}; }
-  float sum() const {
-    alignas(32) float lanes[kWidth];
-    store(lanes);
-    float total = 0.0f;
-    for (float lane : lanes) total += lane;
-    return total;
-  }
-  double sum_double() const {
-    alignas(32) float lanes[kWidth];
-    store(lanes);
-    double total = 0.0;
-    for (float lane : lanes) total += lane;
-    return total;
-  }
 };
 #else
 struct Lanes {
@@ -81,10 +52,18 @@ struct Lanes {
   Lanes operator-(Lanes b) const { return {v - b.v}; }
   Lanes operator*(Lanes b) const { return {v * b.v}; }
   Lanes operator/(Lanes b) const { return {v / b.v}; }
-  float sum() const { return v; }
-  double sum_double() const { return v; }
 };
 #endif
+
+// The lanes of x added in order, lane 0 first, in T.
+template <class T>
+T lane_sum(Lanes x) {
+  alignas(64) float lanes[Lanes::kWidth];
+  x.store(lanes);
+  T total = 0;
+  for (float lane : lanes) total += lane;
+  return total;
+}
 
 // One lane's worth, for the tail.
 struct Scalar {
@@ -132,7 +111,7 @@ float exp_sum(float* x, int n, float shift) {
     if constexpr (std::is_same_v<V, Lanes>) total = total + e;
     else tail += e.v;
   });
-  return total.sum() + tail;
+  return lane_sum<float>(total) + tail;
 }
 
 double exp_sum_double(const float* x, int n, float shift) {
@@ -140,7 +119,7 @@ double exp_sum_double(const float* x, int n, float shift) {
   for_lanes(static_cast<size_t>(n), [&](size_t i, auto lanes) {
     using V = decltype(lanes);
     const V e = (V::load(x + i) - V::all(shift)).exp();
-    if constexpr (std::is_same_v<V, Lanes>) total += e.sum_double();
+    if constexpr (std::is_same_v<V, Lanes>) total += lane_sum<double>(e);
     else total += e.v;
   });
   return total;
