@@ -473,7 +473,7 @@ FinetuneSettings nonfinite_settings(const Task& task, const std::string& out) {
 // before updating anything).
 struct PoisonStep3 {
   PoisonStep3() {
-    set_gradient_test_hook([](int step, const std::string& name, float* grad, size_t) {
+    set_gradient_test_hook([](int step, const std::string& name, float* grad, size_t, size_t) {
       if (step == 3 && name == "model.norm.weight") grad[0] = NAN;
     });
   }

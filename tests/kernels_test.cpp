@@ -296,9 +296,16 @@ TEST(KernelsTest, Embedding) {
 
   const Floats dtable_before = random_floats(V * C, 23);
   Floats dtable = dtable_before;
-  embedding_backward(dtable.data(), R.data(), tokens.data(), N, C);
+  embedding_backward(dtable.data(), R.data(), tokens.data(), N, C, 0, V);
   const auto loss = [&] { return dot(embedding_reference(tokens, t, C), to_double(R)); };
   expect_close(added(dtable, dtable_before), finite_difference(t, loss), kGradientTolerance, "dtable");
+
+  // A block of the table's rows gets exactly those rows' share.
+  const int first = 1, rows = V - 2;
+  Floats block(static_cast<size_t>(rows) * C, 0.0f);
+  embedding_backward(block.data(), R.data(), tokens.data(), N, C, first, rows);
+  const Doubles whole = added(dtable, dtable_before);
+  for (size_t i = 0; i < block.size(); ++i) ASSERT_NEAR(block[i], whole[first * C + i], 1e-6) << i;
 }
 
 // Offset 0 (LLaMA) and 1 (Gemma: the stored weight is the deviation from one).
@@ -539,6 +546,49 @@ TEST(KernelsTest, CrossEntropySoftCapped) {
   softcap_forward(capped.data(), capped.size(), cap);
   for (size_t i = 0; i < capped.size(); ++i) EXPECT_NEAR(capped[i], cap * std::tanh(x[i] / cap), 1e-6) << i;
 }
+
+// The loss over vocabulary blocks (an LM head made a block of rows at a
+// time): blocks of 5 over 23 entries, the last one short, a target in the
+// first and the last block, an ignored row; plain and soft-capped.
+void expect_blocks_match_float64(float cap) {
+  const int V = 23, block = 5;
+  const std::vector<int> targets = {2, -1, 22, 9};
+  const int R = static_cast<int>(targets.size());
+  const float grad_scale = 0.5f;
+  const Floats logits = random_floats(R * V, 84, 3.0f);
+  Doubles x = to_double(logits);
+  const auto block_of = [&](int first, int rows) {  // (R, rows) of logits' columns
+    Floats values(static_cast<size_t>(R) * rows);
+    for (int r = 0; r < R; ++r) std::copy_n(&logits[r * V + first], rows, &values[r * rows]);
+    return values;
+  };
+  std::vector<double> stats(R * kCrossEntropyStats, -7.0), row_losses(R, -1.0);
+  cross_entropy_block_start(stats.data(), R);
+  for (int first = 0; first < V; first += block) {
+    const int rows = std::min(block, V - first);
+    Floats values = block_of(first, rows);
+    cross_entropy_block_fold(stats.data(), values.data(), targets.data(), R, rows, first, cap);
+  }
+  cross_entropy_block_finish(row_losses.data(), stats.data(), targets.data(), R);
+  EXPECT_EQ(row_losses[1], 0.0) << "a row with target -1 has no loss";
+  expect_close(Doubles{row_losses[0] + row_losses[2] + row_losses[3]},
+               Doubles{cross_entropy_reference(x, targets, V, cap)}, kForwardTolerance, "loss");
+
+  Floats dlogits(R * V, -9.0f);
+  for (int first = 0; first < V; first += block) {
+    const int rows = std::min(block, V - first);
+    Floats values = block_of(first, rows);
+    cross_entropy_block_backward(values.data(), stats.data(), targets.data(), R, rows, first, grad_scale, cap);
+    for (int r = 0; r < R; ++r) std::copy_n(&values[r * rows], rows, &dlogits[r * V + first]);
+  }
+  Doubles want = finite_difference(x, [&] { return cross_entropy_reference(x, targets, V, cap); });
+  for (double& g : want) g *= grad_scale;
+  expect_close(dlogits, want, kGradientTolerance, "dlogits");
+  for (int j = 0; j < V; ++j) EXPECT_EQ(dlogits[V + j], 0.0f) << "ignored row, column " << j;
+}
+
+TEST(KernelsTest, CrossEntropyOverVocabularyBlocks) { expect_blocks_match_float64(0.0f); }
+TEST(KernelsTest, CrossEntropyOverSoftCappedVocabularyBlocks) { expect_blocks_match_float64(2.0f); }
 
 }  // namespace
 }  // namespace qft::kernels

@@ -51,8 +51,10 @@ struct Case {
   Method method;
   TrainingSettings settings;
 
-  explicit Case(const Method& m) : method(m) {
-    test::write_text(config, kConfig.dump());
+  explicit Case(const Method& m, int vocab_size = 48) : method(m) {
+    nlohmann::json json = kConfig;
+    json["vocab_size"] = vocab_size;
+    test::write_text(config, json.dump());
     for (int line = 0; line < 8; ++line) {
       TokenSequence tokens;
       for (int i = 0; i < 11 + line % 3; ++i) tokens.push_back((line * 7 + i * 5) % 48);
@@ -82,8 +84,8 @@ struct Case {
 class Poison {
  public:
   Poison(int step, std::string tensor, size_t element, float value) {
-    set_gradient_test_hook([=](int at, const std::string& name, float* grad, size_t count) {
-      if (at == step && name == tensor && element < count) grad[element] = value;
+    set_gradient_test_hook([=](int at, const std::string& name, float* grad, size_t count, size_t first) {
+      if (at == step && name == tensor && element >= first && element < first + count) grad[element - first] = value;
     });
   }
   ~Poison() { set_gradient_test_hook({}); }
@@ -158,6 +160,30 @@ TEST(NonFiniteFused, FirstGradientOfBackwardIsDroppedExactly) {
   EXPECT_EQ(poisoned->nonfinite()->describe(), "the gradient of model.norm.weight (element 3)");
   EXPECT_FALSE(poisoned->nonfinite()->state_changed);
   EXPECT_TRUE(c.state(*poisoned, "skipped") == before);
+}
+
+// Fused QLion over a 200-token vocabulary takes the LM head in blocks of 96
+// rows (its largest linear, 96 × 64): a NaN in the first block is met before
+// any update, so the step is dropped exactly; one in the second block is
+// named by its element in the whole matrix, after the first block's update.
+TEST(NonFiniteFused, HeadBlocksAreCheckedAsTheyComplete) {
+  const Case c({"qlion_fused", "qlion"}, 200);
+  auto clean = c.training();
+  c.step(*clean, 1);
+  const std::string before = c.state(*clean, "before");
+  for (const size_t element : {size_t{5}, size_t{96 * 64 + 3}}) {
+    auto poisoned = c.training();
+    c.step(*poisoned, 1);
+    {
+      const Poison poison(2, "lm_head.weight", element, kNaN);
+      c.step(*poisoned, 2);
+    }
+    ASSERT_TRUE(poisoned->nonfinite());
+    EXPECT_EQ(poisoned->nonfinite()->describe(), "the gradient of lm_head.weight (element " + std::to_string(element) + ")");
+    const bool first_block = element < 96 * 64;
+    EXPECT_EQ(poisoned->nonfinite()->state_changed, !first_block);
+    if (first_block) EXPECT_TRUE(c.state(*poisoned, "dropped") == before);
+  }
 }
 
 TEST(NonFiniteGuard, FollowsThePolicy) {

@@ -118,7 +118,7 @@ void expect_one_step_equals_fp32_lion(kernels::Compute compute) {
   QftStore store(source, qft_settings(Rounding::Stochastic));
   const bool bf16 = compute == kernels::Compute::BF16;
   EXPECT_EQ(store.linear_weight(1, Linear::Down).bf16 != nullptr, bf16);
-  EXPECT_EQ(store.lm_head_weight().bf16 != nullptr, bf16);
+  EXPECT_EQ(store.lm_head_rows(0, 1).bf16 != nullptr, bf16);
   const auto before = dequantized(store);
   const float lr = 1e-2f;  // many quantization steps, so a wrong sign shows
 
@@ -192,17 +192,20 @@ void expect_update_rows_follow_lion(CodeLayout layout) {
   qlion_update_rows(param, 0, rows, lr, lion_settings(), {nearest, nearest}, "w");
   dequantize_hybrid_rows(got_w.data(), weights.view(), 0, rows);
   dequantize_rows(got_m.data(), momentum.view());
-  const int block = layout.bits == 8 ? cols : layout.block;
+  const QuantizedView view = momentum.view();
+  const auto m_step = [&](int r, int c) {
+    return layout.bits == 8 ? view.ranges[r].scale : view.row_blocks(r)[c / layout.block].values().scale;
+  };
   for (int r = 0; r < rows; ++r) {
     for (int c = 0; c < cols; ++c) {
       const size_t i = static_cast<size_t>(r) * cols + c;
-      const float m_step = momentum.view().row_ranges(r)[c / block].scale, w_step = weights.view().dense.ranges[r].scale;
-      ASSERT_LE(std::abs(got_m[i] - want_m[i]), 0.5f * m_step * 1.001f + 1e-9f) << "momentum [" << r << ", " << c << "]";
+      const float w_step = weights.view().dense.ranges[r].scale;
+      ASSERT_LE(std::abs(got_m[i] - want_m[i]), 0.5f * m_step(r, c) * 1.001f + 1e-9f) << "momentum [" << r << ", " << c << "]";
       ASSERT_LE(std::abs(got_w[i] - want_w[i]), 0.5f * w_step * 1.001f + 1e-9f) << "weight [" << r << ", " << c << "]";
     }
   }
   if (layout.bits == 4) {  // the quiet block keeps a step of its own
-    EXPECT_LT(momentum.view().row_ranges(1)[0].scale, 1e-2f * momentum.view().row_ranges(1)[1].scale);
+    EXPECT_LT(m_step(1, 0), 1e-2f * m_step(1, 64));
   }
 }
 
@@ -320,6 +323,152 @@ TEST(QftStore, KeepsAboutOnePercentOutliersAndNoFp32ModelCopy) {
   // INT8 codes, an 8-byte range and a CSR offset per row of 64, 1 % outliers
   // at 8 bytes, FP32 norms: about 1.26 bytes per parameter, against FP32's 4.
   EXPECT_LT(static_cast<double>(after.current[weights] - before.current[weights]) / all_elements, 1.3);
+}
+
+// An FP32 store that hands the LM head and the embedding over in blocks of
+// `block` vocabulary rows, as a store without a whole copy of them does.
+class BlockedFp32Store final : public ParameterStore {
+ public:
+  BlockedFp32Store(const ModelConfig& config, ParamSet& weights, ParamSet& grads, int block)
+      : inner_(config, weights, &grads), block_(block) {}
+  const LayerParams& layer_weights(int layer) override { return inner_.layer_weights(layer); }
+  kernels::Operand linear_weight(int layer, Linear which) override { return inner_.linear_weight(layer, which); }
+  void embed(float* out, const int* tokens, int N) override { inner_.embed(out, tokens, N); }
+  const HeadParams& head_weights() override { return inner_.head_weights(); }
+  int head_block_rows() override { return block_; }
+  kernels::Operand lm_head_rows(int first, int rows) override { return inner_.lm_head_rows(first, checked(rows)); }
+  const LayerParams& layer_grads(int layer) override { return inner_.layer_grads(layer); }
+  float* linear_grad(int layer, Linear which) override { return inner_.linear_grad(layer, which); }
+  void linear_grad_done(int layer, Linear which) override { inner_.linear_grad_done(layer, which); }
+  void layer_grads_done(int layer) override { inner_.layer_grads_done(layer); }
+  const HeadParams& head_grads() override { return inner_.head_grads(); }
+  void head_grads_done() override { inner_.head_grads_done(); }
+  float* lm_head_grad(int first, int rows) override { return inner_.lm_head_grad(first, checked(rows)); }
+  void lm_head_grad_done(int first, int rows) override { inner_.lm_head_grad_done(first, rows); }
+  float* embedding_grad(int first, int rows) override { return inner_.embedding_grad(first, checked(rows)); }
+  void embedding_grad_done(int first, int rows) override { inner_.embedding_grad_done(first, rows); }
+
+ private:
+  int checked(int rows) const {
+    EXPECT_LE(rows, block_);
+    return rows;
+  }
+  Fp32ParameterStore inner_;
+  int block_;
+};
+
+// The LM head over vocabulary blocks (two passes: log-sum-exp, then each
+// block's gradient) gives the whole head's loss, every gradient and the
+// generator's logits, to float rounding.
+TEST(Transformer, VocabularyBlocksGiveTheWholeHeadsLossGradientsAndLogits) {
+  const Task task;
+  const ModelSource source = ModelSource::random(task.config, 7);
+  ParamSet weights(MemCategory::Weights, source.specs());
+  for (size_t i = 0; i < source.specs().size(); ++i) source.fill(i, weights.data(i));
+  ParamSet whole_grads(MemCategory::Gradients, source.specs()), block_grads(MemCategory::Gradients, source.specs());
+  const Batch batch = task.micro_batches(0, 1, 4)[0];
+  Transformer whole(source.config(), weights, &whole_grads);
+  BlockedFp32Store store(source.config(), weights, block_grads, 7);  // 48 = 6 · 7 + 6
+  Transformer blocks(source.config(), store);
+  const double want = whole.forward_backward(batch);
+  EXPECT_NEAR(blocks.forward_backward(batch), want, 1e-6 * want);
+  for (size_t i = 0; i < source.specs().size(); ++i) {
+    double difference = 0.0, norm = 0.0;
+    for (size_t j = 0; j < whole_grads.numel(i); ++j) {
+      difference = std::max(difference, std::abs(double(block_grads.data(i)[j]) - whole_grads.data(i)[j]));
+      norm = std::max(norm, std::abs(double(whole_grads.data(i)[j])));
+    }
+    EXPECT_LE(difference, 1e-5 * norm) << source.specs()[i].name;
+  }
+  EXPECT_NEAR(blocks.loss(batch), whole.loss(batch), 1e-6 * want);
+
+  KvCache whole_cache(source.config(), 8), block_cache(source.config(), 8);
+  const std::vector<int> prompt = {3, 14, 15, 9};
+  const float* want_logits = whole.forward_cached(prompt.data(), 4, whole_cache, false);
+  const std::vector<float> expected(want_logits, want_logits + source.config().vocab_size);
+  const float* got = blocks.forward_cached(prompt.data(), 4, block_cache, false);
+  for (size_t v = 0; v < expected.size(); ++v) EXPECT_EQ(got[v], expected[v]) << v;
+}
+
+// A one-layer untied LLaMA's config.json in `dir`.
+std::string one_layer_config(const TempDir& dir, int vocab, int hidden, int intermediate, int heads, int kv_heads) {
+  const std::string config = dir.file("config.json");
+  test::write_text(config, nlohmann::json{{"architectures", {"LlamaForCausalLM"}}, {"vocab_size", vocab},
+                                         {"hidden_size", hidden}, {"intermediate_size", intermediate},
+                                         {"num_hidden_layers", 1}, {"num_attention_heads", heads},
+                                         {"num_key_value_heads", kv_heads}, {"tie_word_embeddings", false}}
+                               .dump());
+  return config;
+}
+
+// The random init's rows, read alone, are the whole tensor's rows, also
+// where a row starts inside a block of four Philox values (30 columns).
+TEST(ModelSource, RandomRowsAreTheWholeTensorsRows) {
+  const TempDir dir;
+  const ModelSource source = ModelSource::random(one_layer_config(dir, 37, 30, 44, 3, 1), 3);
+  for (size_t i = 0; i < source.specs().size(); ++i) {
+    if (source.specs()[i].shape.size() != 2) continue;
+    const int rows = static_cast<int>(source.specs()[i].shape[0]), cols = static_cast<int>(source.specs()[i].shape[1]);
+    std::vector<float> whole(static_cast<size_t>(rows) * cols), middle(static_cast<size_t>(rows - 4) * cols);
+    source.fill(i, whole.data());
+    source.fill_rows(i, middle.data(), 3, rows - 4);
+    EXPECT_TRUE(std::equal(middle.begin(), middle.end(), whole.begin() + 3 * cols)) << source.specs()[i].name;
+  }
+}
+
+
+// A gradient INT8 holds exactly (each row spans 255 steps of 2⁻¹⁰, ends
+// included), so the gradient stack's copy equals it.
+std::vector<float> exact_int8_gradient(int rows, int cols) {
+  std::vector<float> grad(static_cast<size_t>(rows) * cols);
+  for (int r = 0; r < rows; ++r) {
+    for (int c = 0; c < cols; ++c) {
+      const int code = c == 0 ? 0 : c == 1 ? 255 : (r * 37 + c * 11) % 256;
+      grad[static_cast<size_t>(r) * cols + c] = std::ldexp(static_cast<float>(code - 128), -10);
+    }
+  }
+  return grad;
+}
+
+// QLion's update of the LM head and the embedding block by block (fused)
+// equals one update of the whole matrices (the stack's, after backward), bit
+// for bit: the same gradient, and every rounding keyed by its row.
+TEST(QLion, BlockByBlockUpdatesEqualOneWholeUpdate) {
+  const TempDir dir;
+  // The LM head (300 × 64) is larger than the largest linear (128 × 64): fused
+  // QLion takes the head and the embedding in blocks of 128 rows.
+  const ModelSource source = ModelSource::random(one_layer_config(dir, 300, 64, 128, 4, 2), 8);
+  const int V = source.config().vocab_size, C = source.config().hidden_size;
+  TrainingSettings fused_settings = qft_settings(Rounding::Stochastic), stacked_settings = fused_settings;
+  stacked_settings.qft.stack_gradients = true;
+  QftStore fused(source, fused_settings), stacked(source, stacked_settings);
+  ASSERT_EQ(fused.head_block_rows(), 128);
+  ASSERT_EQ(stacked.head_block_rows(), V);
+  const std::vector<float> grad = exact_int8_gradient(V, C);
+  for (QftStore* store : {&fused, &stacked}) {
+    store->begin_step(1, 1e-2f);
+    const int block = store->head_block_rows();
+    for (int first = 0; first < V; first += block) {
+      const int rows = std::min(block, V - first);
+      std::copy_n(grad.begin() + static_cast<size_t>(first) * C, static_cast<size_t>(rows) * C,
+                  store->lm_head_grad(first, rows));
+      store->lm_head_grad_done(first, rows);
+    }
+    for (int first = 0; first < V; first += block) {
+      const int rows = std::min(block, V - first);
+      std::copy_n(grad.rbegin() + static_cast<size_t>(first) * C, static_cast<size_t>(rows) * C,
+                  store->embedding_grad(first, rows));
+      store->embedding_grad_done(first, rows);
+    }
+    store->end_step(true);
+  }
+  const auto a = dequantized(fused), b = dequantized(stacked), before = dequantized(QftStore(source, fused_settings));
+  for (size_t i = 0; i < a.size(); ++i) {
+    const std::string& name = source.specs()[i].name;
+    EXPECT_EQ(a[i], b[i]) << name;
+    const bool updated = name == "lm_head.weight" || name == "model.embed_tokens.weight";
+    EXPECT_EQ(a[i] != before[i], updated) << name;
+  }
 }
 
 }  // namespace

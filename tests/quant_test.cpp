@@ -86,30 +86,35 @@ TEST(Quantizer, NearestIsWithinHalfAStepForEveryKindOfRow) {
 }
 
 // 4-bit rows: each block's values within half (nearest) or one (stochastic)
-// of its own step, whatever its neighbours' magnitude; a constant block and
-// an odd tail exact.
+// of its own step, whatever its neighbours' magnitude; the BF16 range spans
+// its block; a constant block exact where BF16 holds its value, else within
+// half a step of a tiny one; an odd tail as any block.
 TEST(Quantizer4, EachBlockIsWithinItsOwnStep) {
-  constexpr int kBlock = 64, n = 64 * 3 + 7;
+  constexpr int kBlock = 64, n = 64 * 4 + 7;
   std::vector<float> row = normal_values(n, 1.0f, 4);
-  for (int i = 64; i < 128; ++i) row[i] *= 1e-3f;  // a quiet block beside loud ones
-  for (int i = 128; i < 192; ++i) row[i] = -0.25f;  // constant
+  for (int i = 64; i < 128; ++i) row[i] *= 1e-3f;   // a quiet block beside loud ones
+  for (int i = 128; i < 192; ++i) row[i] = -0.25f;  // constant, a BF16 value
+  for (int i = 192; i < 256; ++i) row[i] = 0.1f;    // constant, not one
   std::vector<uint8_t> codes((n + 1) / 2);
-  std::vector<RowRange> ranges(4);
+  std::vector<BlockRange> ranges(5);
   std::vector<float> back(n);
   for (const auto& [rounding, bound] : {std::pair{nearest(), 0.5 + 1e-3}, std::pair{stochastic(2), 1.0}}) {
     quantize_row4(codes.data(), ranges.data(), row.data(), n, kBlock, rounding, 5, "t");
     dequantize_row4(back.data(), codes.data(), ranges.data(), n, kBlock);
     for (int i = 0; i < n; ++i) {
-      const RowRange range = ranges[i / kBlock];
+      const RowRange range = ranges[i / kBlock].values();
       const double error = std::abs(static_cast<double>(back[i]) - row[i]);
       if (range.scale == 0.0f) {
         EXPECT_EQ(back[i], row[i]) << i;
       } else {
         EXPECT_LE(error / range.scale, bound) << "value " << i;
       }
+      EXPECT_LE(range.offset, row[i]) << i;
+      EXPECT_GE(range.offset + 15.0f * range.scale, row[i]) << i;
     }
-    EXPECT_LT(ranges[1].scale, 1e-3f * ranges[0].scale * 10);  // the quiet block keeps its own step
-    EXPECT_EQ(ranges[2].scale, 0.0f);
+    EXPECT_LT(ranges[1].values().scale, 1e-3f * ranges[0].values().scale * 10);  // the quiet block keeps its own step
+    EXPECT_EQ(ranges[2].values().scale, 0.0f);
+    EXPECT_LT(ranges[3].values().scale, 0.1f * 0x1p-8f);
   }
 }
 
@@ -121,7 +126,7 @@ TEST(Quantizer4, StochasticRoundingIsUnbiased) {
   const std::vector<float> row = normal_values(n, 1.0f, 8);
   std::vector<double> sum(n, 0.0);
   std::vector<uint8_t> codes(n / 2);
-  std::vector<RowRange> ranges(2);
+  std::vector<BlockRange> ranges(2);
   std::vector<float> back(n);
   for (uint32_t step = 1; step <= kDraws; ++step) {
     quantize_row4(codes.data(), ranges.data(), row.data(), n, kBlock, stochastic(step), 0, "t");
@@ -129,7 +134,7 @@ TEST(Quantizer4, StochasticRoundingIsUnbiased) {
     for (int i = 0; i < n; ++i) sum[i] += back[i];
   }
   for (int i = 0; i < n; ++i) {
-    const double standard_error = 0.5 * ranges[i / kBlock].scale / std::sqrt(static_cast<double>(kDraws));
+    const double standard_error = 0.5 * ranges[i / kBlock].values().scale / std::sqrt(static_cast<double>(kDraws));
     EXPECT_NEAR(sum[i] / kDraws, row[i], 4 * standard_error) << "value " << i;
   }
 }
@@ -140,14 +145,14 @@ TEST(Quantizer4, MatrixPassesUseTheLayout) {
   QuantizedRows rows(MemCategory::OptimizerState, 3, 130, CodeLayout::int4(64));
   EXPECT_EQ(rows.row_bytes(), 65u);
   EXPECT_EQ(rows.ranges_per_row(), 3);
-  EXPECT_EQ(QuantizedRows::bytes(3, 130, CodeLayout::int4(64)), 3u * (65 + 3 * sizeof(RowRange)));
+  EXPECT_EQ(QuantizedRows::bytes(3, 130, CodeLayout::int4(64)), 3u * (65 + 3 * 4));
   std::vector<float> values = normal_values(3 * 130, 1.0f, 9), back(3 * 130);
   quantize_rows(rows.view(), values.data(), nearest(), "m");
   dequantize_rows(back.data(), rows.view());
   for (int r = 0; r < 3; ++r) {
     for (int c = 0; c < 130; ++c) {
       const int code = (rows.row_codes(r)[c / 2] >> (4 * (c % 2))) & 0xf;
-      const RowRange range = rows.view().row_ranges(r)[c / 64];
+      const RowRange range = rows.view().row_blocks(r)[c / 64].values();
       EXPECT_EQ(back[r * 130 + c], range.offset + range.scale * static_cast<float>(code));
       EXPECT_LE(std::abs(back[r * 130 + c] - values[r * 130 + c]), 0.5f * range.scale * (1 + 1e-4f));
     }

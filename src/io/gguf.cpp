@@ -789,12 +789,24 @@ const GgufTensor& GgufFile::tensor(const std::string& name) const {
   return *tensor;
 }
 
-void GgufFile::dequantize(const GgufTensor& tensor, float* out) const {
+void GgufFile::check_dequantizable(const GgufTensor& tensor) const {
   if (!ggml_type_dequantizable(tensor.type)) {
     fail(path(), ": tensor '", tensor.name, "' has type ", ggml_type_name(tensor.type),
          ", which qft cannot de-quantize (supported: ", dequantizable_list(), ")");
   }
+}
+
+void GgufFile::dequantize(const GgufTensor& tensor, float* out) const {
+  check_dequantizable(tensor);
   dequantize_rows(tensor.type, tensor.data, out, tensor.numel);
+}
+
+void GgufFile::dequantize(const GgufTensor& tensor, float* out, int64_t first, int64_t rows) const {
+  check_dequantizable(tensor);
+  const int64_t cols = tensor.dims.at(0);
+  if (first < 0 || rows < 0 || (first + rows) * cols > tensor.numel) throw std::out_of_range("rows beyond the tensor");
+  const int64_t row_bytes = cols / ggml_block_size(tensor.type) * ggml_block_bytes(tensor.type);
+  dequantize_rows(tensor.type, tensor.data + first * row_bytes, out, rows * cols);
 }
 
 }  // namespace qft

@@ -115,8 +115,12 @@ class GgufFile {
 
   // out[tensor.numel]; throws for types without a de-quantizer.
   void dequantize(const GgufTensor& tensor, float* out) const;
+  // Rows [first, first + rows) (a row: dims[0] elements, whole blocks), out (rows, dims[0]).
+  void dequantize(const GgufTensor& tensor, float* out, int64_t first, int64_t rows) const;
 
  private:
+  // Throws naming the file, the tensor and its type unless qft de-quantizes it.
+  void check_dequantizable(const GgufTensor& tensor) const;
   MappedFile map_;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;

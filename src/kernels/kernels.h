@@ -83,7 +83,8 @@ void scale_forward(float* x, size_t n, float factor);
 // ---- token embedding: out (N, C) = table (V, C)[tokens (N)], from an FP32 or a BF16 table
 void embedding_forward(float* out, const int* tokens, const float* table, int N, int C);
 void embedding_forward(float* out, const int* tokens, const uint16_t* table, int N, int C);
-void embedding_backward(float* dtable, const float* dout, const int* tokens, int N, int C);
+// dtable (rows, C) += dout (N, C) rows of the tokens in [first, first + rows): a block of the table's gradient.
+void embedding_backward(float* dtable, const float* dout, const int* tokens, int N, int C, int first, int rows);
 
 // ---- RMSNorm: out (N, C) = inp · rstd · (offset + weight (C)), rstd (N) = 1/√(mean(inp²) + eps);
 // offset 1 is Gemma's norm, whose stored weight is the deviation from one.
@@ -222,5 +223,20 @@ void cross_entropy_rows(double* losses, const float* logits, const int* targets,
                         float softcap = 0.0f);
 // total (1) += Σ values (n), added up in order.
 void sum_in_order(double* total, const double* values, size_t n);
+
+// ---- the same loss over blocks of the vocabulary, for an LM head that exists
+// one block of rows at a time: logits (R, Vb) of the entries [first, first + Vb).
+// stats (R, kCrossEntropyStats) per row: the running maximum (the log-sum-exp
+// once finished), Σ exp(logit − maximum) and the target's logit.
+constexpr int kCrossEntropyStats = 3;
+void cross_entropy_block_start(double* stats, int R);
+// Folds a block into stats; logits are soft-capped in place.
+void cross_entropy_block_fold(double* stats, float* logits, const int* targets, int R, int Vb, int first,
+                              float softcap = 0.0f);
+// losses (R) after the last block; stats then hold each row's log-sum-exp.
+void cross_entropy_block_finish(double* losses, double* stats, const int* targets, int R);
+// A block's logits (R, Vb) become its dlogits in place, as cross_entropy_forward_backward's.
+void cross_entropy_block_backward(float* logits, const double* stats, const int* targets, int R, int Vb, int first,
+                                  float grad_scale, float softcap = 0.0f);
 
 }  // namespace qft::kernels

@@ -4,13 +4,24 @@
 // state, materialises one matrix at a time and consumes each gradient the
 // moment it is complete.
 //
-// Order within a backward pass: head_grads() … head_grads_done(); then per
-// layer, last to first: linear_grad(l, ·) … linear_grad_done(l, ·) for each
-// linear, layer_grads_done(l) for its norms and biases; finally
-// embedding_grad() … embedding_grad_done().
+// Order within a backward pass: the LM head's gradient block by block
+// (lm_head_grad(first, rows) … lm_head_grad_done(first, rows)), then
+// head_grads() … head_grads_done() for the final norm — or, with the head
+// in one block, lm_head_grad(0, V), the final norm's, then
+// lm_head_grad_done(0, V); then per layer, last to first: linear_grad(l, ·)
+// … linear_grad_done(l, ·) for each linear, layer_grads_done(l) for its
+// norms and biases; finally the embedding's gradient block by block
+// (embedding_grad(first, rows) … embedding_grad_done(first, rows)).
+//
+// The LM head and the embedding are read and their gradients returned in
+// blocks of vocabulary rows, at most head_block_rows() at a time: the whole
+// vocabulary at once unless the store keeps no whole copy of them (a
+// gradient or a de-quantized head the size of the vocabulary).
 //
 // A frozen parameter's gradient is nullptr (LoRA's base): backward then
 // skips that product. A linear may carry a LoRA adapter beside its weight.
+#include <limits>
+
 #include "kernels/kernels.h"
 #include "model/config.h"
 #include "model/parameters.h"
@@ -41,20 +52,25 @@ class ParameterStore {
   // out (N, C): the embedding rows of tokens (N).
   virtual void embed(float* out, const int* tokens, int N) = 0;
   // The final norm weight; `embed` and `lm_head` may be null (then the LM
-  // head comes from lm_head_weight()).
+  // head comes from lm_head_rows()).
   virtual const HeadParams& head_weights() = 0;
-  // The LM head (V, C), as linear_weight.
-  virtual kernels::Operand lm_head_weight() { return head_weights().lm_head; }
+  // The most vocabulary rows of the LM head and the embedding handled at once.
+  virtual int head_block_rows() { return std::numeric_limits<int>::max(); }
+  // Rows [first, first + rows) of the LM head (rows, C), as linear_weight.
+  virtual kernels::Operand lm_head_rows(int first, int rows) = 0;
 
   // Gradient buffers backward adds into (+=).
   virtual const LayerParams& layer_grads(int layer) = 0;  // norms and biases
   virtual float* linear_grad(int layer, Linear which) = 0;
   virtual void linear_grad_done(int layer, Linear which) = 0;
   virtual void layer_grads_done(int layer) = 0;
-  virtual const HeadParams& head_grads() = 0;  // final norm and LM head
+  virtual const HeadParams& head_grads() = 0;  // the final norm's
   virtual void head_grads_done() = 0;
-  virtual float* embedding_grad() = 0;  // (V, C)
-  virtual void embedding_grad_done() = 0;
+  // Rows [first, first + rows) of the LM head's and the embedding's gradients (rows, C).
+  virtual float* lm_head_grad(int first, int rows) = 0;
+  virtual void lm_head_grad_done(int first, int rows) = 0;
+  virtual float* embedding_grad(int first, int rows) = 0;
+  virtual void embedding_grad_done(int first, int rows) = 0;
 
   // The adapter on a linear, or nullptr (the weight alone).
   virtual const LoraAdapter* adapter(int /*layer*/, Linear /*which*/) { return nullptr; }
@@ -72,6 +88,7 @@ class Fp32ParameterStore final : public ParameterStore {
   }
   void embed(float* out, const int* tokens, int N) override;
   const HeadParams& head_weights() override { return weights_.head; }
+  kernels::Operand lm_head_rows(int first, int) override { return row_of(weights_.head.lm_head, first); }
 
   const LayerParams& layer_grads(int layer) override { return frozen_ ? frozen_layer_ : grads_.layers.at(layer); }
   float* linear_grad(int layer, Linear which) override { return frozen_ ? nullptr : linear_of(grads_.layers.at(layer), which).weight; }
@@ -79,10 +96,17 @@ class Fp32ParameterStore final : public ParameterStore {
   void layer_grads_done(int) override {}
   const HeadParams& head_grads() override { return grads_.head; }
   void head_grads_done() override {}
-  float* embedding_grad() override { return grads_.head.embed; }  // nullptr when frozen
-  void embedding_grad_done() override {}
+  // nullptr when frozen
+  float* lm_head_grad(int first, int) override { return row_of(grads_.head.lm_head, first); }
+  void lm_head_grad_done(int, int) override {}
+  float* embedding_grad(int first, int) override { return row_of(grads_.head.embed, first); }
+  void embedding_grad_done(int, int) override {}
 
  private:
+  float* row_of(float* matrix, int row) const {
+    return matrix ? matrix + static_cast<size_t>(row) * hidden_size_ : nullptr;
+  }
+
   int hidden_size_;
   ModelParams weights_;
   ModelParams grads_;  // empty views when frozen

@@ -9,14 +9,32 @@
 namespace qft {
 namespace {
 
-// Bound on the logits chunk (rows × vocab) the head materialises at once.
+// Bounds on the logits the head materialises at once: a chunk of rows ×
+// the vocabulary, or all rows × a block of the vocabulary.
 constexpr size_t kLogitsChunkFloats = size_t{1} << 24;
+constexpr size_t kLogitsBlockFloats = size_t{1} << 22;
 
 void zero(float* values, size_t count) { kernels::zero(values, count * sizeof(float)); }
 
 int logits_chunk_rows(const ModelConfig& config, int N) {
   const int rows = static_cast<int>(kLogitsChunkFloats / config.vocab_size);
   return std::clamp(rows, 1, std::max(N, 1));
+}
+
+// The vocabulary rows of one LM head block over N rows: the store's block,
+// bounded by kLogitsBlockFloats; 0 when the head runs whole.
+int vocabulary_block_rows(const ModelConfig& config, int N, const TransformerOptions& options) {
+  if (options.head_block_rows <= 0 || options.head_block_rows >= config.vocab_size) return 0;
+  const int rows = static_cast<int>(std::min<size_t>(options.head_block_rows, kLogitsBlockFloats / std::max(N, 1)));
+  if (rows < 1) fail("a batch of ", N, " rows is more than the LM head's logits block holds (", kLogitsBlockFloats, ")");
+  return rows;
+}
+
+// The logits scratch: (chunk rows, V), or (N, block rows) over vocabulary blocks.
+size_t logits_floats(const ModelConfig& config, int N, const TransformerOptions& options) {
+  const int block = vocabulary_block_rows(config, N, options);
+  if (block > 0) return static_cast<size_t>(N) * block;
+  return static_cast<size_t>(logits_chunk_rows(config, N)) * config.vocab_size;
 }
 
 // The MLP's gated activation (SwiGLU or GeGLU), forward (out (n) in FP32 or
@@ -73,25 +91,33 @@ struct Transformer::Scratch {
   float* dq;       // (N, H·D)
   float* dk;       // (N, KV·D)
   float* dv;       // (N, KV·D)
-  float* dhidden;  // (N, I)
-  float* logits;   // (R, V)
+  float* dhidden;  // (N, I), where dattn … dv are
+  float* logits;   // (R, V) in row chunks, or (N, block rows) in vocabulary blocks
 };
 
 Transformer::Scratch Transformer::carve_scratch(Carver& carver, const ModelConfig& c, int N, bool gradients,
-                                                int logits_rows) {
+                                                size_t logits_floats) {
   const size_t n = static_cast<size_t>(N);
   Scratch s{};
   s.tmp = carver.take(n * c.hidden_size);
   if (gradients) {
     s.dresid = carver.take(n * c.hidden_size);
     s.dln = carver.take(n * c.hidden_size);
-    s.dattn = carver.take(n * c.q_dim());
-    s.dq = carver.take(n * c.q_dim());
-    s.dk = carver.take(n * c.kv_dim());
-    s.dv = carver.take(n * c.kv_dim());
-    s.dhidden = carver.take(n * c.intermediate_size);
+    // The MLP's backward is done with dhidden before attention's begins, so
+    // the attention gradients share its room.
+    const auto carve_attention = [&](Carver& room) {
+      s.dattn = room.take(n * c.q_dim());
+      s.dq = room.take(n * c.q_dim());
+      s.dk = room.take(n * c.kv_dim());
+      s.dv = room.take(n * c.kv_dim());
+    };
+    Carver measure(nullptr);
+    carve_attention(measure);
+    s.dhidden = carver.take(std::max(measure.used(), n * c.intermediate_size));
+    Carver shared(s.dhidden);
+    carve_attention(shared);
   }
-  s.logits = carver.take(static_cast<size_t>(logits_rows) * c.vocab_size);
+  s.logits = carver.take(logits_floats);
   return s;
 }
 
@@ -155,7 +181,9 @@ Transformer::Transformer(const ModelConfig& config, ParamSet& weights, ParamSet*
       has_grads_(grads != nullptr) {}
 
 Transformer::Transformer(const ModelConfig& config, ParameterStore& store, TransformerOptions options)
-    : config_(config), options_(options), store_(store), has_grads_(true) {}
+    : config_(config), options_(options), store_(store), has_grads_(true) {
+  options_.head_block_rows = store.head_block_rows() < config.vocab_size ? store.head_block_rows() : 0;
+}
 
 Transformer::~Transformer() = default;
 
@@ -172,16 +200,20 @@ TransformerMemory Transformer::memory(const ModelConfig& c, int N, int max_lengt
   memory.layer_floats = layer.used();
   memory.stored_layers = training && !options.checkpointing ? c.num_layers : 1;
   Carver scratch(nullptr);
-  carve_scratch(scratch, c, N, true, logits_chunk_rows(c, N));
+  carve_scratch(scratch, c, N, true, logits_floats(c, N, options));
   memory.scratch_floats = scratch.used();
   Carver adapter(nullptr);
   carve_adapter_scratch(adapter, c, N, options.adapter_rank);
   memory.adapter_floats = adapter.used();
   memory.attention_floats = kernels::attention_workspace_floats(attention_shape(c, N, max_length, 0));
-  memory.loss_doubles = n + 1;
+  const int vocabulary_block = vocabulary_block_rows(c, N, options);
+  memory.loss_doubles = n + 1 + (vocabulary_block > 0 ? kernels::kCrossEntropyStats * n : 0);
   // Every linear layer's products and the LM head's (attention stages its own in its workspace).
   kernels::GemmOperands products =
-      kernels::linear_gemm_operands(logits_chunk_rows(c, N), c.hidden_size, c.vocab_size, false, options.bf16_weights);
+      vocabulary_block > 0
+          ? kernels::linear_gemm_operands(N, c.hidden_size, vocabulary_block, false, options.bf16_weights)
+          : kernels::linear_gemm_operands(logits_chunk_rows(c, N), c.hidden_size, c.vocab_size, false,
+                                          options.bf16_weights);
   for (const Linear which : linears_of(c)) {
     const int inputs = which == Linear::O ? c.q_dim() : which == Linear::Down ? c.intermediate_size : c.hidden_size;
     const bool bf16_input = bf16 && which != Linear::O;  // attention's output stays FP32 for its backward
@@ -248,7 +280,7 @@ void Transformer::prepare(const Batch& batch, bool training) {
   }
   ensure_capacity(scratch_buffer_, MemCategory::Workspace, sizes.scratch_floats);
   Carver scratch_carver(scratch_buffer_.data());
-  scratch_ = std::make_unique<Scratch>(carve_scratch(scratch_carver, c, N, true, logits_chunk_rows(c, N)));
+  scratch_ = std::make_unique<Scratch>(carve_scratch(scratch_carver, c, N, true, logits_floats(c, N, options_)));
   ensure_capacity(adapter_buffer_, MemCategory::Workspace, sizes.adapter_floats);
   Carver adapter_carver(adapter_buffer_.data());
   adapter_scratch_ = carve_adapter_scratch(adapter_carver, c, N, options_.adapter_rank);
@@ -278,10 +310,10 @@ void Transformer::prepare_cached(int N, const KvCache& cache, bool long_rope) {
   Carver layer_carver(layer_storage_.data());
   layers_.assign(1, carve_layer(layer_carver, c, N, false));
   Carver scratch_size(nullptr);
-  carve_scratch(scratch_size, c, N, false, 1);
+  carve_scratch(scratch_size, c, N, false, c.vocab_size);
   ensure_capacity(scratch_buffer_, MemCategory::Workspace, scratch_size.used());
   Carver scratch_carver(scratch_buffer_.data());
-  scratch_ = std::make_unique<Scratch>(carve_scratch(scratch_carver, c, N, false, 1));
+  scratch_ = std::make_unique<Scratch>(carve_scratch(scratch_carver, c, N, false, c.vocab_size));
   const int keys = (cache.length + N + 255) / 256 * 256;
   ensure_capacity(attention_workspace_, MemCategory::Workspace,
                   kernels::attention_cached_workspace_floats(N, keys - N, c.num_heads));
@@ -501,45 +533,108 @@ void Transformer::layer_backward(int layer, const LayerActivations& a, const flo
 
 double Transformer::head_forward_backward(bool training, int64_t denominator) {
   const ModelConfig& c = config_;
-  const Batch& batch = *batch_;
   const Scratch& s = *scratch_;
-  const int N = batch.size(), C = c.hidden_size, V = c.vocab_size;
-  const HeadParams& w = store_.head_weights();
-  const kernels::Operand lm_head = store_.lm_head_weight();
+  const int N = batch_->size(), C = c.hidden_size;
   const float* x_final = residual(c.num_layers);  // (N, C)
   float* normed = final_norm_out_.data();         // (N, C)
-  kernels::rmsnorm_forward(normed, final_rstd_.data(), x_final, w.final_norm, N, C, c.rms_norm_eps, c.norm_offset());
+  const float* final_norm = store_.head_weights().final_norm;
+  kernels::rmsnorm_forward(normed, final_rstd_.data(), x_final, final_norm, N, C, c.rms_norm_eps, c.norm_offset());
 
   const float grad_scale = static_cast<float>(1.0 / static_cast<double>(denominator));
-  const int chunk = logits_chunk_rows(c, N);
   double* row_losses = losses_.data();  // (N)
   double* loss_sum = row_losses + N;    // (1)
   kernels::zero(loss_sum, sizeof(double));
   if (training) zero(s.dln, static_cast<size_t>(N) * C);
+  const bool in_blocks = vocabulary_block_rows(c, N, options_) > 0;
+  if (in_blocks) {
+    head_by_vocabulary(normed, row_losses, grad_scale, training);
+  } else {
+    head_by_rows(normed, row_losses, grad_scale, training);
+  }
+  if (training) {
+    zero(s.dresid, static_cast<size_t>(N) * C);
+    kernels::rmsnorm_backward(s.dresid, store_.head_grads().final_norm, s.dln, x_final, final_norm,
+                              final_rstd_.data(), N, C, c.norm_offset());
+    store_.head_grads_done();
+    // Whole, the head's gradient follows the final norm's, so the first one
+    // checked is small; in blocks the first block comes first. A NaN from the
+    // forward pass reaches either, before anything is updated.
+    if (!in_blocks) store_.lm_head_grad_done(0, c.vocab_size);
+  }
+  return *loss_sum / static_cast<double>(denominator);
+}
+
+void Transformer::head_by_rows(const float* normed, double* row_losses, float grad_scale, bool training) {
+  const ModelConfig& c = config_;
+  const Scratch& s = *scratch_;
+  const int N = batch_->size(), C = c.hidden_size, V = c.vocab_size;
+  const int* targets = batch_->targets.data();  // (N)
+  const kernels::Operand lm_head = store_.lm_head_rows(0, V);
+  float* lm_head_grad = training ? store_.lm_head_grad(0, V) : nullptr;  // (V, C)
+  const int chunk = logits_chunk_rows(c, N);
   for (int r0 = 0; r0 < N; r0 += chunk) {
     const int rows = std::min(chunk, N - r0);
     const float* rows_in = normed + static_cast<size_t>(r0) * C;  // (rows, C)
     kernels::linear_forward(s.logits, rows_in, lm_head, nullptr, rows, C, V);
     if (training) {
-      kernels::cross_entropy_forward_backward(row_losses + r0, s.logits, batch.targets.data() + r0, rows, V,
-                                              grad_scale, c.final_logit_softcapping);
-      kernels::sum_in_order(loss_sum, row_losses + r0, rows);
-      kernels::linear_backward(s.dln + static_cast<size_t>(r0) * C, store_.head_grads().lm_head, nullptr,
-                               s.logits, rows_in, lm_head, rows, C, V);
+      kernels::cross_entropy_forward_backward(row_losses + r0, s.logits, targets + r0, rows, V, grad_scale,
+                                              c.final_logit_softcapping);
+      kernels::sum_in_order(row_losses + N, row_losses + r0, rows);
+      kernels::linear_backward(s.dln + static_cast<size_t>(r0) * C, lm_head_grad, nullptr, s.logits, rows_in,
+                               lm_head, rows, C, V);
     } else {
-      kernels::cross_entropy_rows(row_losses + r0, s.logits, batch.targets.data() + r0, rows, V,
-                                  c.final_logit_softcapping);
+      kernels::cross_entropy_rows(row_losses + r0, s.logits, targets + r0, rows, V, c.final_logit_softcapping);
     }
   }
-  if (!training) {
-    kernels::sum_in_order(loss_sum, row_losses, N);
-  } else {
-    zero(s.dresid, static_cast<size_t>(N) * C);
-    kernels::rmsnorm_backward(s.dresid, store_.head_grads().final_norm, s.dln, x_final, w.final_norm,
-                              final_rstd_.data(), N, C, c.norm_offset());
-    store_.head_grads_done();
+  if (!training) kernels::sum_in_order(row_losses + N, row_losses, N);
+}
+
+// The first pass folds each block's logits into every row's log-sum-exp and
+// loss; the second makes each block's logits again, turns them into their
+// gradient and hands the block's weight gradient over before the next.
+void Transformer::head_by_vocabulary(const float* normed, double* row_losses, float grad_scale, bool training) {
+  const ModelConfig& c = config_;
+  const Scratch& s = *scratch_;
+  const int N = batch_->size(), C = c.hidden_size, V = c.vocab_size;
+  const int block = vocabulary_block_rows(c, N, options_);
+  const int* targets = batch_->targets.data();  // (N)
+  double* stats = row_losses + N + 1;           // (N, kCrossEntropyStats)
+  kernels::cross_entropy_block_start(stats, N);
+  for (int v0 = 0; v0 < V; v0 += block) {
+    const int rows = std::min(block, V - v0);
+    kernels::linear_forward(s.logits, normed, store_.lm_head_rows(v0, rows), nullptr, N, C, rows);  // (N, rows)
+    kernels::cross_entropy_block_fold(stats, s.logits, targets, N, rows, v0, c.final_logit_softcapping);
   }
-  return *loss_sum / static_cast<double>(denominator);
+  kernels::cross_entropy_block_finish(row_losses, stats, targets, N);
+  kernels::sum_in_order(row_losses + N, row_losses, N);
+  if (!training) return;
+  for (int v0 = 0; v0 < V; v0 += block) {
+    const int rows = std::min(block, V - v0);
+    const kernels::Operand lm_head = store_.lm_head_rows(v0, rows);  // (rows, C)
+    kernels::linear_forward(s.logits, normed, lm_head, nullptr, N, C, rows);
+    kernels::cross_entropy_block_backward(s.logits, stats, targets, N, rows, v0, grad_scale,
+                                          c.final_logit_softcapping);
+    kernels::linear_backward(s.dln, store_.lm_head_grad(v0, rows), nullptr, s.logits, normed, lm_head, N, C, rows);
+    store_.lm_head_grad_done(v0, rows);
+  }
+}
+
+void Transformer::embedding_backward(float* dresid) {
+  const ModelConfig& c = config_;
+  const int N = batch_->size(), V = c.vocab_size;
+  const int block = std::min(V, store_.head_block_rows());
+  bool scaled = false;
+  for (int v0 = 0; v0 < V; v0 += block) {
+    const int rows = std::min(block, V - v0);
+    if (float* grad = store_.embedding_grad(v0, rows)) {  // (rows, C)
+      if (!scaled && c.embedding_scale() != 1.0f) {
+        kernels::scale_forward(dresid, static_cast<size_t>(N) * c.hidden_size, c.embedding_scale());
+      }
+      scaled = true;
+      kernels::embedding_backward(grad, dresid, batch_->tokens.data(), N, c.hidden_size, v0, rows);
+    }
+    store_.embedding_grad_done(v0, rows);
+  }
 }
 
 void Transformer::forward(const int* tokens) {
@@ -563,13 +658,7 @@ double Transformer::forward_backward(const Batch& batch, int64_t denominator) {
     layer_backward(layer, acts, residual(layer), dresid);
     store_.layer_grads_done(layer);
   }
-  if (float* embedding_grad = store_.embedding_grad()) {
-    if (config_.embedding_scale() != 1.0f) {
-      kernels::scale_forward(dresid, static_cast<size_t>(batch.size()) * config_.hidden_size, config_.embedding_scale());
-    }
-    kernels::embedding_backward(embedding_grad, dresid, batch.tokens.data(), batch.size(), config_.hidden_size);
-  }
-  store_.embedding_grad_done();
+  embedding_backward(dresid);
   return loss;
 }
 
@@ -598,8 +687,12 @@ const float* Transformer::forward_cached(const int* tokens, int N, KvCache& cach
   ensure_capacity(logits_, MemCategory::Workspace, c.vocab_size);
   kernels::rmsnorm_forward(final_norm_out_.data(), final_rstd_.data(), last, store_.head_weights().final_norm, 1,
                            c.hidden_size, c.rms_norm_eps, c.norm_offset());
-  kernels::linear_forward(logits_.data(), final_norm_out_.data(), store_.lm_head_weight(), nullptr, 1, c.hidden_size,
-                          c.vocab_size);
+  const int block = std::min(c.vocab_size, store_.head_block_rows());
+  for (int v0 = 0; v0 < c.vocab_size; v0 += block) {
+    const int rows = std::min(block, c.vocab_size - v0);
+    kernels::linear_forward(logits_.data() + v0, final_norm_out_.data(), store_.lm_head_rows(v0, rows), nullptr, 1,
+                            c.hidden_size, rows);
+  }
   if (c.final_logit_softcapping > 0) kernels::softcap_forward(logits_.data(), c.vocab_size, c.final_logit_softcapping);
   return logits_.data();
 }

@@ -35,6 +35,10 @@ struct TransformerOptions {
   // The store hands its linear weights and LM head over in BF16 (a
   // TensorStore in BF16 compute), so BF16 compute stages no copy of them.
   bool bf16_weights = false;
+  // The store's head_block_rows() where it is less than the vocabulary (0:
+  // the whole LM head at once): the head then runs over vocabulary blocks.
+  // For a memory plan; a transformer takes it from its store.
+  int head_block_rows = 0;
 };
 
 // Whether a transformer with these options keeps the activations that only
@@ -50,7 +54,7 @@ struct TransformerMemory {
   size_t residual_floats = 0, final_norm_floats = 0, final_rstd_floats = 0;
   size_t layer_floats = 0, stored_layers = 0;
   size_t scratch_floats = 0, attention_floats = 0, rope_floats = 0, adapter_floats = 0;
-  size_t loss_doubles = 0;  // each row's loss, and their sum
+  size_t loss_doubles = 0;  // each row's loss, their sum, and the statistics of vocabulary blocks
   size_t compute_staging_bytes = 0;  // BF16 compute's rounded operands (kernels.h)
   int rope_positions = 0;
   size_t activation_bytes() const;
@@ -141,7 +145,7 @@ class Transformer {
   static LayerActivations carve_layer(Carver& carver, const ModelConfig& config, int N, bool bf16);
   // With gradients for backward (and loss evaluation), or only the forward's
   // temporary; logits for that many rows at a time.
-  static Scratch carve_scratch(Carver& carver, const ModelConfig& config, int N, bool gradients, int logits_rows);
+  static Scratch carve_scratch(Carver& carver, const ModelConfig& config, int N, bool gradients, size_t logits_floats);
   static AdapterScratch carve_adapter_scratch(Carver& carver, const ModelConfig& config, int N, int rank);
   void prepare(const Batch& batch, bool training);
   void prepare_cached(int N, const KvCache& cache, bool long_rope);
@@ -172,10 +176,18 @@ class Transformer {
   void attend(int layer, LayerActivations& acts);
   // dresid (N, C): gradient of the layer's output in, of its input out.
   void layer_backward(int layer, const LayerActivations& acts, const float* x_in, float* dresid);
-  // Final norm, LM head and loss in row chunks; when training, also their
-  // backward, leaving the gradient of the last residual in the scratch.
-  // Each row's loss stays in losses_.
+  // Final norm, LM head and loss; when training, also their backward,
+  // leaving the gradient of the last residual in the scratch. Each row's
+  // loss stays in losses_.
   double head_forward_backward(bool training, int64_t denominator);
+  // The LM head and the loss in chunks of rows (the whole head at once) or
+  // over vocabulary blocks (two passes: each row's log-sum-exp, then each
+  // block's gradient); row_losses (N) and their sum after them; dln (N, C)
+  // += the gradient of the normed rows.
+  void head_by_rows(const float* normed, double* row_losses, float grad_scale, bool training);
+  void head_by_vocabulary(const float* normed, double* row_losses, float grad_scale, bool training);
+  // The embedding's gradient from dresid (N, C), block by block.
+  void embedding_backward(float* dresid);
 
   ModelConfig config_;
   TransformerOptions options_;

@@ -23,11 +23,15 @@ std::string shape_text(const Shape& shape) {
 
 // N(0, stddev²) by Box–Muller on Philox output: element j of tensor `tensor`
 // depends only on (seed, tensor, j), so filling is parallel and repeatable.
-void fill_normal(float* out, size_t count, float stddev, uint64_t seed, uint32_t tensor) {
+// out (count) = values [first, first + count) of the tensor's N(0, stddev²)
+// values: value j from block j / 4 of Philox, so any range is the same values.
+void fill_normal(float* out, size_t first, size_t count, float stddev, uint64_t seed, uint32_t tensor) {
   const PhiloxKey key = philox_key(seed);
-  const int64_t blocks = static_cast<int64_t>((count + 3) / 4);
+  const size_t end = first + count;
+  const int64_t first_block = static_cast<int64_t>(first / 4), blocks = static_cast<int64_t>((end + 3) / 4) - first_block;
 #pragma omp parallel for schedule(static)
-  for (int64_t block = 0; block < blocks; ++block) {
+  for (int64_t index = 0; index < blocks; ++index) {
+    const int64_t block = first_block + index;
     const PhiloxCounter bits = philox4x32_10(
         {static_cast<uint32_t>(block), static_cast<uint32_t>(block >> 32), tensor, 0x1417u}, key);
     for (int pair = 0; pair < 2; ++pair) {
@@ -35,8 +39,8 @@ void fill_normal(float* out, size_t count, float stddev, uint64_t seed, uint32_t
       const float radius = std::sqrt(-2.0f * std::log(1.0f - uniform_from_bits(bits[2 * pair])));
       const float angle = 6.28318530717958647692f * uniform_from_bits(bits[2 * pair + 1]);
       const size_t j = static_cast<size_t>(block) * 4 + 2 * pair;
-      if (j < count) out[j] = stddev * radius * std::cos(angle);
-      if (j + 1 < count) out[j + 1] = stddev * radius * std::sin(angle);
+      if (j >= first && j < end) out[j - first] = stddev * radius * std::cos(angle);
+      if (j + 1 >= first && j + 1 < end) out[j + 1 - first] = stddev * radius * std::sin(angle);
     }
   }
 }
@@ -265,7 +269,7 @@ void ModelSource::fill(size_t index, float* out) const {
     case ParamRole::Embedding:
     case ParamRole::LmHead:
     case ParamRole::Linear:
-      fill_normal(out, count, kInitStddev, seed_, static_cast<uint32_t>(index));
+      fill_normal(out, 0, count, kInitStddev, seed_, static_cast<uint32_t>(index));
       break;
     case ParamRole::Norm:
       std::fill(out, out + count, 1.0f - config_.norm_offset());  // a scale of one
@@ -274,6 +278,29 @@ void ModelSource::fill(size_t index, float* out) const {
       std::fill(out, out + count, 0.0f);
       break;
   }
+}
+
+void ModelSource::fill_rows(size_t index, float* out, int first, int rows) const {
+  const ParamSpec& spec = specs_.at(index);
+  if (spec.shape.size() != 2) throw std::logic_error(spec.name + " has no rows to read");
+  const int64_t cols = spec.shape[1];
+  if (gguf_) {
+    const GgufSlot& slot = gguf_slots_.at(index);
+    if (slot.unpermute_heads > 0) throw std::logic_error(spec.name + ": interleaved rows are read whole");
+    gguf_->dequantize(*slot.tensor, out, first, rows);
+    return;
+  }
+  if (checkpoint_) {
+    TensorRecord record = checkpoint_->tensor(spec.name);
+    const size_t row_bytes = dtype_size(record.dtype) * static_cast<size_t>(cols);
+    record.data += static_cast<size_t>(first) * row_bytes;
+    record.shape = {rows, cols};
+    record.nbytes = static_cast<size_t>(rows) * row_bytes;
+    convert_to_f32(out, record);
+    return;
+  }
+  fill_normal(out, static_cast<size_t>(first) * cols, static_cast<size_t>(rows) * cols, kInitStddev, seed_,
+              static_cast<uint32_t>(index));
 }
 
 std::unique_ptr<ParamSet> load_fp32_weights(const ModelSource& source) {

@@ -34,6 +34,10 @@ class ModelSource {
   const std::vector<ParamSpec>& specs() const { return specs_; }
   // Writes parameter `index` (of specs()) as float32 into out (its numel).
   void fill(size_t index, float* out) const;
+  // Rows [first, first + rows) of a matrix parameter, out (rows, cols): the
+  // same values as fill's (a matrix too large to stage whole: the embedding,
+  // the LM head).
+  void fill_rows(size_t index, float* out, int first, int rows) const;
   // The GGUF file behind a gguf_file() source (its tokenizer metadata), else null.
   const GgufFile* gguf() const { return gguf_.get(); }
 

@@ -107,14 +107,19 @@ void HybridMatrix::split(RowValues&& row_values, float outlier_fraction, const R
 }
 
 void HybridMatrix::assign(const float* values, float outlier_fraction, const RoundingContext& rounding) {
-  // The new S is built from `values`, not from the old one: free the old
+  const int cols = this->cols();
+  assign([&](int row, float* out) { std::memcpy(out, values + static_cast<size_t>(row) * cols, cols * sizeof(float)); },
+         outlier_fraction, rounding);
+}
+
+void HybridMatrix::assign(const std::function<void(int, float*)>& row_values, float outlier_fraction,
+                          const RoundingContext& rounding) {
+  // The new S is built from the values, not from the old one: free the old
   // first, so the peak is one S, as the memory plan counts it.
   row_start_ = Buffer<int32_t>();
   outlier_columns_ = Buffer<uint16_t>();
   outlier_values_ = Buffer<float>();
-  const int cols = this->cols();
-  split([&](int row, float* out) { std::memcpy(out, values + static_cast<size_t>(row) * cols, cols * sizeof(float)); },
-        outlier_fraction, rounding);
+  split(row_values, outlier_fraction, rounding);
 }
 
 void HybridMatrix::refresh(float outlier_fraction, const RoundingContext& rounding) {

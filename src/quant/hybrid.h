@@ -10,6 +10,7 @@
 // outlier stays exact in S whatever its value becomes, and a dense value that
 // crosses a threshold stays dense — every write re-ranges its row, so it is
 // still represented, at a coarser step for that row until the next refresh.
+#include <functional>
 #include <cstdint>
 #include <string>
 
@@ -49,6 +50,11 @@ class HybridMatrix {
   // Splits values (rows, cols) with about outlier_fraction of them in S
   // (half from each tail) and quantizes the dense part.
   void assign(const float* values, float outlier_fraction, const RoundingContext& rounding);
+  // The same from `row_values(r, out)`, which writes row r (cols) and is
+  // called several times per row, from several threads: a matrix too large
+  // to stage whole is read from its source a row at a time.
+  void assign(const std::function<void(int, float*)>& row_values, float outlier_fraction,
+              const RoundingContext& rounding);
   // The largest number of columns a hybrid matrix holds (16-bit column indices).
   static constexpr int kMaxColumns = 65535;
   // Re-chooses the thresholds from the current values (the per-epoch refresh).

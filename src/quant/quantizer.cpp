@@ -1,6 +1,7 @@
 #include "quant/quantizer.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <vector>
 
@@ -44,8 +45,16 @@ void round_codes(uint8_t* __restrict codes, const float* __restrict values, int 
   }
 }
 
+// x rounded to BF16 toward −∞ (with `up`, toward +∞); x is finite.
+uint16_t bf16_directed(float x, bool up) {
+  const uint16_t toward_zero = static_cast<uint16_t>(std::bit_cast<uint32_t>(x) >> 16);
+  const bool exact = bf16_to_float(toward_zero) == x;
+  const bool away_from_zero = up ? x > 0.0f : x < 0.0f;
+  return exact || !away_from_zero ? toward_zero : static_cast<uint16_t>(toward_zero + 1);
+}
+
 // The range of one 4-bit block (n values); throws naming `tensor` on NaN or Inf.
-RowRange block_range(const float* values, int n, uint32_t row, const std::string& tensor) {
+BlockRange block_range(const float* values, int n, uint32_t row, const std::string& tensor) {
   float min = INFINITY, max = -INFINITY, poison = 0.0f;
 #pragma omp simd reduction(min : min) reduction(max : max) reduction(+ : poison)
   for (int i = 0; i < n; ++i) {
@@ -54,8 +63,14 @@ RowRange block_range(const float* values, int n, uint32_t row, const std::string
     poison += values[i] * 0.0f;
   }
   if (poison != 0.0f) fail(tensor, ": row ", row, " holds NaN or Inf");
-  RowRange range{min, (max - min) / 15.0f};
-  if (!std::isfinite(range.scale)) fail(tensor, ": row ", row, " has a range too large for float");
+  BlockRange range;
+  range.offset = bf16_directed(min, false);
+  const float scale = (max - bf16_to_float(range.offset)) / 15.0f;
+  if (!std::isfinite(scale) || !std::isfinite(bf16_to_float(range.offset))) {
+    fail(tensor, ": row ", row, " has a range too large for BF16");
+  }
+  range.scale = bf16_directed(scale, true);
+  if (!std::isfinite(bf16_to_float(range.scale))) fail(tensor, ": row ", row, " has a range too large for BF16");
   return range;
 }
 
@@ -115,30 +130,30 @@ void dequantize_row_bf16(uint16_t* out, const uint8_t* codes, RowRange range, in
   }
 }
 
-void quantize_row4(uint8_t* codes, RowRange* ranges, const float* values, int n, int block,
+void quantize_row4(uint8_t* codes, BlockRange* ranges, const float* values, int n, int block,
                    const RoundingContext& rounding, uint32_t row, const std::string& tensor) {
   const float* uniforms = rounding.mode == Rounding::Stochastic ? row_uniforms(n, rounding, row) : nullptr;
   thread_local std::vector<uint8_t> unpacked;
   unpacked.resize(static_cast<size_t>(block));
   for (int first = 0, b = 0; first < n; first += block, ++b) {
     const int count = std::min(block, n - first);
-    const RowRange range = block_range(values + first, count, row, tensor);
+    ranges[b] = block_range(values + first, count, row, tensor);
+    const RowRange range = ranges[b].values();
     if (range.scale == 0.0f) {
       std::fill(unpacked.begin(), unpacked.begin() + count, 0);
     } else {
       round_codes(unpacked.data(), values + first, 0, count, range, uniforms ? uniforms + first : nullptr, 15);
     }
-    ranges[b] = range;
     uint8_t* packed = codes + first / 2;
     for (int i = 0; i < count / 2; ++i) packed[i] = static_cast<uint8_t>(unpacked[2 * i] | unpacked[2 * i + 1] << 4);
     if (count % 2) packed[count / 2] = unpacked[count - 1];
   }
 }
 
-void dequantize_row4(float* out, const uint8_t* codes, const RowRange* ranges, int n, int block) {
+void dequantize_row4(float* out, const uint8_t* codes, const BlockRange* ranges, int n, int block) {
   for (int first = 0, b = 0; first < n; first += block, ++b) {
     const int count = std::min(block, n - first);
-    const RowRange range = ranges[b];
+    const RowRange range = ranges[b].values();
     const uint8_t* packed = codes + first / 2;
 #pragma omp simd
     for (int i = 0; i < count; ++i) {
@@ -150,7 +165,7 @@ void dequantize_row4(float* out, const uint8_t* codes, const RowRange* ranges, i
 
 void dequantize_view_row(float* out, const QuantizedView& matrix, int row) {
   if (matrix.layout.bits == 8) return dequantize_row(out, matrix.row_codes(row), matrix.ranges[row], matrix.cols);
-  dequantize_row4(out, matrix.row_codes(row), matrix.row_ranges(row), matrix.cols, matrix.layout.block);
+  dequantize_row4(out, matrix.row_codes(row), matrix.row_blocks(row), matrix.cols, matrix.layout.block);
 }
 
 void quantize_view_row(const QuantizedView& matrix, int row, const float* values, const RoundingContext& rounding,
@@ -159,7 +174,7 @@ void quantize_view_row(const QuantizedView& matrix, int row, const float* values
     matrix.ranges[row] = quantize_row(matrix.row_codes(row), values, matrix.cols, rounding, key_row, nullptr, 0, tensor);
     return;
   }
-  quantize_row4(matrix.row_codes(row), matrix.row_ranges(row), values, matrix.cols, matrix.layout.block, rounding,
+  quantize_row4(matrix.row_codes(row), matrix.row_blocks(row), values, matrix.cols, matrix.layout.block, rounding,
                 key_row, tensor);
 }
 
@@ -167,10 +182,14 @@ QuantizedRows::QuantizedRows(MemCategory category, int rows, int cols, CodeLayou
     : rows_(rows),
       cols_(cols),
       layout_(layout),
-      codes_(category, static_cast<size_t>(rows) * layout.row_bytes(cols)),
-      ranges_(category, static_cast<size_t>(rows) * layout.ranges_per_row(cols)) {
+      codes_(category, static_cast<size_t>(rows) * layout.row_bytes(cols)) {
   const bool supported = layout.bits == 8 || (layout.bits == 4 && layout.block > 0 && layout.block % 2 == 0);
   if (!supported) fail("quantized rows: ", layout.bits, " bits in blocks of ", layout.block, " is not a layout");
+  if (layout.bits == 8) {
+    ranges_ = Buffer<RowRange>(category, static_cast<size_t>(rows));
+  } else {
+    blocks_ = Buffer<BlockRange>(category, static_cast<size_t>(rows) * layout.ranges_per_row(cols));
+  }
 }
 
 void quantize_rows(const QuantizedView& matrix, const float* values, const RoundingContext& rounding,

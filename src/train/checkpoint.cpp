@@ -65,16 +65,6 @@ void remove_leftover(const fs::path& path) {
   fs::remove_all(path);
 }
 
-// Ranges (rows, per_row), each with a finite offset and a finite, non-negative scale.
-void check_finite_ranges(const StateReader& reader, const std::string& name, const RowRange* ranges, int rows,
-                         int per_row) {
-  for (int64_t i = 0; i < static_cast<int64_t>(rows) * per_row; ++i) {
-    if (!std::isfinite(ranges[i].offset) || !std::isfinite(ranges[i].scale) || ranges[i].scale < 0.0f) {
-      fail(reader.path(), ": tensor '", name, "': row ", i / per_row, " has an invalid range");
-    }
-  }
-}
-
 // Checks DIR and DIR.old and removes a DIR.tmp that a killed write left.
 void prepare(const fs::path& target) {
   const fs::path temporary = sibling(target, ".tmp"), old = sibling(target, ".old");
@@ -262,6 +252,32 @@ CheckpointFiles open_directory(const fs::path& target) {
   return files;
 }
 
+// A quantized matrix's ranges as a tensor: 8 bits, `.ranges` (rows, 2)
+// FP32; 4 bits, `.blocks` (rows, 2 × blocks) BF16.
+struct RangeTensor {
+  std::string suffix;
+  DType dtype;
+  int64_t values_per_row;
+  uint8_t* data;
+};
+
+RangeTensor range_tensor(const QuantizedRows& rows) {
+  QuantizedRows& owner = const_cast<QuantizedRows&>(rows);  // read or written by the caller's choice
+  if (rows.layout().bits == 8) return {".ranges", DType::F32, 2, reinterpret_cast<uint8_t*>(owner.ranges())};
+  return {".blocks", DType::BF16, 2 * rows.ranges_per_row(), reinterpret_cast<uint8_t*>(owner.blocks())};
+}
+
+// Every range finite with a scale ≥ 0 (a corrupt or hand-made file is refused by name).
+void check_ranges(const std::string& path, const std::string& name, const QuantizedRows& rows) {
+  const int per_row = rows.layout().bits == 8 ? 1 : rows.ranges_per_row();
+  for (int64_t i = 0; i < static_cast<int64_t>(rows.rows()) * per_row; ++i) {
+    const RowRange range = rows.layout().bits == 8 ? rows.ranges()[i] : rows.blocks()[i].values();
+    if (!std::isfinite(range.offset) || !std::isfinite(range.scale) || range.scale < 0.0f) {
+      fail(path, ": tensor '", name, "': row ", i / per_row, " has an invalid range");
+    }
+  }
+}
+
 }  // namespace
 
 ShardReaders CheckpointFiles::shards() const {
@@ -298,24 +314,27 @@ CheckpointFiles open_checkpoint(const std::string& directory) {
   }
 }
 
-// A quantized matrix's tensors: codes (rows, bytes a row) and ranges (rows,
-// 2 floats a range). The 8-bit layout's are (rows, cols) and (rows, 2).
+// A quantized matrix's tensors: codes (rows, bytes a row) and its ranges
+// (range_tensor). The 8-bit layout's are (rows, cols) and (rows, 2).
 void save_rows(StateWriter& writer, const std::string& name, const QuantizedRows& rows) {
-  static_assert(sizeof(RowRange) == 2 * sizeof(float));
+  static_assert(sizeof(RowRange) == 2 * sizeof(float) && sizeof(BlockRange) == 2 * sizeof(uint16_t));
   writer.add(name + ".codes", DType::U8, {rows.rows(), static_cast<int64_t>(rows.row_bytes())}, rows.codes());
-  writer.add(name + ".ranges", DType::F32, {rows.rows(), 2 * rows.ranges_per_row()}, rows.ranges());
+  const RangeTensor ranges = range_tensor(rows);
+  writer.add(name + ranges.suffix, ranges.dtype, {rows.rows(), ranges.values_per_row}, ranges.data);
 }
 
 void load_rows(const StateReader& reader, const std::string& name, QuantizedRows& rows) {
   reader.read(name + ".codes", DType::U8, {rows.rows(), static_cast<int64_t>(rows.row_bytes())}, rows.codes());
-  reader.read(name + ".ranges", DType::F32, {rows.rows(), 2 * rows.ranges_per_row()}, rows.ranges());
-  check_finite_ranges(reader, name + ".ranges", rows.ranges(), rows.rows(), rows.ranges_per_row());
+  const RangeTensor ranges = range_tensor(rows);
+  reader.read(name + ranges.suffix, ranges.dtype, {rows.rows(), ranges.values_per_row}, ranges.data);
+  check_ranges(reader.path(), name + ranges.suffix, rows);
 }
 
 void load_row_share(const ShardReaders& shards, const std::string& name, int total_rows, int64_t owned_begin,
                     QuantizedRows& rows) {
   const int64_t owned_end = owned_begin + rows.rows(), row_bytes = static_cast<int64_t>(rows.row_bytes());
-  const int64_t range_bytes = rows.ranges_per_row() * static_cast<int64_t>(sizeof(RowRange));
+  const RangeTensor ranges = range_tensor(rows);
+  const int64_t range_bytes = static_cast<int64_t>(rows.layout().range_bytes(rows.cols()));
   for (int s = 0; s < shards.ranks; ++s) {
     const dist::Range held = dist::share(total_rows, shards.ranks, s);
     const int64_t begin = std::max(held.begin, owned_begin), end = std::min(held.end, owned_end);
@@ -323,14 +342,14 @@ void load_row_share(const ShardReaders& shards, const std::string& name, int tot
     if (begin >= end && shards.ranks > 1) continue;
     const StateReader& reader = *shards.files.at(s);
     const uint8_t* codes = reader.get(name + ".codes", DType::U8, {held.size(), row_bytes});
-    const uint8_t* ranges = reader.get(name + ".ranges", DType::F32, {held.size(), 2 * rows.ranges_per_row()});
+    const uint8_t* stored = reader.get(name + ranges.suffix, ranges.dtype, {held.size(), ranges.values_per_row});
     if (begin >= end) continue;
     std::memcpy(rows.row_codes(static_cast<int>(begin - owned_begin)), codes + (begin - held.begin) * row_bytes,
                 static_cast<size_t>((end - begin) * row_bytes));
-    std::memcpy(&rows.range(static_cast<int>(begin - owned_begin)), ranges + (begin - held.begin) * range_bytes,
+    std::memcpy(ranges.data + (begin - owned_begin) * range_bytes, stored + (begin - held.begin) * range_bytes,
                 static_cast<size_t>((end - begin) * range_bytes));
   }
-  check_finite_ranges(*shards.files.at(0), name + ".ranges", rows.ranges(), rows.rows(), rows.ranges_per_row());
+  check_ranges(shards.files.at(0)->path(), name + ranges.suffix, rows);
 }
 
 void save_hybrid(StateWriter& writer, const std::string& name, const HybridMatrix& matrix) {

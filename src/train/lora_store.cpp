@@ -149,19 +149,19 @@ class LoraStore::FrozenInt8 final : public TensorStore {
   }
 
   void parameter(size_t index, float* out) const {
-    if (matrices_[index]) return load(index, out);
+    if (matrices_[index]) return load(index, out, 0, matrices_[index]->rows());
     kernels::copy(out, vectors_[index].data(), vectors_[index].size() * sizeof(float));
   }
 
  private:
-  void load(size_t index, float* out) const override {
-    dequantize_hybrid_rows(out, matrices_[index]->view(), 0, matrices_[index]->rows());
+  void load(size_t index, float* out, int first, int rows) const override {
+    dequantize_hybrid_rows(out, matrices_[index]->view(), first, first + rows);
   }
   void gather_rows(float* out, size_t index, const int* rows, int N) const override {
     gather_hybrid_rows(out, matrices_[index]->view(), rows, N);
   }
   float* vector(size_t index) override { return vectors_[index].data(); }
-  void consume(size_t, const float*) override { throw std::logic_error("a frozen store consumed a gradient"); }
+  void consume(size_t, const float*, int, int) override { throw std::logic_error("a frozen store consumed a gradient"); }
 
   std::vector<std::unique_ptr<HybridMatrix>> matrices_;
   std::vector<Buffer<float>> vectors_;

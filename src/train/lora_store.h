@@ -49,15 +49,18 @@ class LoraStore final : public ParameterStore {
   kernels::Operand linear_weight(int layer, Linear which) override { return base_->linear_weight(layer, which); }
   void embed(float* out, const int* tokens, int N) override { base_->embed(out, tokens, N); }
   const HeadParams& head_weights() override { return base_->head_weights(); }
-  kernels::Operand lm_head_weight() override { return base_->lm_head_weight(); }
+  int head_block_rows() override { return base_->head_block_rows(); }
+  kernels::Operand lm_head_rows(int first, int rows) override { return base_->lm_head_rows(first, rows); }
   const LayerParams& layer_grads(int layer) override { return base_->layer_grads(layer); }
   float* linear_grad(int layer, Linear which) override { return base_->linear_grad(layer, which); }
   void linear_grad_done(int layer, Linear which) override { base_->linear_grad_done(layer, which); }
   void layer_grads_done(int layer) override { base_->layer_grads_done(layer); }
   const HeadParams& head_grads() override { return base_->head_grads(); }
   void head_grads_done() override { base_->head_grads_done(); }
-  float* embedding_grad() override { return base_->embedding_grad(); }
-  void embedding_grad_done() override { base_->embedding_grad_done(); }
+  float* lm_head_grad(int first, int rows) override { return base_->lm_head_grad(first, rows); }
+  void lm_head_grad_done(int first, int rows) override { base_->lm_head_grad_done(first, rows); }
+  float* embedding_grad(int first, int rows) override { return base_->embedding_grad(first, rows); }
+  void embedding_grad_done(int first, int rows) override { base_->embedding_grad_done(first, rows); }
   const LoraAdapter* adapter(int layer, Linear which) override;
 
   // The dropout masks of micro-batch `index` (from 0) of step `step`: a

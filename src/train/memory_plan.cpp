@@ -34,7 +34,10 @@ MemoryPlan plan_rank(const ModelConfig& config, const TrainingSettings& settings
                           {.checkpointing = settings.checkpointing,
                            .adapter_rank = settings.lora ? settings.lora->rank : 0,
                            .bf16_weights = !settings.lora && optimizer.materialises_weights &&
-                                           TensorStore::bf16_weights(false)});
+                                           TensorStore::bf16_weights(false),
+                           .head_block_rows = !settings.lora && optimizer.head_block_rows
+                                                  ? optimizer.head_block_rows(config, settings)
+                                                  : 0});
   MemoryPlan plan;
   for (const ParamSpec& spec : parameter_specs(config)) plan.params += shape_numel(spec.shape);
   plan.activations = transformer.activation_bytes();

@@ -90,14 +90,15 @@ void MixedPrecisionStore::load_state(const StateReader& reader) {
 
 MixedPrecisionStore::~MixedPrecisionStore() = default;
 
-void MixedPrecisionStore::load(size_t index, float* out) const {
+void MixedPrecisionStore::load(size_t index, float* out, int first, int rows) const {
   const Param& param = *params_.at(index);
-  widen_bf16(out, param.bf16.data(), param.count);
+  widen_bf16(out, param.bf16.data() + static_cast<size_t>(first) * param.cols, static_cast<size_t>(rows) * param.cols);
 }
 
-void MixedPrecisionStore::load_bf16(size_t index, uint16_t* out) const {
+void MixedPrecisionStore::load_bf16(size_t index, uint16_t* out, int first, int rows) const {
   const Param& param = *params_.at(index);
-  kernels::copy(out, param.bf16.data(), param.count * sizeof(uint16_t));
+  kernels::copy(out, param.bf16.data() + static_cast<size_t>(first) * param.cols,
+                static_cast<size_t>(rows) * param.cols * sizeof(uint16_t));
 }
 
 void MixedPrecisionStore::gather_rows(float* out, size_t index, const int* rows, int N) const {
@@ -111,9 +112,10 @@ void MixedPrecisionStore::master(size_t index, float* out) const {
   kernels::copy(out, params_.at(index)->master.data(), params_.at(index)->count * sizeof(float));
 }
 
-void MixedPrecisionStore::consume(size_t index, const float* grad) {
+void MixedPrecisionStore::consume(size_t index, const float* grad, int first, int rows) {
   Param& param = *params_[index];
-  accumulate_bf16(param.grad.data(), grad, param.count);
+  accumulate_bf16(param.grad.data() + static_cast<size_t>(first) * param.cols, grad,
+                  static_cast<size_t>(rows) * param.cols);
 }
 
 void MixedPrecisionStore::end_step(float lr, bool apply) {

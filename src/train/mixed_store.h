@@ -41,11 +41,11 @@ class MixedPrecisionStore final : public TensorStore {
  private:
   struct Param;
 
-  void load(size_t index, float* out) const override;
-  void load_bf16(size_t index, uint16_t* out) const override;
+  void load(size_t index, float* out, int first, int rows) const override;
+  void load_bf16(size_t index, uint16_t* out, int first, int rows) const override;
   void gather_rows(float* out, size_t index, const int* rows, int N) const override;
   float* vector(size_t index) override;
-  void consume(size_t index, const float* grad) override;
+  void consume(size_t index, const float* grad, int first, int rows) override;
   // BF16 weights (matrices) or BF16-rounded FP32 values (vectors) from the master.
   void round_from_master(size_t index);
 

@@ -6,8 +6,8 @@
 namespace qft {
 namespace {
 
-std::function<void(int, const std::string&, float*, size_t)>& test_hook() {
-  static std::function<void(int, const std::string&, float*, size_t)> hook;
+std::function<void(int, const std::string&, float*, size_t, size_t)>& test_hook() {
+  static std::function<void(int, const std::string&, float*, size_t, size_t)> hook;
   return hook;
 }
 
@@ -33,16 +33,17 @@ int layer_of(const std::string& name) {
   return layer;
 }
 
-void set_gradient_test_hook(std::function<void(int, const std::string&, float*, size_t)> hook) {
+void set_gradient_test_hook(std::function<void(int, const std::string&, float*, size_t, size_t)> hook) {
   test_hook() = std::move(hook);
 }
 
-std::optional<NonFinite> check_gradient(int step, const std::string& name, float* grad, size_t count) {
-  if (test_hook()) test_hook()(step, name, grad, count);
-  int64_t first = -1;  // on a device, the one value that crosses to the host
-  kernels::find_nonfinite(&first, grad, count);
-  if (first < 0) return std::nullopt;
-  return NonFinite{name, layer_of(name), static_cast<size_t>(first)};
+std::optional<NonFinite> check_gradient(int step, const std::string& name, float* grad, size_t count,
+                                        size_t first) {
+  if (test_hook()) test_hook()(step, name, grad, count, first);
+  int64_t found = -1;  // on a device, the one value that crosses to the host
+  kernels::find_nonfinite(&found, grad, count);
+  if (found < 0) return std::nullopt;
+  return NonFinite{name, layer_of(name), first + static_cast<size_t>(found)};
 }
 
 NonFinitePolicy parse_nonfinite_policy(const std::string& name) {

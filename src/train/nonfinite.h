@@ -29,11 +29,14 @@ struct NonFinite {
 // The decoder layer a parameter belongs to (model.layers.N.…), or -1.
 int layer_of(const std::string& name);
 
-// Tests only: called with every completed FP32 weight gradient before it is
-// checked — (step, parameter name, gradient, numel) — so a test can poison one.
-void set_gradient_test_hook(std::function<void(int, const std::string&, float*, size_t)> hook);
-// Runs the test hook, then scans `grad`: what it found, or nullopt when finite.
-std::optional<NonFinite> check_gradient(int step, const std::string& name, float* grad, size_t count);
+// Tests only: called with every completed FP32 weight gradient (or block of
+// one) before it is checked — (step, parameter name, gradient, count, index
+// of its first element in the parameter) — so a test can poison one.
+void set_gradient_test_hook(std::function<void(int, const std::string&, float*, size_t, size_t)> hook);
+// Runs the test hook, then scans `grad` (count), elements [first, first +
+// count) of the parameter: what it found, or nullopt when finite.
+std::optional<NonFinite> check_gradient(int step, const std::string& name, float* grad, size_t count,
+                                        size_t first = 0);
 
 enum class NonFinitePolicy { Stop, Skip };
 NonFinitePolicy parse_nonfinite_policy(const std::string& name);  // "stop" | "skip"

@@ -56,7 +56,7 @@ void plan_mixed(MemoryPlan& plan, const ModelConfig& config, const TrainingSetti
 
 const std::vector<OptimizerEntry> kTable = {
     {OptimizerKind::QLion, "qlion", "INT8 weights, gradients and momentum: QFT", {0.9f, 0.99f}, true, true,
-     nullptr, nullptr, make_qft_training, plan_qlion},
+     nullptr, nullptr, make_qft_training, plan_qlion, QftStore::planned_head_block_rows},
     {OptimizerKind::AdamW, "adamw", "FP32", {0.9f, 0.999f}, true, false,
      [](const OptimizerSettings& s, const std::vector<ParamSpec>& specs) -> std::unique_ptr<Optimizer> {
        return std::make_unique<AdamW>(s, padded_floats(specs));

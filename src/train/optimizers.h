@@ -36,6 +36,8 @@ struct OptimizerEntry {
   // workspace) for one rank of `shape`.
   std::unique_ptr<Training> (*make_training)(const ModelSource& source, const TrainingSettings& settings);
   void (*plan)(MemoryPlan& plan, const ModelConfig& config, const TrainingSettings& settings, const PlanShape& shape);
+  // Its store's LM head block (TransformerOptions::head_block_rows); null: the whole head.
+  int (*head_block_rows)(const ModelConfig& config, const TrainingSettings& settings) = nullptr;
 };
 
 const std::vector<OptimizerEntry>& optimizer_table();

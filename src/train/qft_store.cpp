@@ -24,36 +24,40 @@ std::pair<int, int> stored_shape(const ParamSpec& spec) {
   return {rows, static_cast<int>(shape_numel(spec.shape) / rows)};
 }
 
-// The momentum's codes. 4 bits: one range per 64 values (0.625 bytes a
-// value): on a fine-tuned SmolLM2's Lion momentum that cuts the error of
-// per-row 4-bit codes to a third and flips the sign of 6 % of the values
-// rather than 16 % (per 128: 8 %); docs/results.md has the table.
+// The momentum's codes. 4 bits: one BF16 range per 64 values (0.5625
+// bytes a value): on a fine-tuned SmolLM2's Lion momentum that cuts the
+// error of per-row 4-bit codes to a third and flips the sign of 6.3 % of
+// the values rather than 16 % (FP32 ranges: 6.1 % at 0.625 bytes; BF16 per
+// 128: 8.5 %); docs/results.md has the table.
 CodeLayout momentum_layout(const QftSettings& qft) {
   if (qft.momentum_bits == 8) return {};
   if (qft.momentum_bits == 4) return CodeLayout::int4(64);
   fail("--momentum-bits must be 4 or 8, got ", qft.momentum_bits);
 }
 
-// The size of a data-parallel rank's in-flight gradient copy: the largest
-// linear. Larger matrices (the embedding, the LM head) are summed straight
-// from the store's gradient buffer, before backward goes on.
-size_t largest_linear(const ModelConfig& config) {
-  size_t largest = 0;
-  for (const ParamSpec& spec : parameter_specs(config)) {
-    if (spec.role == ParamRole::Linear) largest = std::max(largest, static_cast<size_t>(shape_numel(spec.shape)));
-  }
-  return largest;
+// Rows [first, first + rows) of a parameter that rank `rank` of `ranks` owns.
+dist::Range owned_rows(int64_t total, Placement placement, int64_t first, int64_t rows) {
+  const dist::Range share = dist::share(total, placement.ranks, placement.rank);
+  const int64_t begin = std::clamp(first, share.begin, share.end);
+  return {begin, std::clamp(first + rows, begin, share.end)};
 }
 
-// FP32 buffers of a data-parallel rank: the local gradient in flight and its rows of the global one.
-std::pair<size_t, size_t> exchange_floats(const ModelConfig& config, Placement placement) {
+// FP32 buffers of a data-parallel rank: the local gradient in flight (the
+// largest linear: larger matrices are summed straight from the store's
+// gradient buffer, before backward goes on, and the LM head's and the
+// embedding's blocks are no larger) and its rows of the global one.
+std::pair<size_t, size_t> exchange_floats(const ModelConfig& config, Placement placement, int head_rows) {
   if (placement.ranks == 1) return {0, 0};
   size_t owned = 0;
   for (const ParamSpec& spec : parameter_specs(config)) {
     const auto [rows, cols] = stored_shape(spec);
-    owned = std::max(owned, static_cast<size_t>(dist::share(rows, placement.ranks, placement.rank).size()) * cols);
+    const bool in_blocks = spec.role == ParamRole::Embedding || spec.role == ParamRole::LmHead;
+    const int block = in_blocks ? std::min(head_rows, rows) : rows;
+    for (int first = 0; first < rows; first += block) {
+      owned = std::max(owned, static_cast<size_t>(owned_rows(rows, placement, first, block).size()) * cols);
+    }
   }
-  return {largest_linear(config), owned};
+  return {TensorStore::largest_linear(config), owned};
 }
 
 }  // namespace
@@ -66,6 +70,14 @@ struct QftStore::Param {
   Buffer<float> vector;                  // norm weights and biases, FP32
   QuantizedRows momentum;  // (owned rows, cols)
 };
+
+bool QftStore::fused(const TrainingSettings& settings) {
+  return settings.grad_accum == 1 && !settings.qft.stack_gradients;
+}
+
+int QftStore::planned_head_block_rows(const ModelConfig& config, const TrainingSettings& settings) {
+  return TensorStore::planned_head_block_rows(config, fused(settings));
+}
 
 QftMemory QftStore::memory(const ModelConfig& config, const TrainingSettings& settings, Placement placement) {
   QftMemory memory;
@@ -81,19 +93,19 @@ QftMemory QftStore::memory(const ModelConfig& config, const TrainingSettings& se
   }
   const bool stacked = settings.grad_accum > 1 || settings.qft.stack_gradients;
   if (!stacked) memory.stack = 0;
-  const auto [in_flight, owned] = exchange_floats(config, placement);
+  const auto [in_flight, owned] = exchange_floats(config, placement, planned_head_block_rows(config, settings));
   memory.exchange = (in_flight + owned) * sizeof(float);
-  const WorkingMemory working = working_memory(config);
+  const WorkingMemory working = working_memory(config, false, fused(settings));
   memory.fp32_grads = working.grads;
   memory.workspace = working.weights;
   return memory;
 }
 
 QftStore::QftStore(const ModelSource& source, const TrainingSettings& settings)
-    : TensorStore(source.config(), source.specs()), settings_(settings), world_(dist::world()) {
+    : TensorStore(source.config(), source.specs(), false, fused(settings)), settings_(settings), world_(dist::world()) {
   if (settings_.grad_accum < 1) fail("--grad-accum must be at least 1");
   const Placement placement = Placement::of_world();
-  const auto [in_flight, owned] = exchange_floats(config_, placement);
+  const auto [in_flight, owned] = exchange_floats(config_, placement, head_block_rows());
   in_flight_ = Buffer<float>(MemCategory::Gradients, in_flight);
   owned_grad_ = Buffer<float>(MemCategory::Gradients, owned);
   float* staging = borrow_fp32_buffer();  // one tensor at a time, never the model
@@ -101,11 +113,19 @@ QftStore::QftStore(const ModelSource& source, const TrainingSettings& settings)
     auto param = std::make_unique<Param>();
     param->spec = &specs_[i];
     std::tie(param->rows, param->cols) = stored_shape(specs_[i]);
-    source.fill(i, staging);
     if (is_matrix(specs_[i].role)) {
       param->matrix = std::make_unique<HybridMatrix>(specs_[i].name, param->rows, param->cols);
-      param->matrix->assign(staging, settings_.qft.outlier_fraction, rounding(i, kWeight, 0));
+      const float fraction = settings_.qft.outlier_fraction;
+      const bool vocabulary = specs_[i].role == ParamRole::Embedding || specs_[i].role == ParamRole::LmHead;
+      if (vocabulary && param->rows > head_block_rows()) {  // taken in blocks: larger than the staging room
+        param->matrix->assign([&](int row, float* out) { source.fill_rows(i, out, row, 1); }, fraction,
+                              rounding(i, kWeight, 0));
+      } else {
+        source.fill(i, staging);
+        param->matrix->assign(staging, fraction, rounding(i, kWeight, 0));
+      }
     } else {
+      source.fill(i, staging);
       param->vector = Buffer<float>(MemCategory::Weights, param->cols);
       kernels::copy(param->vector.data(), staging, param->cols * sizeof(float));
     }
@@ -146,12 +166,12 @@ void QftStore::end_step(bool apply) {
       while (!stack_->empty()) {
         const GradientStack::Entry entry = stack_->pop();
         if (!world_.distributed()) {
-          update(entry.param, nullptr, entry.grad);
+          update(entry.param, nullptr, entry.grad, params_[entry.param]->owned);
           continue;
         }
         float* grad = borrow_fp32_buffer();  // backward is over
         dequantize_rows(grad, entry.grad->view());
-        exchange(entry.param, grad);
+        exchange(entry.param, grad, 0, params_[entry.param]->rows);
         finish_exchange();
       }
     }
@@ -199,18 +219,18 @@ void QftStore::load_state(const StateReader& reader, const ShardReaders& shards)
   }
 }
 
-void QftStore::load(size_t index, float* out) const {
+void QftStore::dequantize(size_t index, float* out) const {
   const Param& param = *params_.at(index);
-  if (param.matrix) {
-    dequantize_hybrid_rows(out, param.matrix->view(), 0, param.rows);
-  } else {
-    kernels::copy(out, param.vector.data(), param.cols * sizeof(float));
-  }
+  if (param.matrix) return load(index, out, 0, param.rows);
+  kernels::copy(out, param.vector.data(), param.cols * sizeof(float));
 }
 
-void QftStore::load_bf16(size_t index, uint16_t* out) const {
-  const Param& param = *params_.at(index);
-  dequantize_hybrid_rows_bf16(out, param.matrix->view(), 0, param.rows);
+void QftStore::load(size_t index, float* out, int first, int rows) const {
+  dequantize_hybrid_rows(out, params_.at(index)->matrix->view(), first, first + rows);
+}
+
+void QftStore::load_bf16(size_t index, uint16_t* out, int first, int rows) const {
+  dequantize_hybrid_rows_bf16(out, params_.at(index)->matrix->view(), first, first + rows);
 }
 
 void QftStore::gather_rows(float* out, size_t index, const int* rows, int N) const {
@@ -225,15 +245,16 @@ int64_t QftStore::outlier_count() const {
   return total;
 }
 
-// Fused: update the parameter now. Stacked: quantize its gradient onto the
+// Fused: update the rows now. Stacked: quantize the gradient onto the
 // stack (first micro-batch) or into its slot (later ones).
-void QftStore::consume(size_t index, const float* grad) {
+void QftStore::consume(size_t index, const float* grad, int first, int rows) {
   if (fused()) {
-    if (world_.distributed()) return exchange(index, grad);
-    update(index, grad, nullptr);
+    if (world_.distributed()) return exchange(index, grad, first, rows);
+    update(index, grad, nullptr, {first, first + rows});
     return;
   }
   const Param& param = *params_[index];
+  if (first != 0 || rows != param.rows) throw std::logic_error("the gradient stack takes whole parameters");
   const RoundingContext context = rounding(index, kGradient, static_cast<uint32_t>(step_ * settings_.grad_accum + passes_));
   if (passes_ == 0) {
     stack_->push(index, param.rows, param.cols, grad, context, param.spec->name);
@@ -242,54 +263,61 @@ void QftStore::consume(size_t index, const float* grad) {
   }
 }
 
-// Algorithm 2 for this rank's rows of one parameter.
-void QftStore::update(size_t index, const float* fp32_grad, const QuantizedRows* int8_grad) {
+// Algorithm 2 for `rows` of one parameter, all of them this rank's.
+void QftStore::update(size_t index, const float* fp32_grad, const QuantizedRows* int8_grad, dist::Range rows) {
   Param& param = *params_[index];
   QLionParameter state;
   if (param.matrix) state.weights = param.matrix->view();
   state.vector = param.vector.data();
-  state.momentum = param.momentum.view();
+  state.momentum = param.momentum.view().rows_from(static_cast<int>(rows.begin - param.owned.begin));
   state.grad = fp32_grad;
   if (int8_grad) state.stacked_grad = int8_grad->view();
   state.cols = param.cols;
   const QLionRounding rounds{rounding(index, kWeight, step_), rounding(index, kMomentum, step_)};
-  qlion_update_rows(state, static_cast<int>(param.owned.begin), static_cast<int>(param.owned.end), lr_,
-                    settings_.hyper, rounds, param.spec->name);
+  qlion_update_rows(state, static_cast<int>(rows.begin), static_cast<int>(rows.end), lr_, settings_.hyper, rounds,
+                    param.spec->name);
   invalidate(index);
   ++updates_;
 }
 
-void QftStore::exchange(size_t index, const float* grad) {
+void QftStore::exchange(size_t index, const float* grad, int first, int rows) {
   finish_exchange();
   const Param& param = *params_[index];
-  const size_t count = static_cast<size_t>(param.rows) * param.cols;
+  const size_t count = static_cast<size_t>(rows) * param.cols;
   const bool fits = count <= in_flight_.size();
   if (fits) {
     kernels::copy(in_flight_.data(), grad, count * sizeof(float));
     grad = in_flight_.data();
   }
   std::vector<int64_t> counts;
-  for (int r = 0; r < world_.size(); ++r) counts.push_back(dist::share(param.rows, world_.size(), r).size() * param.cols);
+  for (int r = 0; r < world_.size(); ++r) {
+    counts.push_back(owned_rows(param.rows, {world_.size(), r}, first, rows).size() * param.cols);
+  }
   in_flight_sum_ = world_.reduce_scatter(grad, owned_grad_.data(), counts);
   in_flight_index_ = index;
+  in_flight_rows_ = {first, first + rows};
   if (!fits) finish_exchange();  // `grad` is the store's buffer, which backward reuses next
 }
 
 // The global gradient of this rank's rows has arrived: check it, update the
-// rows, send them. Once this rank met a non-finite gradient — its own, or in
-// its rows of a sum — it updates no more rows; the ranks then agree on the
-// step's fate (Training: stopped, or dropped when no rank updated anything).
+// rows, and once the parameter's last rows are in, send them. Once this rank
+// met a non-finite gradient — its own, or in its rows of a sum — it updates
+// no more rows; the ranks then agree on the step's fate (Training: stopped,
+// or dropped when no rank updated anything).
 void QftStore::finish_exchange() {
   if (in_flight_index_ == SIZE_MAX) return;
   in_flight_sum_.wait();
   const size_t index = std::exchange(in_flight_index_, SIZE_MAX);
   Param& param = *params_[index];
-  const size_t owned = static_cast<size_t>(param.owned.size()) * param.cols;
-  if (!skip_updates_ && !nonfinite() && !check_gradient(step_, param.spec->name, owned_grad_.data(), owned)) {
-    update(index, owned_grad_.data(), nullptr);
+  const dist::Range rows = owned_rows(param.rows, Placement::of_world(), in_flight_rows_.begin, in_flight_rows_.size());
+  const size_t owned = static_cast<size_t>(rows.size()) * param.cols;
+  const size_t first = static_cast<size_t>(rows.begin) * param.cols;
+  if (!skip_updates_ && !nonfinite() && !check_gradient(step_, param.spec->name, owned_grad_.data(), owned, first)) {
+    if (rows.size() > 0) update(index, owned_grad_.data(), nullptr, rows);
   } else {
     skip_updates_ = true;
   }
+  if (in_flight_rows_.end < param.rows) return;
   if (param.matrix) {
     for (dist::Request& request : dist::gather_rows(*param.matrix)) gathers_.push_back(std::move(request));
   } else {

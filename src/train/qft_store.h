@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "dist/partition.h"
 #include "dist/world.h"
 #include "io/state_file.h"
 #include "model/weights.h"
@@ -37,6 +38,11 @@ struct QftMemory {
 class QftStore final : public TensorStore {
  public:
   static QftMemory memory(const ModelConfig& config, const TrainingSettings& settings, Placement placement = {});
+  // Fused (the update inside backward): one micro-batch per step and no stack.
+  static bool fused(const TrainingSettings& settings);
+  // Fused, the LM head and the embedding come in blocks of vocabulary rows
+  // no larger than the largest linear, each updated as it arrives.
+  static int planned_head_block_rows(const ModelConfig& config, const TrainingSettings& settings);
 
   // QLion with settings.hyper, settings.qft and settings.seed; fused (an
   // update inside backward) with one micro-batch per step and no stack.
@@ -67,29 +73,30 @@ class QftStore final : public TensorStore {
   void load_state(const StateReader& reader, const ShardReaders& shards);
 
   // Parameter `index` de-quantized to FP32, out (its numel).
-  void dequantize(size_t index, float* out) const { load(index, out); }
+  void dequantize(size_t index, float* out) const;
   int64_t outlier_count() const;
-  // Parameters this rank updated in the current step.
+  // Updates (of a parameter, or of a block of its rows) this rank made in the current step.
   int updates() const { return updates_; }
-  bool fused() const { return settings_.grad_accum == 1 && !settings_.qft.stack_gradients; }
+  bool fused() const { return fused(settings_); }
   bool updates_in_backward() const override { return fused(); }
 
  private:
   struct Param;
 
-  void load(size_t index, float* out) const override;
-  void load_bf16(size_t index, uint16_t* out) const override;
+  void load(size_t index, float* out, int first, int rows) const override;
+  void load_bf16(size_t index, uint16_t* out, int first, int rows) const override;
   void gather_rows(float* out, size_t index, const int* rows, int N) const override;
   float* vector(size_t index) override;
-  void consume(size_t index, const float* grad) override;
+  void consume(size_t index, const float* grad, int first, int rows) override;
 
-  // Lion on this rank's rows of parameter `index`: from their FP32 global
-  // gradient (owned rows, cols), or from the whole INT8 one.
-  void update(size_t index, const float* fp32_grad, const QuantizedRows* int8_grad);
-  // Data-parallel: sums a local gradient (rows, cols) over the ranks, then
-  // updates this rank's rows and starts sending them to the others. The sum of
+  // Lion on `rows` of parameter `index`, all of them this rank's: from
+  // their FP32 global gradient (rows.size(), cols), or from the whole INT8 one.
+  void update(size_t index, const float* fp32_grad, const QuantizedRows* int8_grad, dist::Range rows);
+  // Data-parallel: sums a local gradient (rows, cols) of rows [first, first +
+  // rows) over the ranks, then updates this rank's of them and, after a
+  // parameter's last rows, starts sending its rows to the others. The sum of
   // one gradient runs while backward computes the next.
-  void exchange(size_t index, const float* grad);
+  void exchange(size_t index, const float* grad, int first, int rows);
   void finish_exchange();
   bool hands_over_every_gradient() const override { return world_.distributed() && fused(); }
   RoundingContext rounding(size_t index, int purpose, uint32_t step) const;
@@ -101,11 +108,12 @@ class QftStore final : public TensorStore {
   Buffer<float> in_flight_;    // (largest linear) a local gradient being summed
   Buffer<float> owned_grad_;   // (largest owned rows × cols) this rank's rows of the global gradient
   size_t in_flight_index_ = SIZE_MAX;
+  dist::Range in_flight_rows_;  // of the parameter in flight
   dist::Request in_flight_sum_;
   std::vector<dist::Request> gathers_;  // this step's updated rows on their way to every rank
   std::vector<size_t> gathered_;
   bool skip_updates_ = false;  // a non-finite gradient was seen in this step
-  int updates_ = 0;            // parameters this rank updated in this step
+  int updates_ = 0;            // updates this rank made in this step
   int step_ = 0;
   float lr_ = 0.0f;
 };

@@ -9,6 +9,10 @@
 //     the embedding, since each is consumed before the next begins; tied,
 //     the LM head's gradient waits for the embedding's, so the linear
 //     gradients get their own buffer;
+//   - a store that takes the LM head and the embedding in blocks of rows
+//     (untied only) sizes both buffers by the largest linear: a block of the
+//     vocabulary is at most that large, and each block is consumed before
+//     the next;
 //   - one small buffer holds a layer's (or the final norm's) vector gradients.
 // Gradients are FP32. A frozen store (LoRA's base) has no gradient buffers:
 // every gradient is nullptr, so backward computes input gradients only, and
@@ -31,7 +35,13 @@ class TensorStore : public ParameterStore {
     size_t grads = 0;
     size_t weights = 0;
   };
-  static WorkingMemory working_memory(const ModelConfig& config, bool frozen = false);
+  static WorkingMemory working_memory(const ModelConfig& config, bool frozen = false, bool head_in_blocks = false);
+  // The vocabulary rows of a block of the LM head and the embedding: fewer
+  // than the vocabulary only in blocks, untied, where the head is larger
+  // than the largest linear.
+  static int planned_head_block_rows(const ModelConfig& config, bool head_in_blocks);
+  // Values of the largest linear weight.
+  static size_t largest_linear(const ModelConfig& config);
   // Whether such a store materialises its weights in BF16 (under the compute set now).
   static bool bf16_weights(bool frozen);
   static bool is_matrix(ParamRole role) {
@@ -47,39 +57,46 @@ class TensorStore : public ParameterStore {
   kernels::Operand linear_weight(int layer, Linear which) override;
   void embed(float* out, const int* tokens, int N) override;
   const HeadParams& head_weights() override { return head_weights_; }
-  kernels::Operand lm_head_weight() override;
+  int head_block_rows() override { return head_rows_; }
+  kernels::Operand lm_head_rows(int first, int rows) override;
   const LayerParams& layer_grads(int layer) override;
   float* linear_grad(int layer, Linear which) override;
   void linear_grad_done(int layer, Linear which) override;
   void layer_grads_done(int layer) override;
   const HeadParams& head_grads() override;
   void head_grads_done() override;
-  float* embedding_grad() override;
-  void embedding_grad_done() override;
+  float* lm_head_grad(int first, int rows) override;
+  void lm_head_grad_done(int first, int rows) override;
+  float* embedding_grad(int first, int rows) override;
+  void embedding_grad_done(int first, int rows) override;
 
  protected:
-  TensorStore(const ModelConfig& config, std::vector<ParamSpec> specs, bool frozen = false);
+  TensorStore(const ModelConfig& config, std::vector<ParamSpec> specs, bool frozen = false, bool head_in_blocks = false);
   // Builds the views once the subclass's vectors exist.
   void bind_views();
-  // FP32 room for the largest matrix parameter, for other use while no
-  // weight or gradient is: where a subclass stages the source's tensors
+  // FP32 room for the largest matrix parameter (but the LM head and the
+  // embedding taken in blocks, which a subclass builds a row at a time),
+  // for other use while no weight or gradient is: where a subclass stages the source's tensors
   // while it builds its state, or a gradient after backward, so neither
   // needs a buffer of its own. The FP32 weight buffer, or with BF16 weights
   // the larger gradient buffer; a weight it held is loaded again at its next use.
   float* borrow_fp32_buffer();
 
-  // Values of a matrix parameter, out (numel): FP32, or rounded to BF16
-  // (nearest even) as they are made — only stores with BF16 weights (not
-  // frozen) are asked for those; FP32 values of some of its rows, out (N, cols).
-  virtual void load(size_t index, float* out) const = 0;
-  virtual void load_bf16(size_t /*index*/, uint16_t* /*out*/) const {
+  // Rows [first, first + rows) of a matrix parameter, out (rows, cols):
+  // FP32, or rounded to BF16 (nearest even) as they are made — only stores
+  // with BF16 weights (not frozen) are asked for those; FP32 values of some
+  // of its rows, out (N, cols).
+  virtual void load(size_t index, float* out, int first, int rows) const = 0;
+  virtual void load_bf16(size_t /*index*/, uint16_t* /*out*/, int /*first*/, int /*rows*/) const {
     throw std::logic_error("a store with FP32 weights was asked for BF16 ones");
   }
   virtual void gather_rows(float* out, size_t index, const int* rows, int N) const = 0;
   // The resident FP32 values of a norm weight or bias.
   virtual float* vector(size_t index) = 0;
-  // grad (numel) of parameter `index` is complete and finite.
-  virtual void consume(size_t index, const float* grad) = 0;
+  // grad (rows, cols): rows [first, first + rows) of parameter `index`'s
+  // gradient are complete and finite (a norm weight or bias is one row).
+  // Only the LM head and the embedding come in blocks of rows.
+  virtual void consume(size_t index, const float* grad, int first, int rows) = 0;
   // Starts checking the gradients of step `step`.
   void start_step(int step);
   // Whether consume() changes the training state (an update inside backward).
@@ -102,20 +119,24 @@ class TensorStore : public ParameterStore {
   std::vector<ParamSpec> specs_;
 
  private:
-  // Parameter `index` in the weight buffer (loaded unless it is there).
-  kernels::Operand load_weight(size_t index);
-  // Checks grad, then consumes it unless this or an earlier one is non-finite.
-  void hand_over(size_t index, float* grad);
+  // Rows [first, first + rows) of parameter `index` in the weight buffer (loaded unless they are there).
+  kernels::Operand load_weight(size_t index, int first, int rows);
+  // Checks grad (rows, cols), then consumes it unless this or an earlier one is non-finite.
+  void hand_over(size_t index, float* grad, int first, int rows);
+  // A matrix's rows, a vector's 1; its columns.
+  int rows_of(size_t index) const;
+  size_t lm_head_index() const;
   size_t linear_index(int layer, Linear which) const;
 
   std::map<std::string, size_t> index_;
   bool frozen_;
   bool bf16_weights_;
-  Buffer<float> weight_buffer_;            // (max(largest linear, V·C)), FP32 weights
+  int head_rows_;                          // rows of a block of the LM head and the embedding
+  Buffer<float> weight_buffer_;            // (max(largest linear, head_rows·C)), FP32 weights
   Buffer<uint16_t> bf16_weight_buffer_;    // the same, BF16 weights
   size_t weight_holder_ = SIZE_MAX;        // the parameter in the weight buffer
-  Buffer<float> head_grad_;          // (V, C), or shared with the linears when untied
-  bool head_grad_open_ = false;
+  int weight_holder_first_ = 0, weight_holder_rows_ = 0;  // its rows there
+  Buffer<float> head_grad_;          // (head_rows, C), or shared with the linears when untied
   Buffer<float> own_linear_grad_;    // tied models only
   float* linear_grad_ = nullptr;     // (largest linear)
   Buffer<float> vector_grads_;

@@ -59,7 +59,7 @@ int StopSignals::received() { return stop_signal.load(); }
 const char* StopSignals::name(int signal) { return signal == SIGINT ? "SIGINT" : "SIGTERM"; }
 
 OptionSpec momentum_bits_option() {
-  return {"momentum-bits", "BITS", "qlion: momentum as 8-bit codes with one range per row, or 4-bit codes with one range per 64 values", "8"};
+  return {"momentum-bits", "BITS", "qlion: momentum as 8-bit codes with one range per row, or 4-bit codes with one BF16 range per 64 values", "8"};
 }
 
 OptionSpec threads_option() {

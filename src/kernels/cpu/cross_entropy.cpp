@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "kernels/cpu/vector_math.h"
@@ -26,6 +27,15 @@ void capped_gradient(float* row, int target, int V, float lse, float grad_scale,
   }
 }
 
+// A row's logits (already capped) become their gradient, (softmax − onehot)
+// · grad_scale through the cap; `target` may lie outside the row (a block of
+// the vocabulary without it).
+void row_gradient(float* row, int target, int V, float lse, float grad_scale, float softcap) {
+  if (softcap > 0) return capped_gradient(row, target, V, lse, grad_scale, softcap);
+  vmath::exp_scale(row, V, lse, grad_scale);
+  if (target >= 0 && target < V) row[target] -= grad_scale;
+}
+
 }  // namespace
 
 void softcap_forward(float* x, size_t n, float cap) {
@@ -47,13 +57,7 @@ void cross_entropy_forward_backward(double* losses, float* logits, const int* ta
     if (softcap > 0) vmath::softcap(row, V, softcap);
     const double row_lse = log_sum_exp(row, V);
     losses[r] = row_lse - row[targets[r]];
-    const float lse = static_cast<float>(row_lse);
-    if (softcap > 0) {
-      capped_gradient(row, targets[r], V, lse, grad_scale, softcap);
-    } else {
-      vmath::exp_scale(row, V, lse, grad_scale);
-      row[targets[r]] -= grad_scale;
-    }
+    row_gradient(row, targets[r], V, static_cast<float>(row_lse), grad_scale, softcap);
   }
 }
 
@@ -61,6 +65,58 @@ void sum_in_order(double* total, const double* values, size_t n) {
   double sum = 0.0;
   for (size_t i = 0; i < n; ++i) sum += values[i];
   *total += sum;
+}
+
+void cross_entropy_block_start(double* stats, int R) {
+  for (int r = 0; r < R; ++r) {
+    double* row = stats + static_cast<size_t>(r) * kCrossEntropyStats;
+    row[0] = -std::numeric_limits<double>::infinity();
+    row[1] = row[2] = 0.0;
+  }
+}
+
+// Σ exp over the rows seen so far, rescaled to the new maximum as it grows.
+void cross_entropy_block_fold(double* stats, float* logits, const int* targets, int R, int Vb, int first,
+                              float softcap) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < R; ++r) {
+    if (targets[r] < 0) continue;
+    float* row = logits + static_cast<size_t>(r) * Vb;
+    double* stat = stats + static_cast<size_t>(r) * kCrossEntropyStats;
+    if (softcap > 0) vmath::softcap(row, Vb, softcap);
+    const double max = std::max<double>(stat[0], *std::max_element(row, row + Vb));
+    stat[1] = stat[1] * std::exp(stat[0] - max) + vmath::exp_sum_double(row, Vb, static_cast<float>(max));
+    stat[0] = max;
+    const int target = targets[r] - first;
+    if (target >= 0 && target < Vb) stat[2] = row[target];
+  }
+}
+
+void cross_entropy_block_finish(double* losses, double* stats, const int* targets, int R) {
+  for (int r = 0; r < R; ++r) {
+    double* stat = stats + static_cast<size_t>(r) * kCrossEntropyStats;
+    if (targets[r] < 0) {
+      losses[r] = 0.0;
+      continue;
+    }
+    stat[0] += std::log(stat[1]);
+    losses[r] = stat[0] - stat[2];
+  }
+}
+
+void cross_entropy_block_backward(float* logits, const double* stats, const int* targets, int R, int Vb, int first,
+                                  float grad_scale, float softcap) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < R; ++r) {
+    float* row = logits + static_cast<size_t>(r) * Vb;
+    if (targets[r] < 0) {
+      std::fill(row, row + Vb, 0.0f);
+      continue;
+    }
+    if (softcap > 0) vmath::softcap(row, Vb, softcap);
+    const float lse = static_cast<float>(stats[static_cast<size_t>(r) * kCrossEntropyStats]);
+    row_gradient(row, targets[r] - first, Vb, lse, grad_scale, softcap);
+  }
 }
 
 void cross_entropy_rows(double* losses, const float* logits, const int* targets, int R, int V, float softcap) {

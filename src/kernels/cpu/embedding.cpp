@@ -21,10 +21,11 @@ void embedding_forward(float* out, const int* tokens, const uint16_t* table, int
   }
 }
 
-void embedding_backward(float* dtable, const float* dout, const int* tokens, int N, int C) {
+void embedding_backward(float* dtable, const float* dout, const int* tokens, int N, int C, int first, int rows) {
   // Serial over rows: a token may repeat, and the work is tiny next to the GEMMs.
   for (int n = 0; n < N; ++n) {
-    float* row = dtable + static_cast<size_t>(tokens[n]) * C;
+    if (tokens[n] < first || tokens[n] >= first + rows) continue;
+    float* row = dtable + static_cast<size_t>(tokens[n] - first) * C;
     const float* grad = dout + static_cast<size_t>(n) * C;
     for (int c = 0; c < C; ++c) row[c] += grad[c];
   }
