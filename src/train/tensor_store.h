@@ -123,7 +123,7 @@ class TensorStore : public ParameterStore {
   kernels::Operand load_weight(size_t index, int first, int rows);
   // Checks grad (rows, cols), then consumes it unless this or an earlier one is non-finite.
   void hand_over(size_t index, float* grad, int first, int rows);
-  // A matrix's rows, a vector's 1; its columns.
+  // Rows of parameter `index` as stored: a matrix's first dimension, a vector's 1.
   int rows_of(size_t index) const;
   size_t lm_head_index() const;
   size_t linear_index(int layer, Linear which) const;
